@@ -1,0 +1,30 @@
+# `make test` and `make demo` create (or reuse) .venv and install everything the project needs into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The PyTorch build to install; override for another platform, e.g. TORCH_PKGS="torch torchvision".
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PKGS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/swiftformer demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_fused.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

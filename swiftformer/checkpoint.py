@@ -1,0 +1,317 @@
+"""Reading and writing SwiftFormer weights in every layout, safely.
+
+Loading never unpickles arbitrary objects: ``.safetensors`` files hold only tensors, and every other file
+goes through ``torch.load(weights_only=True)``, which refuses any object that is not a tensor or a plain
+container. Writing is atomic: a temp file in the target folder, fsync, then ``os.replace``, so a crash
+mid-write leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .convert import FORMATS, StateDict, detect_format, from_native, to_native, unwrap
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+HUB_REPO = "timm/{variant}.dist_in1k"
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+HEAD_PREFIXES = ("head.", "head_dist.")
+
+
+# Atomic writes ---------------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)``, fsync, and rename onto ``path``; ``path`` is never seen half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` with :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# Safe reading ----------------------------------------------------------------------------------------------
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` that only accepts tensors and plain containers; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: it holds pickled objects other than tensors, which could run code "
+            f"({first_line}). Only tensor state dicts and safetensors files are accepted."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return {key: handle.get_tensor(key) for key in handle.keys()}, metadata
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"cannot read safetensors file {path}: {error}") from None
+
+
+def _weights_file(directory: Path) -> Path:
+    for name in HF_WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(f"{directory} holds none of {', '.join(HF_WEIGHT_FILES)}")
+
+
+def read_checkpoint(path: str | Path, key: str | None = None) -> tuple[StateDict, dict[str, str]]:
+    """The raw state dict and metadata of a file or a Hugging Face model directory.
+
+    ``key`` picks an entry of a training checkpoint (``"model"`` by default, ``"ema"`` for the EMA weights).
+    """
+    path = Path(path)
+    if path.is_dir():
+        metadata = {}
+        if (path / "config.json").is_file():
+            metadata = {"hf_config": (path / "config.json").read_text()}
+        path = _weights_file(path)
+        state_dict, file_metadata = read_checkpoint(path, key)
+        return state_dict, {**file_metadata, **metadata}
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    checkpoint = safe_torch_load(path)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{path} does not hold a dict of tensors (found {type(checkpoint).__name__})")
+    if key is not None:
+        if key not in checkpoint or not isinstance(checkpoint[key], Mapping):
+            raise CheckpointError(f"{path} has no {key!r} entry (entries: {', '.join(map(str, checkpoint))})")
+        checkpoint = checkpoint[key]
+    return unwrap(checkpoint), {}
+
+
+def read_native_state_dict(path: str | Path, key: str | None = None) -> tuple[StateDict, str, dict[str, str]]:
+    """Read any supported checkpoint and convert it to native keys: ``(state_dict, format, metadata)``."""
+    state_dict, metadata = read_checkpoint(path, key)
+    fmt = detect_format(state_dict)
+    if fmt == "hf":
+        log.warning(
+            "%s is a Hugging Face transformers checkpoint: those hold the pre-July-2023 weights; build the "
+            "model with attention='additive_legacy' to reproduce their outputs",
+            path,
+        )
+    return to_native(state_dict), fmt, metadata
+
+
+def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """Class count of a native state dict's head, or ``None`` when it has no head."""
+    head = state_dict.get("head.weight")
+    return None if head is None else int(head.shape[0])
+
+
+# Loading into a model --------------------------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did."""
+
+    source_format: str
+    dropped: list[str] = field(default_factory=list)
+
+
+def _head_keys(keys: list[str]) -> list[str]:
+    return [k for k in keys if k.startswith(HEAD_PREFIXES)]
+
+
+def load_native_state_dict(model: nn.Module, state_dict: StateDict, drop_head: bool = False) -> list[str]:
+    """Load native keys into ``model`` with errors that name key and shapes; returns the dropped keys."""
+    expected = model.state_dict()
+    state_dict = dict(state_dict)
+    dropped = []
+    if getattr(model, "head_dist", True) is None:  # a model without distillation head takes a distilled checkpoint
+        dropped += [k for k in list(state_dict) if k.startswith("head_dist.")]
+    if drop_head:
+        dropped += [k for k in _head_keys(list(state_dict)) if k not in dropped]
+    for key in dropped:
+        state_dict.pop(key)
+    mismatched = [k for k, v in state_dict.items() if k in expected and expected[k].shape != v.shape]
+    if mismatched:
+        key = mismatched[0]
+        got, want = tuple(state_dict[key].shape), tuple(expected[key].shape)
+        if all(k.startswith(HEAD_PREFIXES) for k in mismatched):
+            raise CheckpointError(
+                f"classifier head does not fit: {key} is {got} in the checkpoint, {want} in the model. Build the "
+                f"model with num_classes={got[0]}, or drop the head to fine-tune (drop_head=True / --finetune)."
+            )
+        raise CheckpointError(
+            f"checkpoint does not fit the model: {key} is {got} in the checkpoint, {want} in the model "
+            f"({len(mismatched)} tensors differ) - is it another SwiftFormer variant?"
+        )
+    missing = [k for k in expected if k not in state_dict and not (drop_head and k.startswith(HEAD_PREFIXES))]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"checkpoint keys do not match the model: {'; '.join(parts)}")
+    model.load_state_dict(state_dict, strict=not drop_head)
+    return dropped
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, drop_head: bool = False, key: str | None = None) -> LoadReport:
+    """Load official, timm, Hugging Face or native weights (file or HF directory) into ``model``.
+
+    The layout is detected from the keys. ``drop_head=True`` keeps the model's own classifier (fine-tuning);
+    otherwise a head of another size is a :class:`CheckpointError`. ``key`` picks an entry of a training
+    checkpoint, e.g. ``"ema"``.
+    """
+    state_dict, fmt, _ = read_native_state_dict(path, key)
+    dropped = load_native_state_dict(model, state_dict, drop_head)
+    if dropped:
+        log.info("not loaded from %s: %s", path, ", ".join(dropped))
+    return LoadReport(fmt, dropped)
+
+
+def hub_checkpoint_path(variant: str) -> Path:
+    """Local path of the released weights, from the Hugging Face Hub (or its cache when offline)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id = HUB_REPO.format(variant=variant)
+    try:
+        return Path(hf_hub_download(repo_id, "model.safetensors"))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise CheckpointError(
+            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): "
+            f"{str(error).splitlines()[0]}. Pass pretrained=PATH to use a file you have."
+        ) from None
+
+
+def pretrained_source(variant: str, pretrained: bool | str | Path) -> Path:
+    return hub_checkpoint_path(variant) if pretrained is True else Path(pretrained)
+
+
+# Saving ----------------------------------------------------------------------------------------------------
+def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(path), metadata=metadata)
+
+
+def model_metadata(model: nn.Module) -> dict[str, str]:
+    """What a native checkpoint records about the model that built it."""
+    return {
+        "format": "swiftformer",
+        "variant": str(getattr(model, "variant", "")),
+        "num_classes": str(getattr(model, "num_classes", "")),
+        "attention": str(getattr(model, "attention", "")),
+        "distillation": str(getattr(model, "head_dist", None) is not None),
+    }
+
+
+def hf_config(model: nn.Module) -> dict[str, Any]:
+    """A transformers ``SwiftFormerConfig`` for ``model``."""
+    depths = [len(stage.blocks) for stage in model.stages]
+    widths = [info["num_chs"] for info in model.feature_info]
+    return {
+        "architectures": ["SwiftFormerForImageClassification"],
+        "model_type": "swiftformer",
+        "num_channels": model.stem[0].in_channels,
+        "depths": depths,
+        "embed_dims": widths,
+        "mlp_ratio": 4,
+        "downsamples": [True] * len(depths),
+        "hidden_act": "gelu",
+        "down_patch_size": 3,
+        "down_stride": 2,
+        "down_pad": 1,
+        "drop_path_rate": 0.0,
+        "use_layer_scale": True,
+        "layer_scale_init_value": 1e-5,
+        "batch_norm_eps": 1e-5,
+        "id2label": {str(i): f"LABEL_{i}" for i in range(model.num_classes)},
+        "label2id": {f"LABEL_{i}": i for i in range(model.num_classes)},
+    }
+
+
+def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
+        _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
+        for name in ("config.json", "model.safetensors"):
+            with open(staging / name, "rb+") as handle:
+                os.fsync(handle.fileno())
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(staging, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, format: str = "native") -> Path:
+    """Write ``model``'s weights in one of :data:`swiftformer.convert.FORMATS`, atomically.
+
+    - ``native``: safetensors with the model's name, class count and attention in its metadata.
+    - ``timm``: timm keys; safetensors for a ``.safetensors`` path, else a ``torch.save`` state dict.
+    - ``official``: ``{"model": state_dict}`` in the official key layout (``torch.save``).
+    - ``hf``: a directory with ``config.json`` and ``model.safetensors`` that transformers loads.
+    """
+    if format not in FORMATS:
+        raise CheckpointError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = from_native({k: v.detach().cpu() for k, v in model.state_dict().items()}, format)
+    if format == "hf":
+        _save_hf_directory(model, state_dict, path)
+    elif format == "native" or (format == "timm" and path.suffix == ".safetensors"):
+        metadata = model_metadata(model) if format == "native" else {"format": "pt"}
+        atomic_write(path, lambda tmp: _save_safetensors(state_dict, tmp, metadata))
+    else:
+        atomic_torch_save({"model": state_dict} if format == "official" else state_dict, path)
+    return path

@@ -1,0 +1,44 @@
+"""``swiftformer`` command line: a thin layer over the library.
+
+Each sub-command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``.
+Errors a user can fix (:class:`swiftformer.SwiftFormerError`, missing files) print one line on stderr
+and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swiftformer", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import SwiftFormerError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except (SwiftFormerError, FileNotFoundError) as error:
+        print(f"swiftformer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"swiftformer {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,186 @@
+"""The token mixers compared in the SwiftFormer paper (Fig. 2), behind one calling convention.
+
+Every module maps tokens ``(B, N, C) -> (B, N, C)``, so the SwiftFormer encoder block can take any of them
+(``create_model(..., attention=NAME)``) and the paper's ablation can be re-run:
+
+- ``additive``: efficient additive attention (SwiftFormer, current official weights), O(N·C²).
+- ``additive_legacy``: the same module as the official code ran before July 2023 (and Hugging Face
+  transformers still runs): the token softmax ran over a size-1 axis, so every token weight is 1.
+- ``mhsa``: standard multi-head self-attention (Vaswani et al.), O(N²·C).
+- ``transposed``: transposed / channel self-attention (XCiT, Restormer), a d×d map per head, O(N·C²/h).
+- ``separable``: MobileViT-v2 separable self-attention, O(N·C).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize`` written with primitive ops (sum of squares, clamp, rsqrt, mul).
+
+    Same value as ``x / max(||x||, eps)``; every export backend (ONNX, Core ML including the Neural
+    Engine, ExecuTorch) lowers these ops, while ``ReduceL2``-style fused normalisation is not always taken.
+    """
+    return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(eps * eps))
+
+
+class EfficientAdditiveAttention(nn.Module):
+    """Efficient additive attention (SwiftFormer, Eq. 4-6).
+
+    q, k are L2-normalised over channels; a learned vector ``w_g`` scores each query token,
+    the scores are L2-normalised over tokens (``legacy=False``) into a global query
+    ``G = Σ_n a_n q_n``, and ``out = final(proj(G ⊙ k) + q)``. Cost is linear in the token count.
+
+    ``legacy=True`` reproduces the pre-July-2023 official code, whose softmax ran over a size-1 axis:
+    every score is 1 and ``G = Σ_n q_n``. Released weights of that generation (and Hugging Face
+    transformers' port) only give their published accuracy with it.
+    """
+
+    def __init__(self, dim: int, legacy: bool = False) -> None:
+        super().__init__()
+        self.legacy = legacy
+        self.scale = dim**-0.5
+        self.to_query = nn.Linear(dim, dim)
+        self.to_key = nn.Linear(dim, dim)
+        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        self.proj = nn.Linear(dim, dim)
+        self.final = nn.Linear(dim, dim)
+
+    def global_query(self, query: torch.Tensor) -> torch.Tensor:
+        """Pool normalised queries ``(B, N, C)`` into the global query ``(B, 1, C)``."""
+        if self.legacy:
+            return query.sum(dim=1, keepdim=True)
+        scores = F.normalize(query @ self.w_g * self.scale, dim=1)  # (B, N, 1)
+        return (scores * query).sum(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query = F.normalize(self.to_query(x), dim=-1)
+        key = F.normalize(self.to_key(x), dim=-1)
+        return self.final(self.proj(self.global_query(query) * key) + query)
+
+    def reparameterize(self, output_scale: torch.Tensor | None = None) -> "FusedAdditiveAttention":
+        """The inference form; ``output_scale`` (C,) is a layer scale folded into its output."""
+        return FusedAdditiveAttention(self, output_scale)
+
+
+class FusedAdditiveAttention(nn.Module):
+    """Inference form of :class:`EfficientAdditiveAttention`, same function, fewer and larger ops.
+
+    - ``to_query`` and ``to_key`` are one linear layer ``(B, N, C) -> (B, N, 2C)``, normalised in one op.
+    - ``final(proj(G ⊙ k) + q) = (W_f W_p diag(G)) k + W_f q + (W_f b_p + b_f)``: ``W_f W_p`` is
+      precomputed, so the two output projections become one batched matmul of ``[q, k]`` ``(B, N, 2C)``
+      with a per-image ``(2C, C)`` matrix, with the bias (and any layer scale) folded in.
+    """
+
+    def __init__(self, attn: EfficientAdditiveAttention, output_scale: torch.Tensor | None = None) -> None:
+        super().__init__()
+        dim = attn.to_query.in_features
+        scale = torch.ones(dim) if output_scale is None else output_scale.detach().reshape(dim)
+        with torch.no_grad():
+            w_final = attn.final.weight * scale[:, None]  # (C_out, C)
+            self.legacy = attn.legacy
+            self.qk_weight = nn.Parameter(torch.cat([attn.to_query.weight, attn.to_key.weight]))
+            self.qk_bias = nn.Parameter(torch.cat([attn.to_query.bias, attn.to_key.bias]))
+            self.score_weight = nn.Parameter(attn.w_g[:, 0] * attn.scale)  # (C,)
+            # out = q @ Wq_t + k @ (G[:, None] * Wk_t) + bias, with Wq_t, Wk_t stored transposed (C, C_out).
+            self.query_out = nn.Parameter(w_final.t().contiguous())
+            self.key_out = nn.Parameter((w_final @ attn.proj.weight).t().contiguous())
+            self.bias = nn.Parameter(w_final @ attn.proj.bias + attn.final.bias * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qk = l2_normalize(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)
+        qk = qk.view(batch, tokens, 2 * dim)
+        query = qk[..., :dim]
+        if self.legacy:
+            global_query = query.sum(dim=1)  # (B, C)
+        else:
+            scores = l2_normalize(query @ self.score_weight, dim=1)  # (B, N)
+            global_query = torch.bmm(scores.unsqueeze(1), query).squeeze(1)  # (B, C)
+        key_out = global_query.unsqueeze(-1) * self.key_out  # (B, C, C_out)
+        out_weight = torch.cat([self.query_out.expand(batch, -1, -1), key_out], dim=1)  # (B, 2C, C_out)
+        return torch.baddbmm(self.bias, qk, out_weight)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Standard multi-head self-attention: ``softmax(q kᵀ / √d) v`` over tokens, O(N²)."""
+
+    def __init__(self, dim: int, num_heads: int = 4) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        out = F.scaled_dot_product_attention(query, key, value)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class TransposedSelfAttention(nn.Module):
+    """Transposed (channel) self-attention of XCiT / Restormer: a d×d attention map per head.
+
+    q and k are L2-normalised over tokens, ``attn = softmax(τ · q kᵀ)`` over channels, O(N·d²).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 4, 1)  # each (B, h, d, N)
+        query = F.normalize(query, dim=-1)
+        key = F.normalize(key, dim=-1)
+        attn = (query @ key.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, h, d, d)
+        out = (attn @ value).permute(0, 3, 1, 2).reshape(batch, tokens, dim)
+        return self.proj(out)
+
+
+class SeparableSelfAttention(nn.Module):
+    """MobileViT-v2 separable self-attention: one context vector from softmax token scores, O(N·C).
+
+    ``scores = softmax_N(x W_I)``, ``context = Σ_n scores_n · (x W_K)_n``,
+    ``out = W_O (ReLU(x W_V) ⊙ context)``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.qkv = nn.Linear(dim, 1 + 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores, key, value = self.qkv(x).split([1, self.dim, self.dim], dim=-1)
+        context = (scores.softmax(dim=1) * key).sum(dim=1, keepdim=True)  # (B, 1, C)
+        return self.out_proj(F.relu(value) * context)
+
+
+ATTENTIONS = ("additive", "additive_legacy", "mhsa", "transposed", "separable")
+
+
+def build_attention(name: str, dim: int, num_heads: int = 4) -> nn.Module:
+    """Build a token mixer by name (see :data:`ATTENTIONS`)."""
+    if name == "additive":
+        return EfficientAdditiveAttention(dim)
+    if name == "additive_legacy":
+        return EfficientAdditiveAttention(dim, legacy=True)
+    if name == "mhsa":
+        return MultiHeadSelfAttention(dim, num_heads)
+    if name == "transposed":
+        return TransposedSelfAttention(dim, num_heads)
+    if name == "separable":
+        return SeparableSelfAttention(dim)
+    raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
