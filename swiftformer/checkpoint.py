@@ -172,7 +172,7 @@ def load_native_state_dict(model: nn.Module, state_dict: StateDict, drop_head: b
         state_dict.pop(key)
     mismatched = [k for k, v in state_dict.items() if k in expected and expected[k].shape != v.shape]
     if mismatched:
-        key = mismatched[0]
+        key = next((k for k in mismatched if k.endswith(".weight")), mismatched[0])
         got, want = tuple(state_dict[key].shape), tuple(expected[key].shape)
         if all(k.startswith(HEAD_PREFIXES) for k in mismatched):
             raise CheckpointError(

@@ -6,7 +6,8 @@ Native keys are timm's (``stem.N``, ``stages.S.downsample``, ``stages.S.blocks.B
 - ``official`` (Amshaker/SwiftFormer): ``patch_embed.N``, ``network.2S.B`` blocks, ``network.2S+1`` the
   downsampling into stage S+1, ``attn.Proj``, bare ``layer_scale`` parameters, ``dist_head``.
 - ``hf`` (transformers' ``SwiftFormerForImageClassification``): the official layout under
-  ``swiftformer.patch_embed.patch_embedding`` / ``swiftformer.encoder``, with ``depth_wise_conv``,
+  ``swiftformer.patch_embed.patch_embedding`` / ``swiftformer.encoder`` (stage blocks under
+  ``network.2S.blocks.B``), with ``depth_wise_conv``,
   ``point_wise_conv1/2``, ``attn.proj``, and top-level ``norm``, ``head``, ``dist_head``.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LAYER_SCALE = re.compile(r"\.(layer_scale(?:_[12])?)(?=$|\.)")
 _OFFICIAL_NETWORK = re.compile(r"^network\.(\d+)\.(.*)$")
 _NATIVE_BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(.*)$")
 _NATIVE_DOWNSAMPLE = re.compile(r"^stages\.(\d+)\.downsample\.(.*)$")
+_HF_STAGE_BLOCKS = re.compile(r"^network\.(\d+)\.blocks\.")
+_OFFICIAL_STAGE_BLOCK = re.compile(r"^network\.(\d*[02468])\.(\d+)\.")
 _HF_CONV_NAMES = (("depth_wise_conv", "dwconv"), ("point_wise_conv1", "pwconv1"), ("point_wise_conv2", "pwconv2"))
 
 
@@ -97,7 +100,7 @@ def hf_to_native(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     official = {}
     for key, value in state_dict.items():
         key = key.replace("swiftformer.patch_embed.patch_embedding.", "patch_embed.")
-        key = key.replace("swiftformer.encoder.", "")
+        key = _HF_STAGE_BLOCKS.sub(r"network.\1.", key.replace("swiftformer.encoder.", ""))
         for hf_name, name in _HF_CONV_NAMES:
             key = key.replace(f".{hf_name}.", f".{name}.")
         official[key] = value
@@ -113,7 +116,7 @@ def native_to_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         if key.startswith("patch_embed."):
             key = "swiftformer.patch_embed.patch_embedding." + key[len("patch_embed.") :]
         elif key.startswith("network."):
-            key = "swiftformer.encoder." + key
+            key = "swiftformer.encoder." + _OFFICIAL_STAGE_BLOCK.sub(r"network.\1.blocks.\2.", key)
         out[key] = value
     return out
 

@@ -97,7 +97,8 @@ class FusedAdditiveAttention(nn.Module):
         if self.legacy:
             global_query = query.sum(dim=1)  # (B, C)
         else:
-            scores = l2_normalize(query @ self.score_weight, dim=1)  # (B, N)
+            # A matrix-vector product as (B, N, C) @ (C, 1): coremltools' matmul rejects a 1-D operand.
+            scores = l2_normalize((query @ self.score_weight.unsqueeze(-1)).squeeze(-1), dim=1)  # (B, N)
             global_query = torch.bmm(scores.unsqueeze(1), query).squeeze(1)  # (B, C)
         key_out = global_query.unsqueeze(-1) * self.key_out  # (B, C, C_out)
         out_weight = torch.cat([self.query_out.expand(batch, -1, -1), key_out], dim=1)  # (B, 2C, C_out)

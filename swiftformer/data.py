@@ -1,0 +1,210 @@
+"""Datasets, transforms and loaders for training and evaluation.
+
+Three sources: an ImageFolder tree in the ImageNet layout (``DATA/train/<class>/*.jpg``, ``DATA/val/...``);
+``digits``, the 1,797 handwritten 8×8 digits that scikit-learn ships, turned into RGB images (no download,
+a fixed stratified 80/20 split); and ``cifar10`` through torchvision (``--download`` to fetch it).
+Transforms come from the model's data config through timm, so training and evaluation preprocess exactly
+as the model expects (mean, std, interpolation, crop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from .data_config import resolve_data_config
+from .distributed import DistInfo, ShardSampler
+from .errors import DataError
+from .recipes import TrainConfig
+
+DATASETS = ("folder", "digits", "cifar10")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DIGITS_SIZE = 32  # the 8×8 digits are upsampled to this before the model's own resize
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's handwritten digits as 32×32 RGB PIL images; ``split`` is ``train`` (80 %) or ``val``."""
+
+    classes = [str(digit) for digit in range(10)]
+
+    def __init__(self, split: str, transform: Callable | None = None) -> None:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        indices = np.arange(len(digits.target))
+        train, val = train_test_split(indices, test_size=0.2, random_state=0, stratify=digits.target)
+        chosen = {"train": train, "val": val}[split]
+        pixels = (digits.images[chosen] * (255.0 / 16.0)).round().astype(np.uint8)  # values 0..16 -> 0..255
+        self.images = [
+            Image.fromarray(p).resize((DIGITS_SIZE, DIGITS_SIZE), Image.BICUBIC).convert("RGB") for p in pixels
+        ]
+        self.targets = digits.target[chosen].tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), self.targets[index]
+
+
+@dataclass
+class Datasets:
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+
+
+def model_data_config(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    """The model's preprocessing at the run's image size, crop and interpolation."""
+    return resolve_data_config(model, config.img_size, crop_pct=config.crop_pct, interpolation=config.interpolation)
+
+
+def train_transform(model: nn.Module, config: TrainConfig) -> Callable:
+    """Random resized crop, flip, RandAugment or colour jitter, normalise, random erasing (timm)."""
+    data_config = model_data_config(model, config)
+    return create_transform(
+        input_size=data_config["input_size"],
+        is_training=True,
+        scale=tuple(config.crop_scale),
+        hflip=config.hflip,
+        color_jitter=config.color_jitter,
+        auto_augment=config.auto_augment,
+        interpolation=config.interpolation,
+        mean=data_config["mean"],
+        std=data_config["std"],
+        re_prob=config.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+
+
+def eval_transform(model: nn.Module, config: TrainConfig) -> Callable:
+    """Resize to ``img_size / crop_pct``, center crop, normalise."""
+    return create_transform(**model_data_config(model, config), is_training=False)
+
+
+def _image_folder(root: Path, transform: Callable) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")
+    try:
+        return ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise DataError(f"cannot use {root} as an image folder: {error}") from None
+
+
+def _cifar10(config: TrainConfig, train: bool, transform: Callable) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    root = config.data or "data"
+    try:
+        return CIFAR10(root, train=train, transform=transform, download=config.download)
+    except RuntimeError as error:
+        raise DataError(f"CIFAR-10 not found under {root} ({error}); add --download to fetch it") from None
+
+
+def _subset(dataset: Dataset, size: int | None) -> Dataset:
+    """The first ``size`` images spread evenly over the dataset (so every class of a sorted folder appears)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
+
+
+def build_datasets(model: nn.Module, config: TrainConfig) -> Datasets:
+    """Train and val datasets of ``config.dataset`` with the model's transforms."""
+    train_tf, val_tf = train_transform(model, config), eval_transform(model, config)
+    if config.dataset == "digits":
+        train, val = DigitsDataset("train", train_tf), DigitsDataset("val", val_tf)
+        names = DigitsDataset.classes
+    elif config.dataset == "cifar10":
+        train, val = _cifar10(config, True, train_tf), _cifar10(config, False, val_tf)
+        names = list(train.classes)
+    elif config.dataset == "folder":
+        if not config.data:
+            raise DataError("--data DIR is required for --dataset folder (DIR/train and DIR/val in the ImageNet layout)")
+        train, val = _image_folder(Path(config.data) / "train", train_tf), _image_folder(Path(config.data) / "val", val_tf)
+        if train.classes != val.classes:
+            raise DataError(f"{config.data}: train/ and val/ have different class folders")
+        names = list(train.classes)
+    else:
+        raise DataError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
+    return Datasets(_subset(train, config.train_subset), _subset(val, config.val_subset), names)
+
+
+def train_sampler(dataset: Dataset, config: TrainConfig, dist_info: DistInfo) -> Sampler:
+    """Repeated augmentation (DeiT) or a plain shuffled shard; both reshuffle on ``set_epoch``.
+
+    With repeated augmentation each image appears ``repeated_aug`` times per epoch, each copy on another
+    rank, and each rank stops after ``len(dataset) / world_size`` samples, so an epoch keeps its length.
+    """
+    if config.repeated_aug > 1:
+        return RepeatAugSampler(dataset, dist_info.world_size, dist_info.rank, shuffle=True, num_repeats=config.repeated_aug)
+    return DistributedSampler(dataset, dist_info.world_size, dist_info.rank, shuffle=True, seed=config.seed)
+
+
+def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) -> tuple[DataLoader, DataLoader]:
+    """Train loader (full batches only: BatchNorm needs more than one sample) and exact-count val loader."""
+    pin = dist_info.device.type == "cuda"
+    train = DataLoader(
+        datasets.train,
+        batch_size=config.batch_size,
+        sampler=train_sampler(datasets.train, config, dist_info),
+        num_workers=config.workers,
+        pin_memory=pin,
+        drop_last=True,
+    )
+    if len(train) == 0:
+        raise DataError(
+            f"{len(datasets.train)} training images over {dist_info.world_size} process(es) give no full batch "
+            f"of {config.batch_size}; lower --batch-size"
+        )
+    val = DataLoader(
+        datasets.val,
+        batch_size=config.batch_size,
+        sampler=ShardSampler(len(datasets.val), dist_info.rank, dist_info.world_size),
+        num_workers=config.workers,
+        pin_memory=pin,
+    )
+    return train, val
+
+
+def list_images(inputs: list[str]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in the given folders."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"no such image file or folder: {path}")
+    if not paths:
+        raise DataError(f"no images found in {', '.join(inputs)}")
+    return paths
+
+
+def load_image(path: Path) -> Image.Image:
+    """An RGB PIL image, or a :class:`DataError` naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+
+
+def batch_images(paths: list[Path], transform: Callable) -> torch.Tensor:
+    """``(N, 3, H, W)`` tensor of the transformed images."""
+    return torch.stack([transform(load_image(p)) for p in paths])

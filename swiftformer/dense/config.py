@@ -1,0 +1,156 @@
+"""Dense-prediction recipes: a :class:`DenseConfig` per YAML file in ``swiftformer/configs/dense/``.
+
+Resolution order: dataclass defaults, the recipe file, then command-line overrides (``--set key=value``).
+The resolved config is stored in every checkpoint, so ``eval`` and ``predict`` rebuild the same model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SwiftFormerError
+
+TASKS = ("detection", "segmentation")
+
+
+@dataclass
+class DenseConfig:
+    """Everything that defines a detection or segmentation run; defaults are the paper's Mask R-CNN 1×."""
+
+    task: str = "detection"
+    # model
+    model: str = "swiftformer_xs"
+    pretrained: str | None = None  # classification weights of the backbone (any format); heads are dropped
+    drop_path: float = 0.0
+    out_channels: int = 256  # FPN width
+    frozen_stages: int = 0  # k >= 1 freezes the stem and the first k stages
+    freeze_bn: bool = False
+    sync_bn: bool = False  # under DDP: BatchNorm statistics over all GPUs
+    num_classes: int | None = None  # segmentation: classes incl. background; detection: from the COCO file
+    masks: bool = True  # detection: Mask R-CNN (True) or Faster R-CNN (False)
+    min_size: int = 800  # detection: short side after the detector's resize
+    max_size: int = 1333  # detection: long side cap
+    detector: dict[str, Any] = field(default_factory=dict)  # further torchvision MaskRCNN arguments
+    head_channels: int = 128  # segmentation: width of the semantic-FPN branches
+    # data
+    data: str | None = None
+    train_images: str = "train2017"  # detection: relative to data
+    train_annotations: str = "annotations/instances_train2017.json"
+    val_images: str = "val2017"
+    val_annotations: str = "annotations/instances_val2017.json"
+    train_split: str = "training"  # segmentation: images/<split>, annotations/<split>
+    val_split: str = "validation"
+    img_size: int = 512  # segmentation: short side (training: before the random rescale)
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    reduce_zero_label: bool = False  # ADE20K: label 0 ("other") is ignored, k -> k - 1
+    ignore_index: int = 255
+    hflip: float = 0.5
+    workers: int = 4
+    # optimisation
+    batch_size: int = 2  # per process
+    epochs: int | None = 12  # the duration: epochs, or iterations when `iterations` is set
+    iterations: int | None = None
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    sched: str = "step"  # step (milestones, gamma) or poly (power, down to min_lr)
+    milestones: tuple[int, ...] = (8, 11)  # in the duration's unit (epochs or iterations)
+    gamma: float = 0.1
+    power: float = 0.9
+    min_lr: float = 0.0
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    clip_grad: float | None = None  # max gradient norm
+    amp: str = "none"  # none, bf16, fp16
+    # run
+    eval_interval: int = 1  # in the duration's unit; also when checkpoints are written
+    log_interval: int = 20  # iterations between log records
+    seed: int = 0
+    device: str = "auto"
+    output: str = "runs/dense"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise SwiftFormerError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if (self.epochs is None) == (self.iterations is None):
+            raise SwiftFormerError("set exactly one of epochs and iterations (the other to null)")
+
+    @property
+    def by_iteration(self) -> bool:
+        return self.iterations is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists for tuples), loadable by ``safe_torch_load`` and YAML alike."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(DenseConfig)}
+
+
+def _default(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check one value against its field's type (YAML gives ints, floats, bools, null, lists, dicts)."""
+    default = _default(name)
+    if value is None:
+        return None
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SwiftFormerError(f"config {name}: expected a list, got {value!r}")
+        return tuple(type(default[0])(v) for v in value)
+    if isinstance(default, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(default, bool):
+            raise SwiftFormerError(f"config {name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        try:
+            return float(value)  # YAML 1.1 reads "2e-4" (no dot) as a string
+        except (TypeError, ValueError):
+            raise SwiftFormerError(f"config {name}: expected a number, got {value!r}") from None
+    if default is not None and not isinstance(value, type(default)):
+        raise SwiftFormerError(f"config {name}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> DenseConfig:
+    """A :class:`DenseConfig` from ``values`` then ``overrides``; unknown keys are an error naming them."""
+    merged = {**values, **(overrides or {})}
+    unknown = sorted(set(merged) - set(FIELDS))
+    if unknown:
+        raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
+    return DenseConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+
+
+def configs_dir() -> Any:
+    return resources.files("swiftformer") / "configs" / "dense"
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped dense recipes."""
+    return sorted(p.name[: -len(".yaml")] for p in configs_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> DenseConfig:
+    """A shipped recipe (by name) or a YAML file (by path), with ``overrides`` on top."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SwiftFormerError(f"config file not found: {path}")
+        text = path.read_text()
+    else:
+        shipped = configs_dir() / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            raise SwiftFormerError(f"unknown dense recipe {str(name_or_path)!r} (shipped: {', '.join(list_configs())})")
+        text = shipped.read_text()
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise SwiftFormerError(f"config {name_or_path}: expected a mapping of keys to values")
+    return config_from_dict(values, overrides)

@@ -1,0 +1,223 @@
+"""Datasets for dense prediction, in the formats users have.
+
+- :class:`CocoInstances`: COCO instance JSON (``images/`` + ``instances_*.json``) for detection and instance
+  segmentation. Category ids map to contiguous labels ``1..K`` (0 is torchvision's background).
+- :class:`SegmentationFolder`: image / label-PNG folder pairs in the ADE20K layout
+  (``images/<split>/x.jpg`` + ``annotations/<split>/x.png``); ``ignore_index`` (255) pixels are not scored.
+  ``reduce_zero_label`` is ADE20K's convention: label 0 ("other") becomes ignored and k becomes k - 1.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms.functional import normalize, pil_to_tensor
+
+from ..errors import DataError
+from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
+
+IGNORE_INDEX = 255
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """RGB image as a float tensor in [0, 1], ``(3, H, W)``."""
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert("RGB")).float().div_(255)
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+
+
+# COCO instances --------------------------------------------------------------------------------------------
+class CocoInstances(Dataset):
+    """COCO instance annotations as torchvision detection targets.
+
+    Each item is ``(image (3, H, W) in [0, 1], target)`` with ``boxes`` (N, 4) xyxy, ``labels`` (N,),
+    ``masks`` (N, H, W) uint8 and ``image_id``. Crowd regions and degenerate boxes are left out of the
+    targets (they only matter to the evaluator, which reads the JSON itself). ``hflip`` is the probability of
+    a horizontal flip (training); the detector does the resizing.
+    """
+
+    def __init__(self, images: str | Path, annotations: str | Path, hflip: float = 0.0, masks: bool = True) -> None:
+        from pycocotools.coco import COCO
+
+        self.images, annotations = Path(images), Path(annotations)
+        if not annotations.is_file():
+            raise DataError(f"COCO annotation file not found: {annotations}")
+        if not self.images.is_dir():
+            raise DataError(f"COCO image folder not found: {self.images}")
+        self.coco = _quiet_coco(COCO, annotations)
+        self.ids = sorted(self.coco.imgs)
+        self.category_ids = sorted(self.coco.cats)
+        self.label_of = {cat: index + 1 for index, cat in enumerate(self.category_ids)}
+        self.class_names = [self.coco.cats[cat]["name"] for cat in self.category_ids]
+        self.hflip, self.masks = hflip, masks
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        image = read_image(self.images / info["file_name"])
+        height, width = image.shape[-2:]
+        annotations = [
+            a for a in self.coco.imgToAnns[image_id] if not a.get("iscrowd", 0) and a["bbox"][2] > 1 and a["bbox"][3] > 1
+        ]
+        boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        target = {
+            "boxes": boxes,
+            "labels": torch.tensor([self.label_of[a["category_id"]] for a in annotations], dtype=torch.int64),
+            "image_id": torch.tensor(image_id),
+        }
+        if self.masks:
+            masks = [self.coco.annToMask(a) for a in annotations]
+            target["masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, height, width, dtype=torch.uint8)
+        if self.hflip and random.random() < self.hflip:
+            image = image.flip(-1)
+            target["boxes"] = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+            if self.masks:
+                target["masks"] = target["masks"].flip(-1)
+        return image, target
+
+
+def _quiet_coco(coco_class: type, path: Path) -> Any:
+    """``COCO(path)`` without its prints on stdout."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return coco_class(str(path))
+        except (ValueError, KeyError) as error:
+            raise DataError(f"{path} is not a COCO instance file: {error}") from None
+
+
+def collate_detection(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Lists of images and targets: the detector batches images of different sizes itself."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+# Semantic segmentation folders -----------------------------------------------------------------------------
+class SegmentationFolder(Dataset):
+    """``root/images/<split>/<name>.<ext>`` with ``root/annotations/<split>/<name>.png`` (ADE20K layout).
+
+    Training (``crop_size`` set): random rescale of the image by ``scale_range`` around ``img_size`` (the
+    short side), random ``crop_size`` crop (padded with ``ignore_index``), horizontal flip. Evaluation: the
+    short side resized to ``img_size``; the label keeps its original size (scores are at full resolution).
+    Returns ``(normalised image (3, h, w), label (H, W) int64)``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        img_size: int = 512,
+        crop_size: int | None = None,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        hflip: float = 0.5,
+        reduce_zero_label: bool = False,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.root, self.split = Path(root), split
+        image_dir, label_dir = self.root / "images" / split, self.root / "annotations" / split
+        if not image_dir.is_dir() or not label_dir.is_dir():
+            raise DataError(f"expected {image_dir} and {label_dir} (ADE20K layout: images/<split>, annotations/<split>)")
+        self.samples = [
+            (path, label_dir / f"{path.stem}.png")
+            for path in sorted(image_dir.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        missing = [str(label) for _, label in self.samples if not label.is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} images have no label PNG, e.g. {missing[0]}")
+        if not self.samples:
+            raise DataError(f"no images in {image_dir}")
+        self.img_size, self.crop_size, self.scale_range, self.hflip = img_size, crop_size, scale_range, hflip
+        self.reduce_zero_label, self.ignore_index = reduce_zero_label, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_label(self, index: int) -> torch.Tensor:
+        """The label map at full resolution, ``(H, W)`` int64, with ``reduce_zero_label`` applied."""
+        with Image.open(self.samples[index][1]) as image:
+            label = torch.from_numpy(np.array(image, dtype=np.int64))
+        if label.ndim != 2:
+            raise DataError(f"{self.samples[index][1]} is not a single-channel label PNG")
+        if self.reduce_zero_label:
+            label = torch.where(label == 0, self.ignore_index, label - 1)
+        return label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = read_image(self.samples[index][0]), self.read_label(index)
+        if self.crop_size is None:
+            image = resize_short_side(image, self.img_size)
+        else:
+            image, label = self._augment(image, label)
+        return normalize(image, IMAGENET_MEAN, IMAGENET_STD), label
+
+    def _augment(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = random.uniform(*self.scale_range) * self.img_size
+        image = resize_short_side(image, round(scale))
+        label = F.interpolate(label[None, None].float(), size=image.shape[-2:], mode="nearest")[0, 0].long()
+        crop = self.crop_size
+        pad_h, pad_w = max(crop - image.shape[1], 0), max(crop - image.shape[2], 0)
+        # Padding is ignored in the loss; the image is padded with 0 (the mean after normalisation is close).
+        image = F.pad(image, (0, pad_w, 0, pad_h))
+        label = F.pad(label, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        top, left = random.randint(0, image.shape[1] - crop), random.randint(0, image.shape[2] - crop)
+        image, label = image[:, top : top + crop, left : left + crop], label[top : top + crop, left : left + crop]
+        if random.random() < self.hflip:
+            image, label = image.flip(-1), label.flip(-1)
+        return image, label
+
+
+def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of ``(3, H, W)`` so that ``min(H, W) == size``."""
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image[None], size=new_size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def collate_eval_segmentation(batch: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Lists: evaluation images keep their own sizes."""
+    images, labels = zip(*batch)
+    return list(images), list(labels)
+
+
+class TrainSampler(Sampler[int]):
+    """This rank's share of a seeded per-epoch permutation, resumable at any position within the epoch.
+
+    ``set_epoch(epoch, start)`` skips the first ``start`` indices without loading them, so a run resumed
+    mid-epoch sees exactly the batches it would have seen. Every rank gets ``len(dataset) // world_size``
+    indices (the remainder is dropped each epoch).
+    """
+
+    def __init__(self, dataset_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        self.dataset_size, self.rank, self.world_size, self.seed = dataset_size, rank, world_size, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.dataset_size, generator=generator).tolist()
+        per_rank = self.dataset_size // self.world_size
+        mine = order[self.rank : per_rank * self.world_size : self.world_size]
+        return iter(mine[self.start :])
+
+    def __len__(self) -> int:
+        return self.dataset_size // self.world_size - self.start

@@ -1,0 +1,343 @@
+"""Training and evaluation of the dense models: one iteration-driven loop for detection and segmentation.
+
+Single process::
+
+    swiftformer segment train --config pennfudan_semantic_fpn_xs --set data=/tmp/pennfudan/ade
+DDP (one process per GPU; the batch size is per process)::
+
+    torchrun --nproc_per_node 8 -m swiftformer detect train --config maskrcnn_1x_swiftformer_l1 --set data=/coco
+
+Epoch-based recipes (Mask R-CNN 1×) are converted to iterations; the learning rate follows a per-iteration
+warm-up then step or poly decay. The checkpoint is a plain dict (``model``, ``optimizer``, ``lr_scheduler``,
+``scaler``, ``iteration``, ``config``, ``classes``) written atomically; a resumed run continues at the exact
+batch it stopped at (:class:`TrainSampler`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from itertools import islice
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import atomic_torch_save, safe_torch_load
+from ..distributed import DistInfo, ShardSampler, cleanup, init_distributed
+from ..engine import AMP_DTYPES, autocast, unwrap_model
+from ..errors import DataError, SwiftFormerError
+from ..runlog import RunLog
+from .config import DenseConfig, config_from_dict
+from .data import CocoInstances, SegmentationFolder, TrainSampler, collate_detection, collate_eval_segmentation
+from .metrics import ConfusionMatrix, coco_evaluate, detections_to_coco, gather_detections
+from .models import build_maskrcnn, build_semantic_fpn
+
+
+# Building --------------------------------------------------------------------------------------------------
+@dataclass
+class Datasets:
+    train: Dataset | None
+    val: Dataset
+    classes: list[str]
+
+
+def build_datasets(config: DenseConfig, train: bool = True) -> Datasets:
+    """Training (optional) and validation sets of the config's task."""
+    if config.data is None:
+        raise DataError("no dataset: set data=PATH (--data)")
+    root = Path(config.data)
+    if config.task == "detection":
+        val = CocoInstances(root / config.val_images, root / config.val_annotations, masks=config.masks)
+        training = (
+            CocoInstances(root / config.train_images, root / config.train_annotations, config.hflip, config.masks)
+            if train else None
+        )
+        return Datasets(training, val, val.class_names)
+    if config.num_classes is None:
+        raise SwiftFormerError("segmentation needs num_classes (classes in the label PNGs, background included)")
+    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index)
+    val = SegmentationFolder(root, config.val_split, **common)
+    training = (
+        SegmentationFolder(root, config.train_split, crop_size=config.crop_size, scale_range=config.scale_range,
+                           hflip=config.hflip, **common)
+        if train else None
+    )
+    return Datasets(training, val, [str(i) for i in range(config.num_classes)])
+
+
+def build_model(config: DenseConfig, num_classes: int) -> nn.Module:
+    """Mask R-CNN / Faster R-CNN (``num_classes`` objects) or semantic FPN (``num_classes`` labels)."""
+    if config.task == "detection":
+        return build_maskrcnn(
+            config.model, num_classes, config.pretrained, config.masks, config.out_channels, config.min_size,
+            config.max_size, config.frozen_stages, config.freeze_bn, config.drop_path, **config.detector,
+        )
+    return build_semantic_fpn(
+        config.model, num_classes, config.pretrained, config.out_channels, config.head_channels,
+        frozen_stages=config.frozen_stages, freeze_bn=config.freeze_bn, drop_path_rate=config.drop_path,
+    )
+
+
+def build_optimizer(model: nn.Module, config: DenseConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation parameters (1-d tensors)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in parameters if p.ndim > 1], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at each iteration: linear warm-up, then step or poly decay."""
+    milestones = [m * iters_per_unit for m in config.milestones]
+    floor = config.min_lr / config.lr if config.lr else 0.0
+
+    def factor(iteration: int) -> float:
+        if config.sched == "step":
+            decay = config.gamma ** sum(iteration >= m for m in milestones)
+        elif config.sched == "poly":
+            decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
+        else:
+            raise SwiftFormerError(f"unknown sched {config.sched!r}; choose step or poly")
+        if iteration < config.warmup_iters:
+            decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters
+        return decay
+
+    return factor
+
+
+# Steps -----------------------------------------------------------------------------------------------------
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of nested lists / tuples / dicts moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def training_loss(task: str, model: nn.Module, images: Any, targets: Any, ignore_index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts: torchvision's detector losses, or pixel cross-entropy with ignore index."""
+    if task == "detection":
+        parts = model(images, targets)
+        return sum(parts.values()), parts
+    loss = F.cross_entropy(model(images), targets, ignore_index=ignore_index)
+    return loss, {"loss_ce": loss}
+
+
+@torch.no_grad()
+def evaluate_detection(
+    model: nn.Module, loader: DataLoader, dataset: CocoInstances, device: torch.device, amp_dtype: torch.dtype | None,
+    runlog: RunLog | None = None,
+) -> dict[str, float]:
+    """COCO box (and mask) AP of ``model`` on ``dataset`` (sharded over ranks by ``loader``)."""
+    model.eval()
+    results = []
+    progress = (runlog or RunLog(".", enabled=False)).progress(loader, len(loader), "eval")
+    for images, targets in progress:
+        with autocast(device, amp_dtype):
+            outputs = model(to_device(images, device))
+        ids = [int(t["image_id"]) for t in targets]
+        results += detections_to_coco([{k: v.float() for k, v in o.items()} for o in outputs], ids, dataset.category_ids)
+    iou_types = ("bbox", "segm") if dataset.masks else ("bbox",)
+    return coco_evaluate(dataset.coco, gather_detections(results), iou_types, image_ids=dataset.ids)
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int, device: torch.device,
+    amp_dtype: torch.dtype | None, runlog: RunLog | None = None,
+) -> dict[str, Any]:
+    """mIoU, mean accuracy and pixel accuracy at each label's full resolution (logits upsampled to it)."""
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, ignore_index)
+    progress = (runlog or RunLog(".", enabled=False)).progress(loader, len(loader), "eval")
+    for images, labels in progress:
+        for image, label in zip(images, labels):
+            with autocast(device, amp_dtype):
+                logits = model(image[None].to(device))
+            logits = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
+            confusion.update(logits.argmax(1)[0].cpu(), label)
+    confusion.reduce()
+    return confusion.compute()
+
+
+# The run ---------------------------------------------------------------------------------------------------
+def make_loaders(config: DenseConfig, datasets: Datasets, dist_info: DistInfo) -> tuple[DataLoader | None, TrainSampler | None, DataLoader]:
+    detection = config.task == "detection"
+    val_loader = DataLoader(
+        datasets.val, batch_size=config.batch_size if detection else 1, num_workers=config.workers,
+        sampler=ShardSampler(len(datasets.val), dist_info.rank, dist_info.world_size),
+        collate_fn=collate_detection if detection else collate_eval_segmentation,
+    )
+    if datasets.train is None:
+        return None, None, val_loader
+    sampler = TrainSampler(len(datasets.train), dist_info.rank, dist_info.world_size, config.seed)
+    train_loader = DataLoader(
+        datasets.train, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=True,
+        collate_fn=collate_detection if detection else None, persistent_workers=False,
+    )
+    if len(sampler) < config.batch_size:
+        raise DataError(f"{len(datasets.train)} training samples cannot fill one batch of {config.batch_size} per process")
+    return train_loader, sampler, val_loader
+
+
+def evaluate(model: nn.Module, config: DenseConfig, datasets: Datasets, val_loader: DataLoader,
+             device: torch.device, runlog: RunLog | None = None) -> dict[str, Any]:
+    """The task's validation metrics."""
+    amp_dtype = AMP_DTYPES[config.amp]
+    if config.task == "detection":
+        return evaluate_detection(model, val_loader, datasets.val, device, amp_dtype, runlog)
+    return evaluate_segmentation(model, val_loader, config.num_classes, config.ignore_index, device, amp_dtype, runlog)
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """One line of the headline numbers."""
+    keys = [k for k in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75", "mIoU", "mAcc", "pixel_acc") if k in metrics]
+    return "  ".join(f"{k} {metrics[k]:.2f}" for k in keys)
+
+
+def train(config: DenseConfig, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train ``config`` (under ``torchrun`` on every rank); returns the final validation metrics."""
+    if config.amp not in AMP_DTYPES:
+        raise SwiftFormerError(f"unknown amp {config.amp!r}; choose one of {', '.join(AMP_DTYPES)}")
+    dist_info = init_distributed(config.device)
+    try:
+        return _train(config, dist_info, resume)
+    finally:
+        cleanup()
+
+
+def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) -> dict[str, Any]:
+    device = dist_info.device
+    torch.manual_seed(config.seed + dist_info.rank)
+    output = Path(config.output)
+    runlog = RunLog(output, enabled=dist_info.is_main)
+    datasets = build_datasets(config)
+    num_classes = len(datasets.classes) if config.task == "detection" else config.num_classes
+    model = build_model(config, num_classes).to(device)
+    if dist_info.enabled and config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, config)
+    train_loader, sampler, val_loader = make_loaders(config, datasets, dist_info)
+    iters_per_epoch = len(sampler) // config.batch_size
+    total_iters = config.iterations or config.epochs * iters_per_epoch
+    iters_per_unit = 1 if config.by_iteration else iters_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_iters, iters_per_unit))
+    amp_dtype = AMP_DTYPES[config.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    iteration = 0
+    if resume is not None:
+        checkpoint = safe_torch_load(resume)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        iteration = int(checkpoint["iteration"])
+        runlog.write({"event": "resume", "from": str(resume), "iteration": iteration})
+    ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
+    eval_every = config.eval_interval * iters_per_unit
+    if dist_info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        print(f"{config.task}: {config.model}, {len(datasets.train)} train / {len(datasets.val)} val images, "
+              f"{total_iters} iterations of {config.batch_size}x{dist_info.world_size} ({iters_per_epoch} per epoch)")
+    metrics: dict[str, Any] = {}
+    loss_sum, loss_count, start = 0.0, 0, time.perf_counter()
+    while iteration < total_iters:
+        epoch, offset = divmod(iteration, iters_per_epoch)
+        sampler.set_epoch(epoch, offset * config.batch_size)
+        steps = min(iters_per_epoch - offset, total_iters - iteration)
+        progress = runlog.progress(islice(train_loader, steps), steps, f"epoch {epoch}")
+        ddp_model.train()
+        for batch in progress:
+            images, targets = to_device(batch, device)
+            with autocast(device, amp_dtype):
+                loss, parts = training_loss(config.task, ddp_model, images, targets, config.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.clip_grad is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            value = loss.item()
+            if not math.isfinite(value):
+                raise SwiftFormerError(f"training diverged: loss is {value} at iteration {iteration}; lower lr or use clip_grad")
+            loss_sum, loss_count = loss_sum + value, loss_count + 1
+            progress.update(loss=value, lr=optimizer.param_groups[0]["lr"])
+            if iteration % config.log_interval == 0:
+                runlog.write({"iteration": iteration, "epoch": epoch, "train_loss": loss_sum / loss_count,
+                              "lr": optimizer.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()},
+                              "seconds": time.perf_counter() - start})
+                loss_sum, loss_count = 0.0, 0
+            if iteration % eval_every == 0 or iteration == total_iters:
+                metrics = evaluate(ddp_model, config, datasets, val_loader, device, runlog)
+                ddp_model.train()
+                runlog.write({"iteration": iteration, "epoch": epoch, **metrics, "seconds": time.perf_counter() - start})
+                if dist_info.is_main:
+                    print(f"iteration {iteration}/{total_iters}: {summary(metrics)}", flush=True)
+                    save_training_checkpoint(output / "last.pt", model, optimizer, scheduler, scaler, iteration,
+                                             config, datasets, metrics)
+    runlog.close()
+    return metrics
+
+
+def dataset_classes(datasets: Datasets) -> dict[str, list]:
+    """Class names and (detection) the COCO category id of each contiguous label, for eval and predict."""
+    category_ids = list(getattr(datasets.val, "category_ids", []))
+    return {"names": list(datasets.classes), "category_ids": category_ids}
+
+
+def save_training_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+    iteration: int, config: DenseConfig, datasets: Datasets, metrics: dict[str, Any],
+) -> None:
+    """The plain-dict checkpoint, written atomically."""
+    atomic_torch_save({
+        "model": unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "iteration": iteration,
+        "config": config.to_dict(),
+        "classes": dataset_classes(datasets),
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }, path)
+
+
+def load_trained(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[nn.Module, DenseConfig, dict[str, list]]:
+    """Model (eval mode, on CPU), config and classes of a training checkpoint written by :func:`train`."""
+    checkpoint = safe_torch_load(path)
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
+        raise SwiftFormerError(f"{path} is not a dense training checkpoint (no 'config' and 'model' entries)")
+    stored = {k: v for k, v in checkpoint["config"].items() if k != "pretrained"}  # the weights come from the checkpoint
+    config = config_from_dict(stored, overrides)
+    classes = checkpoint["classes"]
+    num_classes = len(classes["names"])
+    model = build_model(config, num_classes)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config, classes
+
+
+def evaluate_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validation metrics of a trained checkpoint on its (or an overridden) dataset; DDP-aware."""
+    model, config, _ = load_trained(path, overrides)
+    dist_info = init_distributed(config.device)
+    try:
+        datasets = build_datasets(config, train=False)
+        _, _, val_loader = make_loaders(config, datasets, dist_info)
+        model = model.to(dist_info.device)
+        return evaluate(model, config, datasets, val_loader, dist_info.device, RunLog(".", enabled=False))
+    finally:
+        cleanup()

@@ -1,0 +1,266 @@
+"""Train a SwiftFormer: ``main(config)`` reads top to bottom.
+
+Single process (CPU or one GPU)::
+
+    swiftformer train --config swiftformer_xs --data /data/imagenet --output-dir runs/xs
+
+One node, 8 GPUs; many nodes (run the same command on each, or see ``scripts/slurm_train.sh``)::
+
+    torchrun --nproc_per_node=8 -m swiftformer train --config swiftformer_xs --data /data/imagenet
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
+        -m swiftformer train --config swiftformer_xs --data /data/imagenet
+
+A run directory holds ``config.yaml`` (the resolved recipe), ``log.jsonl`` (one record per epoch),
+``last.pth`` and ``best.pth`` (plain-dict checkpoints, ``torch.load(weights_only=True)``-safe, written
+atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import atomic_torch_save, checkpoint_num_classes, load_native_state_dict, read_native_state_dict
+from .data import build_datasets, build_loaders
+from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
+from .engine import StepOptions, evaluate, memory_format, train_one_epoch
+from .errors import CheckpointError
+from .losses import DistillationLoss, base_criterion, build_teacher
+from .models import create_model
+from .recipes import TrainConfig, save_config
+from .runlog import RunLog, plot_curves
+
+log = logging.getLogger(__name__)
+
+
+# RNG state as tensors and plain values, so checkpoints load with weights_only=True ---------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states of this process."""
+    version, python_state, gauss = random.getstate()
+    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    return {
+        "python": torch.tensor(python_state, dtype=torch.int64),
+        "python_version": version,
+        "python_gauss": gauss,
+        "numpy_keys": torch.from_numpy(numpy_keys.astype(np.int64)),
+        "numpy_pos": int(numpy_pos),
+        "numpy_has_gauss": int(numpy_has_gauss),
+        "numpy_gauss": float(numpy_gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
+    np.random.set_state(
+        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Building blocks -------------------------------------------------------------------------------------------
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The student; ``finetune`` loads weights of any format, replacing the head if the classes differ."""
+    model = create_model(config.model, num_classes=num_classes, attention=config.attention, drop_path_rate=config.drop_path)
+    if config.finetune:
+        state_dict, fmt, _ = read_native_state_dict(config.finetune)
+        dropped = load_native_state_dict(model, state_dict, drop_head=checkpoint_num_classes(state_dict) != num_classes)
+        log.info("fine-tuning from %s (%s format)%s", config.finetune, fmt, "; new classifier head" if dropped else "")
+    model.set_grad_checkpointing(config.grad_checkpointing)
+    model.set_distilled_training(config.distillation != "none")
+    return model
+
+
+def build_mixup(config: TrainConfig, num_classes: int) -> Mixup | None:
+    if config.mixup <= 0 and config.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=config.mixup,
+        cutmix_alpha=config.cutmix,
+        prob=config.mixup_prob,
+        switch_prob=config.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=config.smoothing,
+        num_classes=num_classes,
+    )
+
+
+def build_checkpoint(
+    model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+    epoch: int, step: int, best_top1: float, config: TrainConfig, class_names: list[str], rng: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The plain-dict checkpoint: everything ``--resume`` needs, and ``model``/``ema`` for ``load_checkpoint``."""
+    return {
+        "model": model.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,  # epochs completed
+        "step": step,  # optimizer updates completed
+        "best_top1": best_top1,
+        "config": config.to_dict(),
+        "class_names": class_names,
+        "rng": rng,  # one entry per rank
+    }
+
+
+# The run ---------------------------------------------------------------------------------------------------
+def main(config: TrainConfig) -> dict[str, Any]:
+    """Train as ``config`` says; returns the final metrics (also on every rank)."""
+    dist_info = init_distributed(config.device)
+    try:
+        return _run(config, dist_info)
+    finally:
+        cleanup()
+
+
+def _run(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+    device, output_dir = dist_info.device, Path(config.output_dir)
+    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
+
+    # Data, model, EMA, teacher
+    probe = create_model(config.model)  # transforms need the model's data config only
+    datasets = build_datasets(probe, config)
+    num_classes = config.num_classes or len(datasets.class_names)
+    config = dataclasses.replace(config, num_classes=num_classes)
+    model = build_model(config, num_classes).to(device, memory_format=memory_format(config.channels_last))
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+    teacher = None
+    if config.distillation != "none":
+        teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
+        teacher.to(memory_format=memory_format(config.channels_last))
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    # Optimisation: AdamW, cosine schedule stepped per update, loss scaling for fp16, mixup, loss
+    train_loader, val_loader = build_loaders(datasets, config, dist_info)
+    updates_per_epoch = len(train_loader) // config.accum_steps
+    optimizer = create_optimizer_v2(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay, eps=config.opt_eps)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    mixup = build_mixup(config, num_classes)
+    criterion = DistillationLoss(
+        base_criterion(mixup is not None, config.smoothing), teacher, config.distillation,
+        config.distillation_alpha, config.distillation_tau,
+    )
+    options = StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode)
+
+    # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
+    start_epoch, step, best_top1 = 0, 0, -1.0
+    if config.resume:
+        start_epoch, step, best_top1 = resume(config.resume, model, ema, optimizer, scheduler, scaler, dist_info)
+    else:
+        seed_everything(config.seed + dist_info.rank)
+
+    runlog = RunLog(output_dir, enabled=dist_info.is_main, tensorboard=config.tensorboard, progress=config.progress)
+    if dist_info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "config.yaml")
+        log.info(
+            "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
+            config.model, len(datasets.train), num_classes, dist_info.world_size, config.batch_size, config.accum_steps,
+            dist_info.world_size * config.batch_size * config.accum_steps,
+        )
+    record: dict[str, Any] = {}
+    for epoch in range(start_epoch, config.epochs):
+        train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
+        stats, step = train_one_epoch(
+            train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
+            ema=ema, mixup=mixup, options=options, runlog=runlog, world_size=dist_info.world_size,
+        )
+        if dist_info.enabled:  # BatchNorm statistics drift apart per rank: keep rank 0's everywhere
+            broadcast_buffers(model)
+            if ema is not None:
+                broadcast_buffers(ema.module)
+        record = {"epoch": epoch + 1, "step": step, "train_loss": stats.loss, "lr": stats.lr,
+                  "images_per_second": stats.images_per_second, "epoch_seconds": stats.seconds}
+        last_epoch = epoch + 1 == config.epochs
+        if (epoch + 1) % config.eval_every == 0 or last_epoch:
+            for prefix, module in (("val", model), ("ema", ema.module if ema is not None else None)):
+                if module is not None:
+                    result = evaluate(module, val_loader, device, num_classes, amp=config.amp,
+                                      channels_last=config.channels_last, runlog=runlog, description=f"{prefix} {epoch + 1}")
+                    record.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5,
+                                   f"{prefix}_loss": result.loss, f"{prefix}_count": result.count})
+        is_best = record.get("val_top1", -1.0) > best_top1
+        best_top1 = max(best_top1, record.get("val_top1", -1.0))
+        record["time"] = time.time()
+        runlog.write(record)
+        rng = all_gather_object(rng_state())
+        if dist_info.is_main:
+            log.info("epoch %d/%d  %s", epoch + 1, config.epochs, _summary(record))
+            checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
+                                          config, datasets.class_names, rng)
+            if is_best:
+                atomic_torch_save(checkpoint, output_dir / "best.pth")
+            atomic_torch_save(checkpoint, output_dir / "last.pth")
+    if dist_info.is_main and runlog.path.is_file():
+        plot_curves(runlog.path, output_dir / "curves.png")
+    runlog.close()
+    return record
+
+
+def resume(
+    path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer, scheduler: Any,
+    scaler: torch.amp.GradScaler, dist_info: DistInfo,
+) -> tuple[int, int, float]:
+    """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``."""
+    from .checkpoint import safe_torch_load
+
+    checkpoint = safe_torch_load(path)
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng") if k not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); use --finetune for weights")
+    model.load_state_dict(checkpoint["model"])
+    if ema is not None:
+        if checkpoint["ema"] is None:
+            raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
+        ema.module.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    states = checkpoint["rng"]
+    if len(states) == dist_info.world_size:
+        set_rng_state(states[dist_info.rank])
+    else:
+        log.warning("%s was written by %d process(es), this run has %d: augmentations restart from fresh seeds",
+                    path, len(states), dist_info.world_size)
+        seed_everything(checkpoint["config"]["seed"] + checkpoint["epoch"] * 1000 + dist_info.rank)
+    log.info("resumed %s after epoch %d (update %d)", path, checkpoint["epoch"], checkpoint["step"])
+    return int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
+
+
+def _summary(record: dict[str, Any]) -> str:
+    parts = [f"loss {record['train_loss']:.4f}", f"lr {record['lr']:.3g}", f"{record['images_per_second']:.1f} img/s"]
+    for prefix, name in (("val", "top-1"), ("ema", "EMA top-1")):
+        if f"{prefix}_top1" in record:
+            parts.append(f"{name} {record[f'{prefix}_top1']:.2f} %")
+    return "  ".join(parts)

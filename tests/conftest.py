@@ -1,0 +1,54 @@
+"""Shared fixtures: random weights with non-trivial BN statistics and layer scales."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VARIANT_NAMES = ["swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"]
+
+
+@torch.no_grad()
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BN random statistics and affine terms, every layer scale and bias a non-trivial value.
+
+    With the default init (layer scale 1e-5, BN identity) a wrong attention or fusion would hardly change the
+    logits; these weights make every branch count.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("gamma"):
+            param.copy_(0.5 + torch.rand(param.shape, generator=generator))
+        elif name.endswith("bias"):
+            param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+        elif name.endswith("w_g"):
+            param.copy_(torch.randn(param.shape, generator=generator))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.num_features, generator=generator))
+            module.weight.copy_(0.5 + torch.rand(module.num_features, generator=generator))
+            module.bias.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+def shared_data(name: str) -> Path:
+    """A data set under ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the shared data sets live beside the project root (CI always has them)")
+    return path
+
+
+@pytest.fixture
+def small_images() -> torch.Tensor:
+    """Non-square and small, to keep the parity tests fast; parity does not depend on the size."""
+    return torch.randn(2, 3, 160, 128, generator=torch.Generator().manual_seed(2))

@@ -1,0 +1,111 @@
+"""Each attention against a straightforward formula written out with loops and einsum."""
+import math
+
+import pytest
+import torch
+
+from swiftformer.models.attention import (
+    EfficientAdditiveAttention,
+    MultiHeadSelfAttention,
+    SeparableSelfAttention,
+    TransposedSelfAttention,
+    build_attention,
+    l2_normalize,
+)
+
+B, N, C = 2, 13, 16
+
+
+@pytest.fixture
+def tokens():
+    return torch.randn(B, N, C, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def linear(x, layer):
+    return x @ layer.weight.T + layer.bias
+
+
+def test_l2_normalize_equals_f_normalize(tokens):
+    torch.testing.assert_close(l2_normalize(tokens, dim=-1), torch.nn.functional.normalize(tokens, dim=-1))
+    zeros = torch.zeros(2, 3)
+    assert torch.equal(l2_normalize(zeros, dim=-1), zeros)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_additive_attention_formula(tokens, legacy):
+    attn = EfficientAdditiveAttention(C, legacy=legacy).double()
+    out = torch.empty_like(tokens)
+    for b in range(B):
+        q = linear(tokens[b], attn.to_query)
+        k = linear(tokens[b], attn.to_key)
+        q = q / q.norm(dim=1, keepdim=True)
+        k = k / k.norm(dim=1, keepdim=True)
+        if legacy:  # softmax over a size-1 axis: every weight is 1
+            a = torch.ones(N)
+        else:
+            a = torch.stack([q[n] @ attn.w_g[:, 0] / math.sqrt(C) for n in range(N)])
+            a = a / a.norm()
+        g = sum(a[n] * q[n] for n in range(N))
+        out[b] = linear(linear(g * k, attn.proj) + q, attn.final)
+    torch.testing.assert_close(attn(tokens), out)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_fused_additive_attention_matches(tokens, legacy):
+    attn = EfficientAdditiveAttention(C, legacy=legacy).double()
+    scale = torch.rand(C, dtype=torch.float64) + 0.5
+    fused = attn.reparameterize(scale)
+    torch.testing.assert_close(fused(tokens), attn(tokens) * scale)
+
+
+def test_mhsa_formula(tokens):
+    heads = 4
+    attn = MultiHeadSelfAttention(C, heads).double()
+    d = C // heads
+    qkv = linear(tokens, attn.qkv)
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    out = torch.empty_like(tokens)
+    for h in range(heads):
+        s = slice(h * d, (h + 1) * d)
+        weights = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(d), dim=-1)  # (B, N, N)
+        out[..., s] = weights @ v[..., s]
+    torch.testing.assert_close(attn(tokens), linear(out, attn.proj))
+
+
+def test_transposed_attention_formula(tokens):
+    heads = 4
+    attn = TransposedSelfAttention(C, heads).double()
+    with torch.no_grad():
+        attn.temperature.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]).view(4, 1, 1))
+    d = C // heads
+    qkv = linear(tokens, attn.qkv)
+    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    out = torch.empty_like(tokens)
+    for h in range(heads):
+        s = slice(h * d, (h + 1) * d)
+        qh = q[..., s] / q[..., s].norm(dim=1, keepdim=True)  # normalised over tokens
+        kh = k[..., s] / k[..., s].norm(dim=1, keepdim=True)
+        weights = torch.softmax(attn.temperature[h] * torch.einsum("bnc,bnd->bcd", qh, kh), dim=-1)  # (B, d, d)
+        out[..., s] = torch.einsum("bcd,bnd->bnc", weights, v[..., s])
+    torch.testing.assert_close(attn(tokens), linear(out, attn.proj))
+
+
+def test_separable_attention_formula(tokens):
+    attn = SeparableSelfAttention(C).double()
+    qkv = linear(tokens, attn.qkv)
+    scores, key, value = qkv[..., 0], qkv[..., 1 : 1 + C], qkv[..., 1 + C :]
+    weights = torch.softmax(scores, dim=1)  # over tokens
+    context = torch.einsum("bn,bnc->bc", weights, key)
+    expected = linear(torch.relu(value) * context[:, None], attn.out_proj)
+    torch.testing.assert_close(attn(tokens), expected)
+
+
+@pytest.mark.parametrize("name", ["additive", "additive_legacy", "mhsa", "transposed", "separable"])
+def test_one_calling_convention(name, tokens):
+    attn = build_attention(name, C).double()
+    assert attn(tokens).shape == tokens.shape
+
+
+def test_unknown_attention():
+    with pytest.raises(ValueError, match="unknown attention 'linformer'"):
+        build_attention("linformer", C)

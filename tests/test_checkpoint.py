@@ -1,0 +1,184 @@
+"""Loading and saving every checkpoint layout, safely and atomically."""
+import json
+import os
+import pickle
+
+import pytest
+import timm
+import torch
+
+import swiftformer
+from swiftformer.checkpoint import HUB_REPO, atomic_torch_save, read_checkpoint
+from swiftformer.convert import from_native
+
+from .conftest import randomize
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize(swiftformer.create_model("swiftformer_xs", num_classes=10), seed=11)
+
+
+@pytest.fixture
+def x():
+    return torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.parametrize("fmt,name", [
+    ("native", "w.safetensors"), ("timm", "w.safetensors"), ("timm", "w.pth"), ("official", "w.pth"), ("hf", "hf_dir"),
+])
+def test_save_then_load_every_format(model, x, tmp_path, fmt, name):
+    path = swiftformer.save_checkpoint(model, tmp_path / name, format=fmt)
+    fresh = swiftformer.create_model("swiftformer_xs", num_classes=10)
+    report = swiftformer.load_checkpoint(fresh, path)
+    assert report.source_format == ("native" if fmt == "timm" else fmt)
+    torch.testing.assert_close(logits(fresh, x), logits(model, x), rtol=0, atol=0)
+
+
+def test_official_file_layout(model, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "official.pth", format="official")
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) == {"model"}
+    assert "network.6.3.attn.Proj.weight" in raw["model"] and "dist_head.weight" in raw["model"]
+
+
+def test_timm_loads_our_timm_file(model, x, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "timm.safetensors", format="timm")
+    theirs = timm.create_model("swiftformer_xs", num_classes=10)
+    timm.models.load_checkpoint(theirs, str(path))
+    torch.testing.assert_close(logits(theirs, x), logits(model, x))
+
+
+def test_transformers_loads_our_hf_directory(tmp_path, x):
+    transformers = pytest.importorskip("transformers")
+    legacy = randomize(swiftformer.create_model("swiftformer_xs", num_classes=10, attention="additive_legacy"))
+    path = swiftformer.save_checkpoint(legacy, tmp_path / "hf", format="hf")
+    assert json.loads((path / "config.json").read_text())["depths"] == [3, 3, 6, 4]
+    theirs = transformers.SwiftFormerForImageClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        assert (theirs(pixel_values=x).logits - legacy(x)).abs().max() <= 1e-5
+
+
+def test_create_model_pretrained_path_takes_class_count(model, x, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
+    loaded = swiftformer.create_model("swiftformer_xs", pretrained=path)
+    assert loaded.num_classes == 10
+    torch.testing.assert_close(logits(loaded, x), logits(model, x))
+
+
+def test_fine_tuning_drops_head(model, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
+    tuned = swiftformer.create_model("swiftformer_xs", pretrained=path, num_classes=3)
+    assert tuned.head.out_features == 3
+    torch.testing.assert_close(tuned.stages[2].blocks[0].dwconv.weight, model.stages[2].blocks[0].dwconv.weight)
+    report = swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_xs", num_classes=5), path, drop_head=True)
+    assert sorted(report.dropped) == ["head.bias", "head.weight", "head_dist.bias", "head_dist.weight"]
+
+
+def test_head_of_another_size_is_a_clear_error(model, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
+    with pytest.raises(swiftformer.CheckpointError, match=r"head\.weight is \(10, 220\) in the checkpoint, \(1000, 220\)"):
+        swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_xs"), path)
+
+
+def test_wrong_variant_is_a_clear_error(model, tmp_path):
+    path = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
+    with pytest.raises(swiftformer.CheckpointError, match="another SwiftFormer variant"):
+        swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_s", num_classes=10), path)
+
+
+def test_not_a_swiftformer_checkpoint(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(swiftformer.CheckpointError, match="not a SwiftFormer checkpoint"):
+        swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_xs"), path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(swiftformer.CheckpointError, match="checkpoint not found"):
+        swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_xs"), tmp_path / "nope.pth")
+
+
+class _CreatesFile:
+    """Unpickling this runs ``open(path, "w")``: what a malicious checkpoint would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as handle:
+        torch.save({"model": {"stem.0.weight": torch.zeros(1)}, "payload": _CreatesFile(marker)}, handle)
+    assert not marker.exists()
+    with pytest.raises(swiftformer.CheckpointError, match="refusing to load"):
+        swiftformer.load_checkpoint(swiftformer.create_model("swiftformer_xs"), path)
+    assert not marker.exists()
+    # a bare pickle (not a torch zip file) is refused too
+    with open(path, "wb") as handle:
+        pickle.dump(_CreatesFile(marker), handle)
+    with pytest.raises(swiftformer.CheckpointError):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_training_checkpoint_entry(model, x, tmp_path):
+    path = tmp_path / "train.pth"
+    atomic_torch_save({"model": model.state_dict(), "ema": model.state_dict(), "epoch": 3}, path)
+    fresh = swiftformer.create_model("swiftformer_xs", num_classes=10)
+    swiftformer.load_checkpoint(fresh, path, key="ema")
+    torch.testing.assert_close(logits(fresh, x), logits(model, x))
+    with pytest.raises(swiftformer.CheckpointError, match="no 'optimizer' entry"):
+        swiftformer.load_checkpoint(fresh, path, key="optimizer")
+
+
+def test_atomic_save_keeps_previous_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_torch_save({"a": torch.ones(1)}, path)
+
+    class Unsaveable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"a": Unsaveable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
+
+
+def test_pretrained_true_resolves_through_offline_hub_cache(model, x, tmp_path, monkeypatch):
+    """Build a Hub cache by hand (the layout huggingface_hub reads) and resolve pretrained=True from it."""
+    variant = "swiftformer_xs"
+    repo_dir = tmp_path / "hub" / ("models--" + HUB_REPO.format(variant=variant).replace("/", "--"))
+    commit = "0" * 40
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    swiftformer.save_checkpoint(model, snapshot / "model.safetensors", format="timm")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = swiftformer.create_model(variant, pretrained=True)
+    torch.testing.assert_close(logits(loaded, x), logits(model, x))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(swiftformer.CheckpointError, match="cannot get the pretrained weights timm/swiftformer_xs.dist_in1k"):
+        swiftformer.create_model(variant, pretrained=True)
+
+
+def test_legacy_official_state_dict_without_wrapper(model, x, tmp_path):
+    path = tmp_path / "flat.pth"
+    torch.save(from_native(model.state_dict(), "official"), path)
+    fresh = swiftformer.create_model("swiftformer_xs", num_classes=10)
+    assert swiftformer.load_checkpoint(fresh, path).source_format == "official"
+    torch.testing.assert_close(logits(fresh, x), logits(model, x))
+    assert os.path.getsize(path) > 0

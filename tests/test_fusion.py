@@ -1,0 +1,59 @@
+"""The fused inference form computes the same logits as the unfused eval model."""
+import functools
+
+import pytest
+import torch
+
+import swiftformer
+from swiftformer.models.swiftformer import FusedConvEncoder, FusedSwiftFormerEncoder
+
+from .conftest import VARIANT_NAMES, randomize
+
+
+@functools.lru_cache(maxsize=1)
+def model_and_fused(name: str):
+    model = randomize(swiftformer.create_model(name), seed=7)
+    return model, swiftformer.reparameterize(model)
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("batch,size", [(1, (224, 224)), (4, (224, 224)), (1, (256, 192)), (4, (160, 224))])
+def test_fused_matches_unfused(name, batch, size):
+    model, fused = model_and_fused(name)
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        assert (fused(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_fused_form_has_no_batchnorm_or_layer_scale():
+    fused = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs")))
+    kinds = {type(m).__name__ for m in fused.modules()}
+    assert "BatchNorm2d" not in kinds and "LayerScale2d" not in kinds
+    assert sum(isinstance(m, FusedSwiftFormerEncoder) for m in fused.modules()) == 4
+    assert sum(isinstance(m, FusedConvEncoder) for m in fused.modules()) == 16 - 4 + 4  # + local representations
+    linears = [m for m in fused.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 and linears[0].out_features == 1000  # twin heads merged
+
+
+def test_reparameterize_leaves_the_model_untouched():
+    model = randomize(swiftformer.create_model("swiftformer_xs"))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    swiftformer.reparameterize(model)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("attention", ["additive_legacy", "mhsa", "transposed", "separable"])
+def test_fused_other_attentions(attention):
+    model = randomize(swiftformer.create_model("swiftformer_xs", attention=attention, num_classes=10))
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert (swiftformer.reparameterize(model)(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_fused_model_without_distillation_head():
+    model = randomize(swiftformer.create_model("swiftformer_xs", distillation=False, num_classes=10))
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert (swiftformer.reparameterize(model)(x) - model(x)).abs().max() <= 1e-4

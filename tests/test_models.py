@@ -1,0 +1,152 @@
+"""The four variants: exact size and cost, and the timm-style model API."""
+import pytest
+import torch
+
+import swiftformer
+from swiftformer.models import build_attention
+from swiftformer.profile import count_macs, count_params
+
+from .conftest import VARIANT_NAMES, randomize
+
+EXPECTED_PARAMS = {
+    "swiftformer_xs": 3_475_360,
+    "swiftformer_s": 6_092_128,
+    "swiftformer_l1": 12_057_920,
+    "swiftformer_l3": 28_494_736,
+}
+PUBLISHED_GMACS = {"swiftformer_xs": 0.6, "swiftformer_s": 1.0, "swiftformer_l1": 1.6, "swiftformer_l3": 4.0}
+
+
+def test_list_models_in_size_order():
+    assert swiftformer.list_models() == VARIANT_NAMES
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_parameter_count_is_exact(name):
+    assert count_params(swiftformer.create_model(name)) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_macs_match_paper(name):
+    macs = count_macs(swiftformer.create_model(name), 224)
+    assert abs(macs / 1e9 - PUBLISHED_GMACS[name]) / PUBLISHED_GMACS[name] < 0.02
+
+
+def test_without_distillation_head_has_one_head_less():
+    model = swiftformer.create_model("swiftformer_xs", distillation=False)
+    assert model.head_dist is None
+    assert count_params(model) == EXPECTED_PARAMS["swiftformer_xs"] - (220 * 1000 + 1000)
+    with pytest.raises(ValueError, match="distillation"):
+        model.set_distilled_training(True)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(swiftformer.UnknownModelError, match="did you mean swiftformer_xs"):
+        swiftformer.create_model("swiftformer_xss")
+
+
+def test_official_and_timm_spellings_resolve():
+    assert swiftformer.create_model("SwiftFormer_L1").variant == "swiftformer_l1"
+    assert swiftformer.create_model("timm/swiftformer_s.dist_in1k").variant == "swiftformer_s"
+
+
+def test_forward_features_head_and_pre_logits(images):
+    model = randomize(swiftformer.create_model("swiftformer_xs", num_classes=7))
+    features = model.forward_features(images)
+    assert features.shape == (2, 220, 7, 7)
+    assert model.forward_head(features, pre_logits=True).shape == (2, 220)
+    torch.testing.assert_close(model.forward_head(features), model(images))
+    assert model(images).shape == (2, 7)
+
+
+def test_eval_logits_average_both_heads(images):
+    model = randomize(swiftformer.create_model("swiftformer_xs", num_classes=5))
+    pooled = model.forward_head(model.forward_features(images), pre_logits=True)
+    expected = (model.head(pooled) + model.head_dist(pooled)) / 2
+    torch.testing.assert_close(model(images), expected)
+
+
+def test_distilled_training_returns_both_logits(images):
+    model = swiftformer.create_model("swiftformer_xs", num_classes=5)
+    model.set_distilled_training(True)
+    model.train()
+    logits, logits_dist = model(images)
+    assert logits.shape == logits_dist.shape == (2, 5)
+    assert not torch.allclose(logits, logits_dist)
+    model.eval()
+    assert model(images).shape == (2, 5)
+
+
+def test_forward_intermediates_give_four_strides():
+    model = randomize(swiftformer.create_model("swiftformer_s"))
+    x = torch.randn(1, 3, 256, 192)
+    final, maps = model.forward_intermediates(x)
+    assert [m.shape for m in maps] == [
+        (1, 48, 64, 48), (1, 64, 32, 24), (1, 168, 16, 12), (1, 224, 8, 6),
+    ]
+    torch.testing.assert_close(final, model.forward_features(x))
+    last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    torch.testing.assert_close(last_two[1], maps[3])
+    assert [info["reduction"] for info in model.feature_info] == [4, 8, 16, 32]
+
+
+def test_reset_classifier():
+    model = swiftformer.create_model("swiftformer_xs")
+    model.reset_classifier(3)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    assert model.pretrained_cfg["num_classes"] == 3
+    model.reset_classifier(0)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 220)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = swiftformer.create_model("swiftformer_xs", num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+
+    def grads():
+        model.zero_grad()
+        model.train()
+        torch.manual_seed(1)
+        model(x).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.set_grad_checkpointing(True)
+    for a, b in zip(plain, grads()):
+        torch.testing.assert_close(a, b)
+
+
+def test_drop_path_only_in_training():
+    model = swiftformer.create_model("swiftformer_xs", num_classes=4, drop_path_rate=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x))
+
+
+def test_data_config_drives_preprocessing():
+    model = swiftformer.create_model("swiftformer_xs")
+    config = swiftformer.resolve_data_config(model)
+    assert config["input_size"] == (3, 224, 224)
+    assert config["crop_pct"] == 0.875
+    assert config["interpolation"] == "bicubic"
+    assert config["mean"] == (0.485, 0.456, 0.406)
+    assert swiftformer.resolve_data_config(model, img_size=160)["input_size"] == (3, 160, 160)
+
+
+@pytest.mark.parametrize("attention", ["mhsa", "transposed", "separable", "additive_legacy"])
+def test_attention_zoo_inside_model(attention):
+    model = swiftformer.create_model("swiftformer_xs", num_classes=3, attention=attention)
+    model.train()
+    out = model(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert out.shape == (2, 3)
+    for stage in model.stages:
+        built = stage.blocks[-1].attn
+        assert type(built) is type(build_attention(attention, 8))
+        assert getattr(built, "legacy", False) == (attention == "additive_legacy")
