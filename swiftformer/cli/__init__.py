@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
+    "export": ("swiftformer.cli.export", "the fused model as ONNX, Core ML, TorchScript or ExecuTorch, checked against PyTorch"),
     "detect": ("swiftformer.cli.detect", "Mask R-CNN on a SwiftFormer FPN: train, eval, predict (COCO JSON data)"),
     "segment": ("swiftformer.cli.segment", "semantic FPN on a SwiftFormer backbone: train, eval, predict (label PNGs)"),
 }

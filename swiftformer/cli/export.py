@@ -1,0 +1,50 @@
+"""``swiftformer export``: the fused model as ONNX, Core ML, TorchScript or ExecuTorch, checked against PyTorch.
+
+    swiftformer export --model swiftformer_s --checkpoint s.safetensors --format onnx --out s.onnx
+    swiftformer export --model swiftformer_xs --format executorch --out xs.pte --dynamic-batch
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+# Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "coremltools", "executorch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..export import FORMATS, MAX_DYNAMIC_BATCH
+
+    parser.add_argument("--model", required=True, help="variant, e.g. swiftformer_s")
+    parser.add_argument("--checkpoint", default=None, help="weights (official, timm, Hugging Face or native)")
+    parser.add_argument("--attention", default="additive", help="token mixer the checkpoint was trained with")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--out", required=True, help="output file (.onnx, .mlpackage, .pt, .pte)")
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="fixed batch size of the artefact (default 1)")
+    batch.add_argument(
+        "--dynamic-batch", action="store_true", help=f"any batch size from 1 to {MAX_DYNAMIC_BATCH}"
+    )
+    parser.add_argument("--img-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted max abs difference of the logits")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import MAX_DYNAMIC_BATCH, export_model
+    from ..models import create_model
+
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    model = create_model(args.model, pretrained=args.checkpoint, attention=args.attention)
+    result = export_model(
+        model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
+        img_size=tuple(args.img_size), atol=args.atol,
+    )
+    batch = f"batch 1..{MAX_DYNAMIC_BATCH}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
+    print(f"wrote {result.path} ({args.format}, fused {model.variant}, {batch}, input {list(result.input_shape[1:])})")
+    if result.max_abs_diff is None:
+        print(f"check: {result.note}")
+    else:
+        print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} (tolerance {args.atol:g}) - OK")
+    return 0

@@ -1,0 +1,196 @@
+"""Export the fused (reparameterized) model to deployment formats, and check every artefact.
+
+    swiftformer export --model swiftformer_s --format onnx --out s.onnx --dynamic-batch
+
+Each format is written from the fused form (:func:`swiftformer.reparameterize`), then loaded back by its
+own runtime and compared with PyTorch on the same inputs: ONNX through ONNX Runtime, TorchScript through
+``torch.jit.load``, ExecuTorch by running the ``.pte`` (XNNPACK delegate) with the ExecuTorch runtime, Core ML
+by reading the ``.mlpackage`` back, validating its spec and MIL program, and predicting where Core ML runs
+(macOS only).
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SwiftFormerError
+from .models.fusion import FusedModel, reparameterize
+
+FORMATS = ("onnx", "coreml", "torchscript", "executorch")
+SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".pt", "executorch": ".pte"}
+# Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
+MAX_DYNAMIC_BATCH = 64
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+class ExportCheckError(SwiftFormerError):
+    """An exported artefact that is malformed or whose outputs differ from PyTorch's beyond the tolerance."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and how well it matched PyTorch."""
+
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool
+    max_abs_diff: float | None  # None when the artefact could not be run on this machine
+    note: str = ""
+
+
+def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """Seeded images in the normalised input distribution (zero mean, unit variance per channel)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, *img_size, generator=generator)
+
+
+def _contiguous_copy(fused: nn.Module) -> nn.Module:
+    """The fused model with NCHW-contiguous weights: XNNPACK's layout pass rejects channels-last constants."""
+    return copy.deepcopy(fused).to(memory_format=torch.contiguous_format)
+
+
+def _batch_dim(dynamic_batch: bool) -> dict | None:
+    if not dynamic_batch:
+        return None
+    return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)}}
+
+
+def _export_program(fused: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
+    return torch.export.export(fused, (example,), dynamic_shapes=_batch_dim(dynamic_batch))
+
+
+def _export_onnx(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    import onnx
+    import onnxruntime as ort
+
+    torch.onnx.export(
+        fused, (example,), str(out), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_shapes=_batch_dim(dynamic_batch), optimize=True, verbose=False, external_data=False,
+    )
+    onnx.checker.check_model(str(out), full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+
+def _export_torchscript(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    # Tracing records ``x.shape`` reads as size ops, so a traced graph takes any batch size.
+    traced = torch.jit.trace(fused, example, check_trace=False)
+    traced.save(str(out))
+    loaded = torch.jit.load(str(out)).eval()
+    return lambda x: loaded(x)
+
+
+def _export_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+    except ImportError as error:
+        raise SwiftFormerError(f"ExecuTorch export needs the executorch package ({error})") from None
+    program = _export_program(_contiguous_copy(fused), example, dynamic_batch)
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+    out.write_bytes(lowered.buffer)
+    method = Runtime.get().load_program(str(out)).load_method("forward")
+    return lambda x: method.execute([x.contiguous()])[0]
+
+
+def _validate_mlpackage(path: Path, input_shape: tuple[int, ...], dynamic_batch: bool) -> object:
+    """Read the package back, check its type, inputs and outputs, and rebuild its MIL program (type inference)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ExportCheckError(f"{path} is a {spec.WhichOneof('Type')}, not an mlprogram")
+    inputs = {i.name: i for i in spec.description.input}
+    outputs = [o.name for o in spec.description.output]
+    if list(inputs) != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+        raise ExportCheckError(f"{path} has inputs {list(inputs)} and outputs {outputs}")
+    array = inputs[INPUT_NAME].type.multiArrayType
+    if dynamic_batch:
+        ranges = [(r.lowerBound, r.upperBound) for r in array.shapeRange.sizeRanges]
+        expected = [(1, MAX_DYNAMIC_BATCH)] + [(size, size) for size in input_shape[1:]]
+    else:
+        ranges, expected = list(array.shape), list(input_shape)
+    if ranges != expected:
+        raise ExportCheckError(f"{path} takes input sizes {ranges}, expected {expected}")
+    milproto_load(spec, spec.specificationVersion, model.weights_dir)
+    return model
+
+
+def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable | None:
+    import coremltools as ct
+
+    program = _export_program(fused, example, dynamic_batch).run_decompositions({})
+    shape = list(example.shape)
+    if dynamic_batch:
+        shape[0] = ct.RangeDim(lower_bound=1, upper_bound=MAX_DYNAMIC_BATCH, default=example.shape[0])
+    mlmodel = ct.convert(
+        program,
+        inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
+        outputs=[ct.TensorType(name=OUTPUT_NAME)],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32,  # the check compares fp32; convert again for fp16 on the ANE
+        minimum_deployment_target=ct.target.iOS16,
+    )
+    mlmodel.save(str(out))
+    _validate_mlpackage(out, tuple(example.shape), dynamic_batch)
+    if sys.platform != "darwin":
+        return None
+    loaded = ct.models.MLModel(str(out))
+    return lambda x: torch.from_numpy(loaded.predict({INPUT_NAME: x.numpy()})[OUTPUT_NAME])
+
+
+_EXPORTERS = {
+    "onnx": _export_onnx, "torchscript": _export_torchscript,
+    "executorch": _export_executorch, "coreml": _export_coreml,
+}
+
+
+@torch.no_grad()
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    out: str | Path,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    img_size: tuple[int, int] = (224, 224),
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Fuse ``model``, write it as ``fmt`` to ``out`` and compare the artefact's outputs with PyTorch's.
+
+    With ``dynamic_batch`` the artefact takes 1..:data:`MAX_DYNAMIC_BATCH` images; it is traced at batch 2
+    and checked at batch 3, so a batch size baked into the graph is caught. Raises
+    :class:`ExportCheckError` when the max abs difference of the logits exceeds ``atol``.
+    """
+    if fmt not in FORMATS:
+        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if batch < 1:
+        raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fused = (model if isinstance(model, FusedModel) else reparameterize(model)).eval()
+    example = check_inputs(2 if dynamic_batch else batch, img_size)
+    inputs = check_inputs(3, img_size, seed=1) if dynamic_batch else check_inputs(batch, img_size, seed=1)
+    run = _EXPORTERS[fmt](fused, example, out, dynamic_batch)
+    result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None)
+    if run is None:
+        result.note = "Core ML prediction needs macOS: the package was converted and its spec validated, not run"
+        return result
+    expected = fused(inputs)
+    got = run(inputs)
+    result.max_abs_diff = float((got.float() - expected).abs().max())
+    if not np.isfinite(result.max_abs_diff) or result.max_abs_diff > atol:
+        raise ExportCheckError(
+            f"{fmt} artefact {out} differs from PyTorch by {result.max_abs_diff:.3g} (tolerance {atol:g})"
+        )
+    return result

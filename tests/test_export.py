@@ -1,0 +1,105 @@
+"""Every export format is written from the fused model and matches PyTorch when run by its own runtime."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import swiftformer
+from swiftformer.cli import main
+from swiftformer.errors import SwiftFormerError
+from swiftformer.export import ExportCheckError, check_inputs, export_model
+
+from .conftest import VARIANT_NAMES, randomize
+
+IMG_SIZE = (128, 96)  # non-square and small: export time does not depend on it, the check does
+
+
+@functools.lru_cache(maxsize=None)
+def randomized(name: str) -> torch.nn.Module:
+    return randomize(swiftformer.create_model(name), seed=3)
+
+
+def unfused_logits(name: str, batch: int) -> torch.Tensor:
+    with torch.no_grad():
+        return randomized(name)(check_inputs(batch, IMG_SIZE, seed=1))
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_onnx_matches_the_unfused_model(name, tmp_path):
+    """XS is exported with a dynamic batch (checked at 1, 3 and 5 images), the others at batch 2."""
+    import onnxruntime as ort
+
+    dynamic = name == "swiftformer_xs"
+    result = export_model(
+        randomized(name), "onnx", tmp_path / f"{name}.onnx", batch=2, dynamic_batch=dynamic, img_size=IMG_SIZE
+    )
+    assert result.dynamic_batch == dynamic
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for batch in (1, 5) if dynamic else (2,):
+        (got,) = session.run(None, {"image": check_inputs(batch, IMG_SIZE, seed=1).numpy()})
+        expected = unfused_logits(name, batch)
+        assert got.shape == (batch, 1000)
+        assert expected.abs().max() > 1e-2  # the randomized weights make the logits non-trivial
+        assert np.abs(got - expected.numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_torchscript_matches_the_unfused_model(name, tmp_path):
+    result = export_model(randomized(name), "torchscript", tmp_path / f"{name}.pt", batch=2, img_size=IMG_SIZE)
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    scripted = torch.jit.load(str(result.path))
+    with torch.no_grad():
+        got = scripted(check_inputs(2, IMG_SIZE, seed=1))
+    assert (got - unfused_logits(name, 2)).abs().max() <= 1e-4
+
+
+def test_coreml_mlprogram_converts_and_its_spec_validates(tmp_path):
+    import coremltools as ct
+
+    result = export_model(randomized("swiftformer_xs"), "coreml", tmp_path / "xs.mlpackage", img_size=IMG_SIZE)
+    spec = ct.models.MLModel(str(result.path), skip_model_load=True).get_spec()
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert [i.name for i in spec.description.input] == ["image"]
+    assert list(spec.description.input[0].type.multiArrayType.shape) == [1, 3, *IMG_SIZE]
+    ops = {op.type for op in spec.mlProgram.functions["main"].block_specializations["CoreML6"].operations}
+    assert "l2_norm" not in ops and {"rsqrt", "matmul", "conv"} <= ops  # normalisation from primitive ops
+    if result.max_abs_diff is None:
+        assert "macOS" in result.note
+    else:
+        assert result.max_abs_diff <= 1e-4
+
+
+def test_executorch_pte_runs_and_matches(tmp_path):
+    pytest.importorskip("executorch")
+    result = export_model(randomized("swiftformer_xs"), "executorch", tmp_path / "xs.pte", img_size=IMG_SIZE)
+    assert result.path.stat().st_size > 1e6 and result.max_abs_diff <= 1e-4
+
+
+def test_a_wrong_artefact_is_reported(tmp_path):
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        export_model(randomized("swiftformer_xs"), "torchscript", tmp_path / "xs.pt", img_size=IMG_SIZE, atol=-1.0)
+
+
+def test_bad_arguments_are_user_errors(tmp_path):
+    with pytest.raises(SwiftFormerError, match="unknown export format"):
+        export_model(randomized("swiftformer_xs"), "tflite", tmp_path / "xs.tflite")
+    with pytest.raises(SwiftFormerError, match="at least 1"):
+        export_model(randomized("swiftformer_xs"), "onnx", tmp_path / "xs.onnx", batch=0)
+
+
+def test_cli_export_prints_the_check(tmp_path, capsys):
+    checkpoint = tmp_path / "xs.safetensors"
+    swiftformer.save_checkpoint(randomized("swiftformer_xs"), checkpoint)
+    out = tmp_path / "xs.pt"
+    code = main([
+        "export", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript",
+        "--out", str(out), "--img-size", *map(str, IMG_SIZE), "--batch", "3",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "batch 3" in printed and "max abs diff vs PyTorch" in printed
+    assert main(["export", "--model", "swiftformer_q", "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 2
