@@ -122,25 +122,32 @@ def _subset(dataset: Dataset, size: int | None) -> Dataset:
     return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
 
 
-def build_datasets(model: nn.Module, config: TrainConfig) -> Datasets:
-    """Train and val datasets of ``config.dataset`` with the model's transforms."""
-    train_tf, val_tf = train_transform(model, config), eval_transform(model, config)
+def build_dataset(model: nn.Module, config: TrainConfig, split: str) -> tuple[Dataset, list[str]]:
+    """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names."""
+    is_train = split == "train"
+    transform = train_transform(model, config) if is_train else eval_transform(model, config)
     if config.dataset == "digits":
-        train, val = DigitsDataset("train", train_tf), DigitsDataset("val", val_tf)
-        names = DigitsDataset.classes
+        dataset, names = DigitsDataset(split, transform), DigitsDataset.classes
     elif config.dataset == "cifar10":
-        train, val = _cifar10(config, True, train_tf), _cifar10(config, False, val_tf)
-        names = list(train.classes)
+        dataset = _cifar10(config, is_train, transform)
+        names = list(dataset.classes)
     elif config.dataset == "folder":
         if not config.data:
             raise DataError("--data DIR is required for --dataset folder (DIR/train and DIR/val in the ImageNet layout)")
-        train, val = _image_folder(Path(config.data) / "train", train_tf), _image_folder(Path(config.data) / "val", val_tf)
-        if train.classes != val.classes:
-            raise DataError(f"{config.data}: train/ and val/ have different class folders")
-        names = list(train.classes)
+        dataset = _image_folder(Path(config.data) / split, transform)
+        names = list(dataset.classes)
     else:
         raise DataError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
-    return Datasets(_subset(train, config.train_subset), _subset(val, config.val_subset), names)
+    return _subset(dataset, config.train_subset if is_train else config.val_subset), names
+
+
+def build_datasets(model: nn.Module, config: TrainConfig) -> Datasets:
+    """Train and val datasets; their class folders must agree."""
+    train, names = build_dataset(model, config, "train")
+    val, val_names = build_dataset(model, config, "val")
+    if names != val_names:
+        raise DataError(f"{config.data}: train/ and val/ have different class folders")
+    return Datasets(train, val, names)
 
 
 def train_sampler(dataset: Dataset, config: TrainConfig, dist_info: DistInfo) -> Sampler:
@@ -170,14 +177,18 @@ def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) 
             f"{len(datasets.train)} training images over {dist_info.world_size} process(es) give no full batch "
             f"of {config.batch_size}; lower --batch-size"
         )
-    val = DataLoader(
-        datasets.val,
-        batch_size=config.batch_size,
-        sampler=ShardSampler(len(datasets.val), dist_info.rank, dist_info.world_size),
-        num_workers=config.workers,
-        pin_memory=pin,
+    return train, eval_loader(datasets.val, config.batch_size, config.workers, dist_info)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: DistInfo) -> DataLoader:
+    """This rank's shard of ``dataset``, in order, every sample exactly once across ranks."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset), dist_info.rank, dist_info.world_size),
+        num_workers=workers,
+        pin_memory=dist_info.device.type == "cuda",
     )
-    return train, val
 
 
 def list_images(inputs: list[str]) -> list[Path]:

@@ -17,6 +17,7 @@ atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly wher
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import random
 import time
@@ -127,16 +128,25 @@ def build_checkpoint(
 
 
 # The run ---------------------------------------------------------------------------------------------------
-def main(config: TrainConfig) -> dict[str, Any]:
-    """Train as ``config`` says; returns the final metrics (also on every rank)."""
+@dataclass
+class TrainResult:
+    """The last epoch's log record (the same on every rank) and the trained model and EMA of this rank."""
+
+    record: dict[str, Any]
+    model: nn.Module
+    ema: nn.Module | None
+
+
+def main(config: TrainConfig) -> TrainResult:
+    """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job."""
     dist_info = init_distributed(config.device)
     try:
-        return _run(config, dist_info)
+        return train(config, dist_info)
     finally:
         cleanup()
 
 
-def _run(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     device, output_dir = dist_info.device, Path(config.output_dir)
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
 
@@ -225,7 +235,7 @@ def _run(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
     if dist_info.is_main and runlog.path.is_file():
         plot_curves(runlog.path, output_dir / "curves.png")
     runlog.close()
-    return record
+    return TrainResult(record, model, ema.module if ema is not None else None)
 
 
 def resume(

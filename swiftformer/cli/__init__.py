@@ -15,6 +15,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
     "export": ("swiftformer.cli.export", "the fused model as ONNX, Core ML, TorchScript or ExecuTorch, checked against PyTorch"),
+    "train": ("swiftformer.cli.train", "train or fine-tune with a recipe (one process, or torchrun for DDP)"),
+    "eval": ("swiftformer.cli.eval", "top-1/top-5 and per-class accuracy of a checkpoint"),
+    "predict": ("swiftformer.cli.predict", "top-k classes with probabilities for image files or folders"),
+    "demo": ("swiftformer.cli.demo", "train SwiftFormer-XS on the embedded digits and evaluate it"),
     "detect": ("swiftformer.cli.detect", "Mask R-CNN on a SwiftFormer FPN: train, eval, predict (COCO JSON data)"),
     "segment": ("swiftformer.cli.segment", "semantic FPN on a SwiftFormer backbone: train, eval, predict (label PNGs)"),
 }

@@ -1,0 +1,69 @@
+"""``swiftformer eval``: top-1/top-5 and per-class accuracy of a checkpoint on a validation set.
+
+Works under ``torchrun`` too: each rank evaluates its shard and the counts are summed exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
+                        "(default: the released ImageNet weights of --model)")
+    parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
+    parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
+    parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
+    parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")
+    parser.add_argument("--img-size", type=int, default=None, help="default: the run's, else 224")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_dataset, eval_loader
+    from ..distributed import cleanup, init_distributed
+    from ..engine import evaluate
+    from ..inference import load_model
+    from ..recipes import TrainConfig, apply_overrides
+
+    dist_info = init_distributed(args.device)
+    try:
+        loaded = load_model(args.checkpoint, args.model, ema=args.ema)
+        flags = {"dataset": args.dataset, "data": args.data, "download": args.download, "img_size": args.img_size,
+                 "batch_size": args.batch_size, "workers": args.workers}
+        base = {"batch_size": 64, "workers": 2} if loaded.run_config is None else loaded.run_config
+        config = apply_overrides(TrainConfig(), {**base, **{k: v for k, v in flags.items() if v is not None}, "val_subset": None})
+        dataset, class_names = build_dataset(loaded.model, config, "val")
+        if len(class_names) != loaded.model.num_classes:
+            from ..errors import DataError
+
+            raise DataError(f"the data has {len(class_names)} classes, the model predicts {loaded.model.num_classes}")
+        loader = eval_loader(dataset, config.batch_size, config.workers, dist_info)
+        model = loaded.model.to(dist_info.device)
+        result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp)
+    finally:
+        cleanup()
+    if not dist_info.is_main:
+        return 0
+    if args.json:
+        print(json.dumps({**result.to_dict(), "class_names": class_names}))
+        return 0
+    print(per_class_table(class_names, result.class_correct, result.class_total))
+    print(f"images: {result.count}")
+    print(f"top-1: {result.top1:.2f}  top-5: {result.top5:.2f}")
+    return 0
+
+
+def per_class_table(names: list[str], correct: list[int], total: list[int]) -> str:
+    """One row per class: name, images, top-1 %."""
+    width = max(len("class"), *(len(n) for n in names))
+    rows = [f"{'class':<{width}}  {'images':>6}  {'top-1':>6}"]
+    for name, hits, count in zip(names, correct, total):
+        accuracy = f"{100.0 * hits / count:6.2f}" if count else f"{'-':>6}"
+        rows.append(f"{name:<{width}}  {count:>6}  {accuracy}")
+    return "\n".join(rows)

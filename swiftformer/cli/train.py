@@ -1,0 +1,81 @@
+"""``swiftformer train``: train or fine-tune with a recipe (``--config``) and command-line overrides."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# flag -> TrainConfig field; only flags the user gives override the recipe
+FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--model": ("model", {"help": "variant (default: the recipe's)"}),
+    "--data": ("data", {"help": "dataset folder: DIR/train and DIR/val (ImageNet layout), or the CIFAR-10 root"}),
+    "--dataset": ("dataset", {"choices": ("folder", "digits", "cifar10"), "help": "data source (default: folder)"}),
+    "--epochs": ("epochs", {"type": int}),
+    "--batch-size": ("batch_size", {"type": int, "help": "per process"}),
+    "--accum-steps": ("accum_steps", {"type": int, "help": "micro-batches per optimizer update"}),
+    "--img-size": ("img_size", {"type": int}),
+    "--lr": ("lr", {"type": float}),
+    "--output-dir": ("output_dir", {"help": "run directory (config.yaml, log.jsonl, last.pth, best.pth, curves.png)"}),
+    "--resume": ("resume", {"metavar": "CKPT", "help": "continue a run from its last.pth"}),
+    "--finetune": ("finetune", {"metavar": "CKPT", "help": "start from these weights (official, timm, HF or ours)"}),
+    "--num-classes": ("num_classes", {"type": int, "help": "default: the dataset's class count"}),
+    "--device": ("device", {"help": "auto, cpu, cuda"}),
+    "--amp": ("amp", {"choices": ("none", "bf16", "fp16"), "help": "mixed precision"}),
+    "--workers": ("workers", {"type": int, "help": "data-loading processes per training process"}),
+    "--seed": ("seed", {"type": int}),
+    "--distillation": ("distillation", {"choices": ("none", "soft", "hard")}),
+    "--teacher": ("teacher", {"help": "teacher model: any timm name or a SwiftFormer variant"}),
+    "--teacher-checkpoint": ("teacher_checkpoint", {"metavar": "CKPT"}),
+}
+SWITCHES = {
+    "--download": ("download", "fetch CIFAR-10 through torchvision"),
+    "--channels-last": ("channels_last", "channels-last memory format (faster convolutions)"),
+    "--compile": ("compile", "torch.compile the training model"),
+    "--grad-checkpointing": ("grad_checkpointing", "recompute activations in backward to save memory"),
+    "--tensorboard": ("tensorboard", "also write TensorBoard scalars to RUN/tensorboard"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="recipe name (swiftformer_xs, ..., demo_digits) or YAML path; "
+                        "default: the --model's recipe, or the checkpoint's config with --resume")
+    for flag, (dest, options) in FLAGS.items():
+        parser.add_argument(flag, dest=dest, default=None, **options)
+    for flag, (dest, help_text) in SWITCHES.items():
+        parser.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe key, e.g. --set mixup=0.8 --set auto_augment=null (repeatable)")
+
+
+def resolve_config(args: argparse.Namespace):
+    """The recipe, then every flag the user gave, then ``--set`` pairs."""
+    from ..checkpoint import safe_torch_load
+    from ..recipes import apply_overrides, load_recipe, parse_set
+
+    overrides = {dest: getattr(args, dest) for dest, _ in [*FLAGS.values(), *SWITCHES.values()] if getattr(args, dest) is not None}
+    if args.progress is not None:
+        overrides["progress"] = args.progress
+    overrides.update(parse_set(args.set))
+    if args.config is None and args.resume:
+        saved = safe_torch_load(args.resume).get("config")
+        if saved is None:
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{args.resume} holds no run config; pass --config")
+        return apply_overrides(load_recipe("swiftformer_xs"), {**saved, **overrides})
+    from ..models.registry import resolve_variant
+
+    recipe = args.config or resolve_variant(overrides.get("model") or "swiftformer_xs")
+    return load_recipe(recipe, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from ..train import main
+
+    record = main(resolve_config(args)).record
+    if os.environ.get("RANK", "0") == "0" and "val_top1" in record:
+        ema = f"  EMA top-1: {record['ema_top1']:.2f}" if "ema_top1" in record else ""
+        print(f"top-1: {record['val_top1']:.2f}  top-5: {record['val_top5']:.2f}{ema}")
+    return 0

@@ -1,0 +1,69 @@
+"""Loading a model for evaluation or prediction, and top-k prediction on image files.
+
+A training checkpoint of ours (``last.pth``/``best.pth``) knows its variant, class count, image size and
+class names; any other checkpoint (official, timm, Hugging Face, native safetensors) needs ``--model``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_native_state_dict, safe_torch_load
+from .errors import CheckpointError
+from .models import create_model
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    class_names: list[str]
+    run_config: dict[str, Any] | None  # the training config when the checkpoint is one of our runs
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """ImageNet-1K names (timm) for 1000 classes, else ``class 0``, ``class 1``, ..."""
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(num_classes)]
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def _is_training_checkpoint(path: Path) -> dict[str, Any] | None:
+    if path.suffix not in (".pth", ".pt", ".bin", ".tar") or not path.is_file():
+        return None
+    checkpoint = safe_torch_load(path)
+    return checkpoint if isinstance(checkpoint, dict) and "config" in checkpoint and "model" in checkpoint else None
+
+
+def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool = False, attention: str = "additive") -> LoadedModel:
+    """Model in eval mode with its class names. ``checkpoint=None`` gives the released ImageNet weights."""
+    path = Path(checkpoint) if checkpoint else None
+    run = _is_training_checkpoint(path) if path else None
+    if run is not None:
+        config = run["config"]
+        if model_name and model_name.split(".")[0] != config["model"]:
+            raise CheckpointError(f"{path} holds a {config['model']}, not a {model_name}")
+        model = create_model(config["model"], num_classes=config["num_classes"], attention=config["attention"])
+        key = "ema" if ema else "model"
+        if run.get(key) is None:
+            raise CheckpointError(f"{path} has no {key!r} weights (the run kept no EMA)")
+        load_native_state_dict(model, run[key])
+        names = list(run.get("class_names") or default_class_names(model.num_classes))
+        return LoadedModel(model.eval(), names, config)
+    if ema:
+        raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
+    model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
+    return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, topk: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities, class indices)``, each ``(N, k)``, best first."""
+    probabilities = model(images).float().softmax(dim=1)
+    return probabilities.topk(min(topk, probabilities.shape[1]), dim=1)

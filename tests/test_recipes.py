@@ -1,0 +1,92 @@
+"""Recipe files: the official recipe per variant, what differs between variants, overrides."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import yaml
+
+from swiftformer.errors import SwiftFormerError
+from swiftformer.recipes import TrainConfig, apply_overrides, list_recipes, load_recipe, parse_set, recipe_text, save_config
+
+VARIANT_RECIPES = ["swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"]
+RANDAUG = "rand-m9-mstd0.5-inc1"
+
+
+def test_every_variant_and_the_demo_ship_a_recipe():
+    assert set(VARIANT_RECIPES + ["demo_digits"]) <= set(list_recipes())
+
+
+@pytest.mark.parametrize("name", VARIANT_RECIPES)
+def test_variant_recipe_is_the_official_one(name):
+    config = load_recipe(name)
+    assert config.model == name
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adamw", 2e-3, 0.025)
+    assert (config.sched, config.warmup_epochs, config.warmup_lr, config.min_lr, config.epochs) == ("cosine", 5, 1e-6, 1e-5, 300)
+    assert config.batch_size == 128 and config.accum_steps == 1
+    assert (config.color_jitter, config.reprob, config.smoothing, config.repeated_aug) == (0.4, 0.25, 0.1, 3)
+    assert config.ema_decay == 0.99996
+    assert (config.clip_mode, config.clip_grad) == ("agc", 0.01)
+    assert (config.distillation, config.distillation_alpha, config.distillation_tau) == ("hard", 0.5, 1.0)
+    assert config.teacher.startswith("regnety_160")
+    assert (config.interpolation, config.crop_pct, config.img_size) == ("bicubic", 0.875, 224)
+    assert "2048" in recipe_text(name), "the effective-batch arithmetic is written out"
+
+
+@pytest.mark.parametrize(
+    "name, auto_augment, mixup, cutmix",
+    [
+        ("swiftformer_xs", None, 0.0, 0.0),
+        ("swiftformer_s", RANDAUG, 0.0, 0.0),
+        ("swiftformer_l1", RANDAUG, 0.8, 1.0),
+        ("swiftformer_l3", RANDAUG, 0.8, 1.0),
+    ],
+)
+def test_per_variant_augmentation(name, auto_augment, mixup, cutmix):
+    config = load_recipe(name)
+    assert (config.auto_augment, config.mixup, config.cutmix) == (auto_augment, mixup, cutmix)
+
+
+def test_variants_differ_only_in_model_and_augmentation():
+    values = {name: yaml.safe_load(recipe_text(name)) for name in VARIANT_RECIPES}
+    reference = values["swiftformer_xs"]
+    for name, other in values.items():
+        assert set(other) == set(reference)
+        differing = {k for k in reference if reference[k] != other[k]}
+        assert differing <= {"model", "auto_augment", "mixup", "cutmix"}, name
+
+
+def test_overrides_apply_on_top_and_are_checked():
+    config = load_recipe("swiftformer_s", parse_set(["lr=1e-3", "auto_augment=null", "crop_scale=[0.5, 1]", "mixup=1"]))
+    assert config.lr == 1e-3 and isinstance(config.lr, float)  # YAML reads 1e-3 as a string: coerced
+    assert config.auto_augment is None and config.crop_scale == (0.5, 1.0) and config.mixup == 1.0
+    with pytest.raises(SwiftFormerError, match="unknown config key"):
+        apply_overrides(TrainConfig(), {"learning_rate": 1.0})
+    with pytest.raises(SwiftFormerError, match="expected true or false"):
+        apply_overrides(TrainConfig(), {"channels_last": "yes please"})
+    with pytest.raises(SwiftFormerError, match="expected a number"):
+        apply_overrides(TrainConfig(), {"lr": "fast"})
+    with pytest.raises(SwiftFormerError, match="KEY=VALUE"):
+        parse_set(["lr"])
+    with pytest.raises(SwiftFormerError, match="unknown recipe"):
+        load_recipe("swiftformer_xxl")
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    config = load_recipe("demo_digits", {"epochs": 3, "num_classes": 10})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_recipe(tmp_path / "config.yaml") == config
+
+
+def test_cli_flags_override_the_recipe_and_set_overrides_flags():
+    from swiftformer.cli import build_parser
+    from swiftformer.cli.train import resolve_config
+
+    args = build_parser().parse_args(
+        ["train", "--model", "swiftformer_l1", "--epochs", "7", "--lr", "0.01", "--channels-last", "--set", "lr=0.02"]
+    )
+    config = resolve_config(args)
+    assert config.model == "swiftformer_l1" and config.mixup == 0.8  # the L1 recipe was picked from --model
+    assert config.epochs == 7 and config.channels_last is True and config.lr == 0.02
+    assert config.batch_size == 128  # untouched recipe values stay
+    assert isinstance(args, argparse.Namespace)
