@@ -96,9 +96,9 @@ class SwiftFormerFPN(nn.Module):
     ) -> None:
         super().__init__()
         body = create_model(variant, num_classes=0, distillation=False, **kwargs)
-        self.dropped_keys = load_backbone_weights(body, pretrained) if pretrained else []
         # Unused in dense prediction; leaving trainable parameters without gradients would break DDP.
         body.norm, body.head = nn.Identity(), nn.Identity()
+        self.dropped_keys = load_backbone_weights(body, pretrained) if pretrained else []
         if not 0 <= frozen_stages <= len(body.stages):
             raise ValueError(f"frozen_stages must be in 0..{len(body.stages)}, got {frozen_stages}")
         if frozen_stages:

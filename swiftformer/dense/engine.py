@@ -147,7 +147,8 @@ def evaluate_detection(
         with autocast(device, amp_dtype):
             outputs = model(to_device(images, device))
         ids = [int(t["image_id"]) for t in targets]
-        results += detections_to_coco([{k: v.float() for k, v in o.items()} for o in outputs], ids, dataset.category_ids)
+        outputs = [{k: v.float() if v.is_floating_point() else v for k, v in o.items()} for o in outputs]  # bf16 under AMP
+        results += detections_to_coco(outputs, ids, dataset.category_ids)
     iou_types = ("bbox", "segm") if dataset.masks else ("bbox",)
     return coco_evaluate(dataset.coco, gather_detections(results), iou_types, image_ids=dataset.ids)
 
