@@ -15,6 +15,7 @@ batch it stopped at (:class:`TrainSampler`).
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -221,6 +222,7 @@ def train(config: DenseConfig, resume: str | Path | None = None) -> dict[str, An
 def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) -> dict[str, Any]:
     device = dist_info.device
     torch.manual_seed(config.seed + dist_info.rank)
+    random.seed(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
     output = Path(config.output)
     runlog = RunLog(output, enabled=dist_info.is_main)
     datasets = build_datasets(config)

@@ -1,0 +1,132 @@
+"""The dense training engine and CLI on real data: a short Penn-Fudan segmentation run (must beat the
+all-background baseline), resume, eval and predict for both tasks, the learning-rate schedules and recipes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from swiftformer.cli import main as cli_main
+from swiftformer.dense.config import DenseConfig, config_from_dict, list_configs, load_config
+from swiftformer.dense.data import SegmentationFolder
+from swiftformer.dense.engine import lr_factor, train
+from swiftformer.dense.metrics import ConfusionMatrix
+from swiftformer.dense.pennfudan import convert_pennfudan
+from swiftformer.errors import SwiftFormerError
+from swiftformer.runlog import read_log
+
+from .conftest import shared_data
+
+SEG_ITERATIONS = 60
+
+
+@pytest.fixture(scope="module")
+def pennfudan(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("pennfudan")
+    convert_pennfudan(shared_data("pennfudan"), output)
+    return output
+
+
+@pytest.fixture(scope="module")
+def segmentation_run(pennfudan, tmp_path_factory) -> tuple[DenseConfig, dict, Path]:
+    """The CI version of the README's semantic-FPN run: the shipped recipe, shortened."""
+    output = tmp_path_factory.mktemp("seg_run")
+    config = load_config("pennfudan_semantic_fpn_xs", {
+        "data": str(pennfudan / "ade"), "output": str(output), "iterations": SEG_ITERATIONS,
+        "eval_interval": SEG_ITERATIONS, "warmup_iters": 10, "img_size": 160, "crop_size": 160, "workers": 0,
+    })
+    torch.manual_seed(0)
+    return config, train(config), output
+
+
+def all_background_miou(root: Path) -> float:
+    val = SegmentationFolder(root, "validation")
+    metric = ConfusionMatrix(2)
+    for index in range(len(val)):
+        label = val.read_label(index)
+        metric.update(torch.zeros_like(label), label)
+    return metric.compute()["mIoU"]
+
+
+@pytest.mark.slow
+def test_short_segmentation_run_beats_all_background(segmentation_run, pennfudan) -> None:
+    _, metrics, output = segmentation_run
+    baseline = all_background_miou(pennfudan / "ade")
+    assert 35 < baseline < 50  # person IoU 0, background IoU = background share of the pixels
+    assert metrics["mIoU"] > baseline + 10, (metrics, baseline)
+    records = read_log(output / "log.jsonl")
+    assert records[-1]["iteration"] == SEG_ITERATIONS and "train_loss" in records[0]
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_saved_iteration(segmentation_run) -> None:
+    config, _, output = segmentation_run
+    longer = config_from_dict({**config.to_dict(), "iterations": SEG_ITERATIONS + 2, "eval_interval": 1000})
+    train(longer, resume=output / "last.pt")
+    records = read_log(output / "log.jsonl")
+    assert {"event": "resume", "from": str(output / "last.pt"), "iteration": SEG_ITERATIONS}.items() <= records[-2].items()
+    assert records[-1]["iteration"] == SEG_ITERATIONS + 2
+    assert torch.load(output / "last.pt", weights_only=True)["iteration"] == SEG_ITERATIONS + 2
+
+
+@pytest.mark.slow
+def test_segment_eval_and_predict_cli(segmentation_run, pennfudan, tmp_path, capsys) -> None:
+    _, _, output = segmentation_run
+    assert cli_main(["segment", "eval", str(output / "last.pt"), "--json", str(tmp_path / "m.json")]) == 0
+    assert "mIoU" in json.loads((tmp_path / "m.json").read_text())
+    image = next((pennfudan / "ade/images/validation").iterdir())
+    assert cli_main(["segment", "predict", str(output / "last.pt"), str(image), "--output", str(tmp_path)]) == 0
+    assert (tmp_path / image.name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_detect_train_eval_predict_cli(pennfudan, tmp_path) -> None:
+    """One training iteration and a 2-image validation set: the detection path wired end to end."""
+    coco = pennfudan / "coco"
+    val = json.loads((coco / "annotations/instances_val.json").read_text())
+    keep = {i["id"] for i in val["images"][:2]}
+    small = {**val, "images": val["images"][:2], "annotations": [a for a in val["annotations"] if a["image_id"] in keep]}
+    (tmp_path / "val2.json").write_text(json.dumps(small))
+    run = tmp_path / "run"
+    args = ["detect", "train", "--config", "pennfudan_maskrcnn_xs", "--data", str(coco), "--output", str(run),
+            "--set", "epochs=null", "--set", "iterations=1", "--set", "warmup_iters=0", "--set", "workers=0",
+            "--set", "min_size=160", "--set", "max_size=192", "--set", f"val_annotations={tmp_path / 'val2.json'}"]
+    assert cli_main(args) == 0
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    assert checkpoint["classes"] == {"names": ["person"], "category_ids": [1]}
+    assert {"bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP"} <= set(checkpoint["metrics"])
+    assert cli_main(["detect", "eval", str(run / "last.pt")]) == 0
+    image = coco / "val" / small["images"][0]["file_name"]
+    assert cli_main(["detect", "predict", str(run / "last.pt"), str(image), "--output", str(tmp_path / "pred"),
+                     "--score-threshold", "0"]) == 0
+    assert (tmp_path / "pred" / image.name).is_file()
+
+
+def test_wrong_task_recipe_is_a_one_line_error(capsys) -> None:
+    assert cli_main(["segment", "train", "--config", "pennfudan_maskrcnn_xs", "--data", "x"]) == 2
+    assert "detection recipe" in capsys.readouterr().err
+
+
+def test_learning_rate_schedules() -> None:
+    step = DenseConfig(lr=1.0, warmup_iters=10, warmup_ratio=0.0, milestones=(8, 11), epochs=12)
+    factor = lr_factor(step, total_iters=120, iters_per_unit=10)
+    assert [factor(i) for i in (0, 5, 10, 79, 80, 110)] == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.1, 0.01])
+    poly = DenseConfig(lr=1.0, sched="poly", power=1.0, warmup_iters=0, epochs=None, iterations=100)
+    factor = lr_factor(poly, total_iters=100, iters_per_unit=1)
+    assert [factor(i) for i in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0])
+
+
+def test_shipped_recipes_load() -> None:
+    names = list_configs()
+    assert {"maskrcnn_1x_swiftformer_l1", "semantic_fpn_ade20k_swiftformer_l1", "pennfudan_maskrcnn_xs",
+            "pennfudan_semantic_fpn_xs"} <= set(names)
+    mask_rcnn = load_config("maskrcnn_1x_swiftformer_l1")
+    assert (mask_rcnn.min_size, mask_rcnn.max_size, mask_rcnn.lr, mask_rcnn.epochs, mask_rcnn.milestones) == (800, 1333, 2e-4, 12, (8, 11))
+    fpn = load_config("semantic_fpn_ade20k_swiftformer_l3")
+    assert (fpn.crop_size, fpn.iterations, fpn.sched, fpn.num_classes, fpn.model) == (512, 40000, "poly", 150, "swiftformer_l3")
+    with pytest.raises(SwiftFormerError, match="unknown config key"):
+        load_config("pennfudan_semantic_fpn_xs", {"learning_rate": 1})
+    with pytest.raises(SwiftFormerError, match="exactly one of epochs and iterations"):
+        load_config("pennfudan_semantic_fpn_xs", {"epochs": 3})
