@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import swiftformer
-from swiftformer.models.swiftformer import FusedConvEncoder, FusedSwiftFormerEncoder
+from swiftformer.models.fused import FusedConvEncoder, FusedHead, FusedSwiftFormerEncoder
 
 from .conftest import VARIANT_NAMES, randomize
 
@@ -31,8 +31,9 @@ def test_fused_form_has_no_batchnorm_or_layer_scale():
     assert "BatchNorm2d" not in kinds and "LayerScale2d" not in kinds
     assert sum(isinstance(m, FusedSwiftFormerEncoder) for m in fused.modules()) == 4
     assert sum(isinstance(m, FusedConvEncoder) for m in fused.modules()) == 16 - 4 + 4  # + local representations
-    linears = [m for m in fused.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 1 and linears[0].out_features == 1000  # twin heads merged
+    assert not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in fused.modules())
+    heads = [m for m in fused.modules() if isinstance(m, FusedHead)]
+    assert len(heads) == 1 and heads[0].head.out_features == 1000  # twin heads merged into one linear
 
 
 def test_reparameterize_leaves_the_model_untouched():

@@ -57,6 +57,17 @@ def fold_output_scale(conv: nn.Conv2d, scale: torch.Tensor) -> nn.Conv2d:
     return _conv_like(conv, conv.weight * scale[:, None, None, None], _bias(conv) * scale)
 
 
+@torch.no_grad()
+def conv1x1_to_linear(conv: nn.Conv2d) -> nn.Linear:
+    """A dense 1×1 conv as the equivalent linear layer over channels."""
+    if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.stride != (1, 1) or conv.padding != (0, 0):
+        raise ValueError("only a dense, stride-1, unpadded 1x1 conv is a linear layer")
+    linear = nn.Linear(conv.in_channels, conv.out_channels)
+    linear.weight.copy_(conv.weight[:, :, 0, 0])
+    linear.bias.copy_(_bias(conv))
+    return linear
+
+
 def reparameterize_children(module: nn.Module) -> nn.Module:
     """``module`` with every module in it that has ``reparameterize()`` replaced by its result."""
     if hasattr(module, "reparameterize"):
@@ -67,7 +78,7 @@ def reparameterize_children(module: nn.Module) -> nn.Module:
 
 
 class FusedModel(nn.Module):
-    """A reparameterized network that takes channels-last input (its own memory format)."""
+    """A reparameterized network: same input and output as the model it came from, fewer ops."""
 
     def __init__(self, body: nn.Module, pretrained_cfg: dict) -> None:
         super().__init__()
@@ -75,18 +86,20 @@ class FusedModel(nn.Module):
         self.pretrained_cfg = pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x.contiguous(memory_format=torch.channels_last))
+        return self.body(x)
 
 
 @torch.no_grad()
-def reparameterize(model: nn.Module) -> nn.Module:
+def reparameterize(model: nn.Module) -> FusedModel:
     """A fused copy of ``model`` for inference: same outputs as ``model.eval()``, fewer ops.
 
     BN is folded into its conv/linear neighbours, layer scales into the preceding 1×1 conv, the twin heads
-    into one linear layer, and the additive attention runs as two large matmuls. The copy is in eval
-    mode and channels-last (measured faster on CPU for these depthwise/1×1 convolutions).
+    into one linear layer, and the additive attention runs as two large matmuls; feature maps flow
+    channels-last (see :mod:`swiftformer.models.fused`). ``model`` itself is left untouched.
     """
-    body = reparameterize_children(copy.deepcopy(model).eval())
+    if not hasattr(model, "reparameterize"):
+        raise TypeError(f"{type(model).__name__} has no reparameterize(): not a SwiftFormer model")
+    body = copy.deepcopy(model).eval().reparameterize()
     body = body.to(memory_format=torch.channels_last).eval()
     for parameter in body.parameters():
         parameter.requires_grad_(False)

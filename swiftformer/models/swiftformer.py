@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import FusedAdditiveAttention, build_attention
-from .fusion import fold_bn_after_conv, fold_bn_before_conv, fold_output_scale, reparameterize_children
+from .attention import build_attention
+from .fused import FusedConvEncoder, FusedDownsample, FusedHead, FusedStem, FusedSwiftFormerEncoder, TokenScale
+from .fusion import conv1x1_to_linear, fold_bn_after_conv, fold_bn_before_conv, fold_output_scale, reparameterize_children
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,7 +110,7 @@ class Stem(nn.Sequential):
         )
 
     def reparameterize(self) -> nn.Module:
-        return nn.Sequential(fold_bn_after_conv(self[0], self[1]), nn.ReLU(), fold_bn_after_conv(self[3], self[4]), nn.ReLU())
+        return FusedStem(fold_bn_after_conv(self[0], self[1]), fold_bn_after_conv(self[3], self[4]))
 
 
 class Downsample(nn.Module):
@@ -124,7 +125,7 @@ class Downsample(nn.Module):
         return self.norm(self.proj(x))
 
     def reparameterize(self) -> nn.Module:
-        return fold_bn_after_conv(self.proj, self.norm)
+        return FusedDownsample(fold_bn_after_conv(self.proj, self.norm))
 
 
 class ConvEncoder(nn.Module):
@@ -151,20 +152,9 @@ class ConvEncoder(nn.Module):
     def reparameterize(self) -> nn.Module:
         return FusedConvEncoder(
             fold_bn_after_conv(self.dwconv, self.norm),
-            self.pwconv1,
-            fold_output_scale(self.pwconv2, self.layer_scale.gamma),
+            conv1x1_to_linear(self.pwconv1),
+            conv1x1_to_linear(fold_output_scale(self.pwconv2, self.layer_scale.gamma)),
         )
-
-
-class FusedConvEncoder(nn.Module):
-    """Inference form of :class:`ConvEncoder`: BN in the depthwise conv, layer scale in ``pwconv2``."""
-
-    def __init__(self, dwconv: nn.Conv2d, pwconv1: nn.Conv2d, pwconv2: nn.Conv2d) -> None:
-        super().__init__()
-        self.dwconv, self.pwconv1, self.pwconv2 = dwconv, pwconv1, pwconv2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pwconv2(F.gelu(self.pwconv1(self.dwconv(x))))
 
 
 class Mlp(nn.Module):
@@ -215,44 +205,13 @@ class SwiftFormerEncoder(nn.Module):
         if hasattr(self.attn, "reparameterize"):
             attn = self.attn.reparameterize(gamma_1)
         else:  # the comparison attentions have no fused form: keep them, scale their output
-            attn = nn.Sequential(self.attn, _TokenScale(gamma_1))
+            attn = nn.Sequential(self.attn, TokenScale(gamma_1))
         return FusedSwiftFormerEncoder(
             self.local_representation.reparameterize(),
             attn,
-            fold_bn_before_conv(self.linear.norm1, self.linear.fc1),
-            fold_output_scale(self.linear.fc2, self.layer_scale_2.gamma),
+            conv1x1_to_linear(fold_bn_before_conv(self.linear.norm1, self.linear.fc1)),
+            conv1x1_to_linear(fold_output_scale(self.linear.fc2, self.layer_scale_2.gamma)),
         )
-
-
-class _TokenScale(nn.Module):
-    """Per-channel scale of ``(B, N, C)`` tokens (a layer scale moved next to an unfused attention)."""
-
-    def __init__(self, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(scale.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
-
-
-class FusedSwiftFormerEncoder(nn.Module):
-    """Inference form of :class:`SwiftFormerEncoder`.
-
-    Works on channels-last tensors, where the ``(B, N, C)`` token view of a ``(B, C, H, W)`` map is
-    free: no permute or copy between the convolutions and the attention.
-    """
-
-    def __init__(self, local_representation: nn.Module, attn: nn.Module, fc1: nn.Conv2d, fc2: nn.Conv2d) -> None:
-        super().__init__()
-        self.local_representation, self.attn, self.fc1, self.fc2 = local_representation, attn, fc1, fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.local_representation(x)
-        batch, channels, height, width = x.shape
-        tokens = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # a view if channels-last
-        mixed = self.attn(tokens).view(batch, height, width, channels).permute(0, 3, 1, 2)
-        x = x + mixed
-        return x + self.fc2(F.gelu(self.fc1(x)))
 
 
 class Stage(nn.Module):
@@ -419,7 +378,7 @@ class SwiftFormer(nn.Module):
         """Inference form: fused stem and stages, then :class:`FusedHead`."""
         return nn.Sequential(self.stem.reparameterize(), reparameterize_children(self.stages), self._fused_head())
 
-    def _fused_head(self) -> "FusedHead":
+    def _fused_head(self) -> FusedHead:
         """The final BN and the twin heads as one linear layer on pooled features."""
         heads = [h for h in (self.head, self.head_dist) if h is not None]
         if not isinstance(self.head, nn.Linear):
@@ -433,17 +392,6 @@ class SwiftFormer(nn.Module):
             head.weight.copy_(weight * bn_scale)
             head.bias.copy_(bias + weight @ bn_shift)
         return FusedHead(head)
-
-
-class FusedHead(nn.Module):
-    """Global average pool + one linear layer holding the final BN and both heads."""
-
-    def __init__(self, head: nn.Linear) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x.mean(dim=(2, 3)))
 
 
 def _stage_indices(num_stages: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:

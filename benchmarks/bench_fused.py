@@ -1,0 +1,73 @@
+"""Batch-1 CPU latency of our eager model, our fused model and timm's ``swiftformer_*``, same weights.
+
+    .venv/bin/python benchmarks/bench_fused.py --threads 2 --rounds 15
+
+Each round times every implementation once (a median of ``--iters`` calls) in an interleaved order, so
+a change of machine load hits all of them alike; the table reports the median over rounds and the
+speed-up of each over timm.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import timm
+import torch
+
+import swiftformer
+from swiftformer.convert import from_native
+
+
+def time_call(fn, x: torch.Tensor, iters: int) -> float:
+    """Median wall time of ``fn(x)`` in milliseconds over ``iters`` calls."""
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def bench_variant(name: str, img_size: int, rounds: int, iters: int) -> dict[str, float]:
+    ours = swiftformer.create_model(name).eval()
+    theirs = timm.create_model(name).eval()
+    theirs.load_state_dict(from_native(ours.state_dict(), "timm"))
+    fused = swiftformer.reparameterize(ours)
+    x = torch.randn(1, 3, img_size, img_size)
+    impls = {"timm": theirs, "eager": ours, "fused": fused}
+    with torch.inference_mode():
+        reference = theirs(x)
+        for label, model in impls.items():
+            assert (model(x) - reference).abs().max() < 1e-4, f"{label} disagrees with timm"
+            for _ in range(5):  # warm-up
+                model(x)
+        samples: dict[str, list[float]] = {label: [] for label in impls}
+        for round_index in range(rounds):
+            order = list(impls) if round_index % 2 == 0 else list(reversed(impls))
+            for label in order:
+                samples[label].append(time_call(impls[label], x, iters))
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(swiftformer.list_models()))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--iters", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, batch 1, {args.img_size}px, "
+          f"median of {args.rounds} interleaved rounds x {args.iters} calls")
+    print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        ms = bench_variant(name, args.img_size, args.rounds, args.iters)
+        print(f"| {name} | {ms['timm']:.2f} | {ms['eager']:.2f} | {ms['fused']:.2f} | "
+              f"{ms['timm'] / ms['eager']:.2f}x | {ms['timm'] / ms['fused']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
