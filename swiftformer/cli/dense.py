@@ -79,8 +79,10 @@ def _predict(args: argparse.Namespace, task: str) -> int:
             found = f"{len(detections['boxes'])} objects"
         else:
             prediction = segment(model, image, config.img_size)
-            picture = draw_segmentation(image, prediction, len(classes["names"]))
-            found = f"{100 * float((prediction > 0).float().mean()):.1f} % non-background pixels"
+            # label 0 is background unless ADE20K's reduce_zero_label made it a real class (wall)
+            skip = () if config.reduce_zero_label else (0,)
+            picture = draw_segmentation(image, prediction, len(classes["names"]), skip)
+            found = ", ".join(f"class {c}: {100 * float((prediction == c).float().mean()):.1f} %" for c in prediction.unique().tolist())
         path = save_png(picture, Path(args.output) / f"{Path(name).stem}.png")
         print(f"{path}: {found}")
     return 0
