@@ -53,7 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.025
     opt_eps: float = 1e-8
     sched: str = "cosine"
-    warmup_epochs: float = 5
+    warmup_epochs: float = 5.0
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
     clip_grad: float | None = 0.01
@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "runs/train"
     resume: str | None = None
+    stop_after: int | None = None  # leave after this many epochs in this invocation (job time limits); --resume goes on
     eval_every: int = 1
     tensorboard: bool = False
     progress: bool = True

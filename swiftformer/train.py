@@ -200,7 +200,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
             dist_info.world_size * config.batch_size * config.accum_steps,
         )
     record: dict[str, Any] = {}
-    for epoch in range(start_epoch, config.epochs):
+    end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
+    for epoch in range(start_epoch, end_epoch):
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
         stats, step = train_one_epoch(
             train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
@@ -212,8 +213,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
                 broadcast_buffers(ema.module)
         record = {"epoch": epoch + 1, "step": step, "train_loss": stats.loss, "lr": stats.lr,
                   "images_per_second": stats.images_per_second, "epoch_seconds": stats.seconds}
-        last_epoch = epoch + 1 == config.epochs
-        if (epoch + 1) % config.eval_every == 0 or last_epoch:
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
             for prefix, module in (("val", model), ("ema", ema.module if ema is not None else None)):
                 if module is not None:
                     result = evaluate(module, val_loader, device, num_classes, amp=config.amp,

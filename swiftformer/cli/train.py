@@ -22,6 +22,7 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--amp": ("amp", {"choices": ("none", "bf16", "fp16"), "help": "mixed precision"}),
     "--workers": ("workers", {"type": int, "help": "data-loading processes per training process"}),
     "--seed": ("seed", {"type": int}),
+    "--stop-after": ("stop_after", {"type": int, "metavar": "N", "help": "leave after N epochs (job time limits); --resume goes on"}),
     "--distillation": ("distillation", {"choices": ("none", "soft", "hard")}),
     "--teacher": ("teacher", {"help": "teacher model: any timm name or a SwiftFormer variant"}),
     "--teacher-checkpoint": ("teacher_checkpoint", {"metavar": "CKPT"}),

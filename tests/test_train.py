@@ -1,0 +1,58 @@
+"""A whole run: run directory, checkpoint contents, exact resume, fine-tuning from other formats."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from swiftformer import create_model, save_checkpoint
+from swiftformer.recipes import load_recipe
+from swiftformer.train import build_model, main
+
+pytestmark = pytest.mark.slow
+
+# Every source of randomness on: crops, flips, random erasing (torch + python), mixup/cutmix (numpy),
+# drop path (torch), label smoothing; so that an exact resume must restore all of them.
+TINY = dict(
+    dataset="digits", img_size=32, batch_size=16, train_subset=64, val_subset=40, epochs=2, warmup_epochs=1,
+    workers=0, hflip=0.5, reprob=0.25, mixup=0.5, cutmix=1.0, drop_path=0.1, repeated_aug=1, ema_decay=0.9,
+    distillation="none", progress=False,
+)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = main(load_recipe("demo_digits", {**TINY, "output_dir": str(tmp_path / "straight")}))
+    main(load_recipe("demo_digits", {**TINY, "output_dir": str(tmp_path / "split"), "stop_after": 1}))
+    assert json.loads((tmp_path / "split" / "log.jsonl").read_text())["epoch"] == 1  # really stopped after 1
+    resumed = main(load_recipe("demo_digits", {**TINY, "output_dir": str(tmp_path / "split"),
+                                               "resume": str(tmp_path / "split" / "last.pth")}))
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.allclose(tensor.float(), resumed.model.state_dict()[name].float(), atol=1e-6, rtol=0), name
+    for name, tensor in straight.ema.state_dict().items():
+        assert torch.allclose(tensor.float(), resumed.ema.state_dict()[name].float(), atol=1e-6, rtol=0), name
+    assert resumed.record["step"] == straight.record["step"]
+    assert resumed.record["val_top1"] == straight.record["val_top1"]
+    assert len((tmp_path / "split" / "log.jsonl").read_text().splitlines()) == 2
+
+    # the run directory and the plain-dict checkpoint
+    run = tmp_path / "straight"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "log.jsonl", "last.pth", "best.pth", "curves.png"}
+    assert yaml.safe_load((run / "config.yaml").read_text())["num_classes"] == 10
+    checkpoint = torch.load(run / "last.pth", weights_only=True)
+    assert {"model", "ema", "optimizer", "scheduler", "scaler", "epoch", "step", "config", "rng", "class_names"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 2 and checkpoint["class_names"] == [str(d) for d in range(10)]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(r["val_count"] == 40 and "ema_top1" in r for r in records)
+
+
+def test_finetune_loads_any_format_and_replaces_the_head(tmp_path):
+    source = create_model("swiftformer_xs")  # 1000 ImageNet classes
+    path = save_checkpoint(source, tmp_path / "official.pth", format="official")
+    config = load_recipe("demo_digits", {"finetune": str(path)})
+    model = build_model(config, num_classes=10)
+    assert model.head.out_features == 10
+    assert torch.equal(model.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
+    assert torch.equal(model.stages[3].blocks[-1].attn.proj.weight, source.stages[3].blocks[-1].attn.proj.weight)
