@@ -25,6 +25,11 @@ def linear(x, layer):
     return x @ layer.weight.T + layer.bias
 
 
+def split_qkv(x, layer):
+    qkv = linear(x, layer)
+    return qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+
+
 def test_l2_normalize_equals_f_normalize(tokens):
     torch.testing.assert_close(l2_normalize(tokens, dim=-1), torch.nn.functional.normalize(tokens, dim=-1))
     zeros = torch.zeros(2, 3)
@@ -62,8 +67,7 @@ def test_mhsa_formula(tokens):
     heads = 4
     attn = MultiHeadSelfAttention(C, heads).double()
     d = C // heads
-    qkv = linear(tokens, attn.qkv)
-    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    q, k, v = split_qkv(tokens, attn.qkv)
     out = torch.empty_like(tokens)
     for h in range(heads):
         s = slice(h * d, (h + 1) * d)
@@ -78,8 +82,7 @@ def test_transposed_attention_formula(tokens):
     with torch.no_grad():
         attn.temperature.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]).view(4, 1, 1))
     d = C // heads
-    qkv = linear(tokens, attn.qkv)
-    q, k, v = qkv[..., :C], qkv[..., C : 2 * C], qkv[..., 2 * C :]
+    q, k, v = split_qkv(tokens, attn.qkv)
     out = torch.empty_like(tokens)
     for h in range(heads):
         s = slice(h * d, (h + 1) * d)

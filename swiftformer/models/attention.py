@@ -105,10 +105,10 @@ class FusedAdditiveAttention(nn.Module):
         return torch.baddbmm(self.bias, qk, out_weight)
 
 
-class MultiHeadSelfAttention(nn.Module):
-    """Standard multi-head self-attention: ``softmax(q kᵀ / √d) v`` over tokens, O(N²)."""
+class _HeadedQKV(nn.Module):
+    """One linear layer for q, k and v split into heads, and the output projection."""
 
-    def __init__(self, dim: int, num_heads: int = 4) -> None:
+    def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -116,38 +116,40 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C) -> (B, N, 3, h, C/h)``."""
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        return self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+
+
+class MultiHeadSelfAttention(_HeadedQKV):
+    """Standard multi-head self-attention: ``softmax(q kᵀ / √d) v`` over tokens, O(N²)."""
+
+    def __init__(self, dim: int, num_heads: int = 4) -> None:
+        super().__init__(dim, num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key, value = self.split_heads(x).permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
         out = F.scaled_dot_product_attention(query, key, value)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+        return self.proj(out.transpose(1, 2).reshape(x.shape))
 
 
-class TransposedSelfAttention(nn.Module):
+class TransposedSelfAttention(_HeadedQKV):
     """Transposed (channel) self-attention of XCiT / Restormer: a d×d attention map per head.
 
     q and k are L2-normalised over tokens, ``attn = softmax(τ · q kᵀ)`` over channels, O(N·d²).
     """
 
     def __init__(self, dim: int, num_heads: int = 4) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads)
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 4, 1)  # each (B, h, d, N)
+        query, key, value = self.split_heads(x).permute(2, 0, 3, 4, 1)  # each (B, h, d, N)
         query = F.normalize(query, dim=-1)
         key = F.normalize(key, dim=-1)
         attn = (query @ key.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, h, d, d)
-        out = (attn @ value).permute(0, 3, 1, 2).reshape(batch, tokens, dim)
-        return self.proj(out)
+        return self.proj((attn @ value).permute(0, 3, 1, 2).reshape(x.shape))
 
 
 class SeparableSelfAttention(nn.Module):
