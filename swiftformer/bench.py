@@ -1,0 +1,454 @@
+"""Latency and throughput of SwiftFormer beside its mobile peers, per backend, measured side by side.
+
+    swiftformer bench --threads 2 --batch 32 --json docs/bench.json --csv docs/bench.csv --plot docs/bench.png
+    swiftformer bench --attention --plot docs/attention.png
+
+Every (model, backend) pair becomes a *runner*: a callable that runs one forward pass on a fixed input
+and returns its wall time. All runners are warmed up, then timed in interleaved rounds (each round runs
+every runner, in a rotated order), so a change of machine load hits them all alike; the report gives the
+median and 90th percentile of all calls. Weights are random: latency does not depend on their values.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SwiftFormerError
+from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
+from .models.attention import build_attention
+from .profile import count_macs, count_params
+
+# Published ImageNet-1K top-1 (224 px unless noted) of the timm peers, from their papers:
+PEER_TOP1 = {
+    "mobilevitv2_050": 70.2,  # Mehta & Rastegari, Separable Self-attention for Mobile ViTs, TMLR 2023, Tab. 4
+    "mobilevitv2_100": 78.1,  # same table, MobileViTv2-1.0
+    "efficientformer_l1": 79.2,  # Li et al., EfficientFormer, NeurIPS 2022, Tab. 1
+    "efficientformerv2_s1": 79.0,  # Li et al., Rethinking Vision Transformers for MobileNet Size and Speed, ICCV 2023, Tab. 2
+    "fastvit_t8": 75.6,  # Vasu et al., FastViT, ICCV 2023, Tab. 3
+    "mobilenetv2_100": 72.0,  # Sandler et al., MobileNetV2, CVPR 2018, Tab. 4
+    "edgenext_x_small": 74.8,  # Maaz et al., EdgeNeXt, ECCVW 2022, Tab. 2
+    # timm's swiftformer_* carry the official weights: the SwiftFormer paper's Tab. 2.
+    **{name: top1 for name, top1 in PUBLISHED_TOP1.items()},
+}
+PEERS = tuple(f"timm/{name}" for name in PEER_TOP1)
+DEFAULT_MODELS = tuple(list_models()) + PEERS
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "executorch", "cuda")
+DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime")
+ATTENTION_TOKENS = (196, 784, 3136, 12544)
+ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
+
+Runner = Callable[[], float]  # one forward pass; returns its time in seconds
+
+
+@dataclass
+class Record:
+    """One (model, backend, batch) measurement."""
+
+    model: str
+    backend: str
+    batch: int
+    img_size: int
+    median_ms: float
+    p90_ms: float
+    params: int
+    macs: int  # per image
+    top1: float | None
+    threads: int
+    allocator: str
+    images_per_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.images_per_s = 1e3 * self.batch / self.median_ms
+
+
+# Models ------------------------------------------------------------------------------------------------
+def is_peer(name: str) -> bool:
+    return name.startswith("timm/")
+
+
+def build_model(name: str) -> nn.Module:
+    """Ours by plain name (``swiftformer_s``), timm peers as ``timm/<name>``; random weights, eval mode."""
+    if is_peer(name):
+        import timm
+
+        base = name.split("/", 1)[1]
+        if base not in PEER_TOP1:
+            raise SwiftFormerError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+        return timm.create_model(base, pretrained=False).eval()
+    return create_model(name).eval()
+
+
+def published_top1(name: str) -> float | None:
+    return PEER_TOP1.get(name.split("/", 1)[1]) if is_peer(name) else PUBLISHED_TOP1.get(name)
+
+
+def fused_form(name: str, model: nn.Module) -> nn.Module:
+    """Ours: :func:`swiftformer.reparameterize`. Peers: timm's own reparameterization (FastViT, MobileOne...),
+    a no-op for the others, in channels-last like ours."""
+    if not is_peer(name):
+        return reparameterize(model)
+    from timm.utils.model import reparameterize_model
+
+    return reparameterize_model(copy.deepcopy(model)).to(memory_format=torch.channels_last).eval()
+
+
+# Runners -----------------------------------------------------------------------------------------------
+def _timed(fn: Callable[[], object]) -> Runner:
+    def run() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return run
+
+
+def torch_runner(model: nn.Module, x: torch.Tensor) -> Runner:
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return _timed(forward)
+
+
+def cuda_runner(model: nn.Module, x: torch.Tensor) -> Runner:
+    """GPU time of one pass from CUDA events."""
+    model, x = model.cuda(), x.cuda()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def run() -> float:
+        with torch.inference_mode():
+            start.record()
+            model(x)
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return run
+
+
+def onnx_file(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """Export ``model`` at ``x``'s shape; the dynamo exporter first, TorchScript-based for models it rejects."""
+    try:
+        torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["image"], verbose=False)
+    except Exception:  # noqa: BLE001 - any exporter failure falls back to the other exporter
+        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"], opset_version=17)
+    return path
+
+
+def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
+    """ONNX Runtime with all graph optimisations, ``threads`` intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads sleep instead of spinning, so they do not steal the cores of the next runner.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(onnx_file(model, x, path)), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return _timed(lambda: session.run(None, feed))
+
+
+def executorch_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
+    """The model lowered to XNNPACK, run by the ExecuTorch runtime on ``threads`` threads."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # XNNPACK wants NCHW constants
+    program = torch.export.export(model, (x,))
+    path.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    _unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    inputs = [x.contiguous()]
+    return _timed(lambda: method.execute(inputs))
+
+
+def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int) -> Runner:
+    """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
+    if backend == "eager":
+        return torch_runner(model, x)
+    fused = fused_form(name, model)
+    stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
+    if backend == "fused":
+        return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))
+    if backend == "compile":
+        return torch_runner(torch.compile(fused), x.contiguous(memory_format=torch.channels_last))
+    if backend == "onnxruntime":
+        return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads)
+    if backend == "executorch":
+        return executorch_runner(fused, x, workdir / f"{stem}.pte", threads)
+    if backend == "cuda":
+        return cuda_runner(fused, x)
+    raise SwiftFormerError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def available_backends(requested: Iterable[str]) -> list[str]:
+    """``requested`` less those this machine cannot run (no GPU, no executorch package)."""
+    import importlib.util
+
+    requested = list(requested)
+    unknown = [b for b in requested if b not in BACKENDS]
+    if unknown:
+        raise SwiftFormerError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    usable = {
+        "cuda": torch.cuda.is_available(),
+        "executorch": importlib.util.find_spec("executorch") is not None,
+        "onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+    }
+    return [b for b in requested if usable.get(b, True)]
+
+
+def matmul_runner(size: int = 1024) -> tuple[Runner, float]:
+    """An fp32 ``size``² matmul (the machine's peak for dense math) and its FLOPs per call."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    return _timed(lambda: torch.mm(a, b, out=out)), 2.0 * size**3
+
+
+# Timing ------------------------------------------------------------------------------------------------
+def time_interleaved(
+    runners: dict[str, Runner], warmup: int = 3, rounds: int = 10, iters: int = 3
+) -> dict[str, list[float]]:
+    """Per-call times (seconds) of every runner over ``rounds`` interleaved rounds of ``iters`` calls.
+
+    Round ``r`` starts at runner ``r mod n``, so no runner always follows the same neighbour.
+    """
+    keys = list(runners)
+    for key in keys:
+        for _ in range(warmup):
+            runners[key]()
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    for round_index in range(rounds):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].extend(runners[key]() for _ in range(iters))
+    return samples
+
+
+def summarize(times: Sequence[float]) -> tuple[float, float]:
+    """``(median_ms, p90_ms)`` of per-call times in seconds."""
+    ms = np.asarray(times) * 1e3
+    return float(np.median(ms)), float(np.percentile(ms, 90))
+
+
+def fit_exponent(tokens: Sequence[float], times: Sequence[float]) -> float:
+    """Least-squares slope of log(time) against log(tokens): time ∝ N^exponent."""
+    if len(tokens) < 2:
+        raise ValueError("fitting an exponent needs at least two points")
+    slope, _ = np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(times, float)), 1)
+    return float(slope)
+
+
+@dataclass
+class BenchResult:
+    """Records of one run, with the machine's fp32 matmul rate measured in it."""
+
+    records: list[Record]
+    matmul_gflops: float | None = None
+
+    def best(self, model: str, batch: int = 1) -> Record:
+        """The fastest backend of ``model`` at ``batch``."""
+        return min((r for r in self.records if r.model == model and r.batch == batch), key=lambda r: r.median_ms)
+
+    def find(self, model: str, backend: str, batch: int = 1) -> Record | None:
+        return next((r for r in self.records if (r.model, r.backend, r.batch) == (model, backend, batch)), None)
+
+
+def run_benchmark(
+    models: Sequence[str] = DEFAULT_MODELS,
+    backends: Sequence[str] = DEFAULT_BACKENDS,
+    batch: int = 1,
+    img_size: int = 224,
+    threads: int = 2,
+    rounds: int = 10,
+    iters: int = 3,
+    warmup: int = 3,
+    allocator: str = "",
+    log: Callable[[str], None] = lambda message: None,
+) -> BenchResult:
+    """Batch-1 latency of every model × backend, and batch-``batch`` throughput when ``batch`` > 1.
+
+    The throughput pass also times an fp32 matmul in the same interleaved rounds (``matmul_gflops``).
+    """
+    torch.set_num_threads(threads)
+    backends = available_backends(backends)
+    batches = [1] + ([batch] if batch > 1 else [])
+    records: list[Record] = []
+    result = BenchResult(records)
+    with tempfile.TemporaryDirectory(prefix="swiftformer-bench-") as tmp:
+        built = {}
+        for name in models:
+            log(f"building {name}")
+            model = build_model(name)
+            built[name] = (model, count_params(model), count_macs(model, img_size))
+        for size in batches:
+            runners: dict[str, Runner] = {}
+            x = torch.randn(size, 3, img_size, img_size)
+            for name, (model, _, _) in built.items():
+                for backend in backends:
+                    log(f"preparing {name} / {backend} at batch {size}")
+                    runners[f"{name}|{backend}"] = build_runner(name, model, backend, x, Path(tmp), threads)
+            matmul_flops = 0.0
+            if size > 1:
+                runners["matmul|peak"], matmul_flops = matmul_runner()
+            # A batch-N pass is N times longer: fewer calls per round keep the run time in check.
+            calls = max(1, iters // size) if size > 1 else iters
+            log(f"timing {len(runners)} runners at batch {size}: {rounds} rounds of {calls} calls")
+            samples = time_interleaved(runners, warmup=warmup if size == 1 else 1, rounds=rounds, iters=calls)
+            if matmul_flops:
+                result.matmul_gflops = matmul_flops / statistics.median(samples.pop("matmul|peak")) / 1e9
+            for key, times in samples.items():
+                name, backend = key.split("|")
+                _, params, macs = built[name]
+                median_ms, p90_ms = summarize(times)
+                records.append(
+                    Record(name, backend, size, img_size, median_ms, p90_ms, params, macs, published_top1(name),
+                           threads, allocator)
+                )
+    return result
+
+
+# Attention scaling -------------------------------------------------------------------------------------
+def attention_modules(dim: int = 64) -> dict[str, nn.Module]:
+    """The four token mixers of the paper's comparison, plus the fused inference form of ours."""
+    modules = {name: build_attention(name, dim).eval() for name in ATTENTION_NAMES}
+    modules["additive (fused)"] = modules["additive"].reparameterize().eval()
+    return modules
+
+
+def run_attention_benchmark(
+    tokens: Sequence[int] = ATTENTION_TOKENS,
+    dim: int = 64,
+    threads: int = 2,
+    rounds: int = 5,
+    iters: int = 3,
+) -> list[dict[str, float | int | str]]:
+    """Median time of each attention on ``(1, N, dim)`` tokens for each N, interleaved per N."""
+    torch.set_num_threads(threads)
+    modules = attention_modules(dim)
+    rows: list[dict[str, float | int | str]] = []
+    for count in tokens:
+        x = torch.randn(1, count, dim)
+        runners = {name: torch_runner(module, x) for name, module in modules.items()}
+        samples = time_interleaved(runners, warmup=2, rounds=rounds, iters=iters)
+        for name, times in samples.items():
+            median_ms, p90_ms = summarize(times)
+            rows.append({"attention": name, "tokens": count, "dim": dim, "median_ms": median_ms, "p90_ms": p90_ms})
+    return rows
+
+
+def attention_exponents(rows: Sequence[dict], low: int | None = None, high: int | None = None) -> dict[str, float]:
+    """Fitted exponent of time vs N per attention, over the token counts in ``[low, high]``."""
+    exponents = {}
+    for name in dict.fromkeys(row["attention"] for row in rows):
+        points = [
+            (row["tokens"], row["median_ms"]) for row in rows
+            if row["attention"] == name and (low is None or row["tokens"] >= low) and (high is None or row["tokens"] <= high)
+        ]
+        exponents[name] = fit_exponent(*zip(*points))
+    return exponents
+
+
+# Output ------------------------------------------------------------------------------------------------
+def format_table(records: Sequence[Record]) -> str:
+    header = f"{'model':<28}{'backend':<13}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}{'params M':>10}{'GMACs':>7}{'top-1':>7}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        top1 = f"{r.top1:.1f}" if r.top1 is not None else "-"
+        lines.append(
+            f"{r.model:<28}{r.backend:<13}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
+            f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>7}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(records: Sequence[Record], path: str | Path, extra: dict | None = None) -> None:
+    """A list of records; ``extra`` (e.g. the matmul rate) goes in a last ``{"summary": ...}`` entry."""
+    rows: list[dict] = [asdict(r) for r in records]
+    if extra:
+        rows.append({"summary": extra})
+    Path(path).write_text(json.dumps(rows, indent=1))
+
+
+def write_csv(records: Sequence[Record], path: str | Path) -> None:
+    rows = [asdict(r) for r in records]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "") -> None:
+    """The paper's Figure 1 on this machine: best batch-1 latency (x) vs published top-1 (y), one point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r.model for r in result.records if r.batch == 1 and r.top1 is not None))
+    best = {name: result.best(name) for name in models}
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    ours = [name for name in models if not is_peer(name)]
+    if ours:
+        points = sorted((best[n].median_ms, best[n].top1, n) for n in ours)
+        axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:red", label="SwiftFormer (ours, fused)")
+    for name in models:
+        record = best[name]
+        color = "tab:red" if not is_peer(name) else ("tab:orange" if "swiftformer" in name else "tab:blue")
+        if is_peer(name):
+            axes.plot(record.median_ms, record.top1, "s", color=color)
+        axes.annotate(f"{name.split('/')[-1]} ({record.backend})", (record.median_ms, record.top1),
+                      textcoords="offset points", xytext=(5, 4), fontsize=7)
+    axes.plot([], [], "s", color="tab:orange", label="timm swiftformer_*")
+    axes.plot([], [], "s", color="tab:blue", label="timm peers")
+    axes.set_xscale("log")
+    axes.set_xlabel("batch-1 latency, best backend (ms, log scale)")
+    axes.set_ylabel("published ImageNet-1K top-1 (%)")
+    axes.set_title(title or "Latency vs accuracy")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def plot_attention_scaling(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
+    """Log-log time vs token count, one line per attention, its fitted exponent in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exponents = attention_exponents(rows)
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for name, exponent in exponents.items():
+        points = [(row["tokens"], row["median_ms"]) for row in rows if row["attention"] == name]
+        axes.loglog(*zip(*points), "o-", label=f"{name}: N^{exponent:.2f}")
+    axes.set_xlabel("tokens N")
+    axes.set_ylabel("median time (ms)")
+    axes.set_title(title or "Token mixers at width 64, batch 1")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def speedup(slow_ms: float, fast_ms: float) -> float:
+    return slow_ms / fast_ms if fast_ms > 0 else math.inf

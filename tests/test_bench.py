@@ -1,0 +1,136 @@
+"""Benchmark logic on tiny cases: records, interleaving, statistics, exponent fitting, outputs. No timing asserts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from swiftformer import bench
+from swiftformer.bench import BenchResult, Record
+from swiftformer.cli import main
+from swiftformer.cli.bench import _summary_lines
+from swiftformer.errors import SwiftFormerError
+from swiftformer.models import PUBLISHED_TOP1
+from swiftformer.profile import count_params
+
+RECORD_FIELDS = {"model", "backend", "batch", "img_size", "median_ms", "p90_ms", "params", "macs"}
+
+
+def record(model: str, backend: str, median_ms: float, batch: int = 1, macs: int = 10**9) -> Record:
+    return Record(model, backend, batch, 224, median_ms, median_ms * 1.1, 1, macs, None, 2, "test")
+
+
+@pytest.mark.parametrize("exponent", [0.5, 1.0, 2.0])
+def test_fit_exponent_recovers_a_power_law(exponent):
+    tokens = np.array(bench.ATTENTION_TOKENS, float)
+    assert bench.fit_exponent(tokens, 3e-4 * tokens**exponent) == pytest.approx(exponent)
+
+
+def test_attention_exponents_use_the_requested_range():
+    # Linear with a large constant cost: flat at small N, slope near 1 at large N.
+    rows = [
+        {"attention": "additive", "tokens": n, "median_ms": 5.0 + 0.001 * n} for n in bench.ATTENTION_TOKENS
+    ] + [{"attention": "mhsa", "tokens": n, "median_ms": 1e-6 * n**2} for n in bench.ATTENTION_TOKENS]
+    overall = bench.attention_exponents(rows)
+    large = bench.attention_exponents(rows, low=3136)
+    assert overall["mhsa"] == pytest.approx(2.0) and large["mhsa"] == pytest.approx(2.0)
+    assert overall["additive"] < large["additive"] < 1.0
+    assert large["additive"] == pytest.approx(np.log(17.544 / 8.136) / np.log(4))
+    with pytest.raises(ValueError):
+        bench.fit_exponent([196], [1.0])
+
+
+def test_summarize_is_median_and_p90_in_ms():
+    median, p90 = bench.summarize([0.001 * i for i in range(1, 11)])
+    assert median == pytest.approx(5.5) and p90 == pytest.approx(9.1)
+
+
+def test_time_interleaved_rotates_the_order_and_counts_calls():
+    calls: list[str] = []
+
+    def runner(key):
+        return lambda: calls.append(key) or 0.002
+
+    samples = bench.time_interleaved({k: runner(k) for k in "abc"}, warmup=2, rounds=3, iters=2)
+    assert calls[:6] == list("aabbcc")  # warm-up
+    assert "".join(calls[6:]) == "aabbcc" + "bbccaa" + "ccaabb"  # each round starts one runner later
+    assert {k: len(v) for k, v in samples.items()} == {"a": 6, "b": 6, "c": 6}
+
+
+def test_record_reports_throughput():
+    r = record("swiftformer_s", "fused", 250.0, batch=32)
+    assert r.images_per_s == pytest.approx(128.0)
+
+
+def test_peers_and_published_accuracy():
+    assert all(name.startswith("timm/") for name in bench.PEERS)
+    assert bench.published_top1("timm/mobilevitv2_100") == 78.1
+    assert bench.published_top1("swiftformer_s") == PUBLISHED_TOP1["swiftformer_s"]
+    assert {f"timm/{name}" for name in PUBLISHED_TOP1} <= set(bench.DEFAULT_MODELS)
+    with pytest.raises(SwiftFormerError, match="unknown peer"):
+        bench.build_model("timm/resnet50")
+
+
+def test_available_backends():
+    with pytest.raises(SwiftFormerError, match="unknown backend"):
+        bench.available_backends(["eager", "tensorrt"])
+    assert bench.available_backends(["eager", "fused"]) == ["eager", "fused"]
+
+
+def test_summary_compares_with_timm_peers_and_the_matmul_rate():
+    result = BenchResult(
+        [
+            record("swiftformer_s", "eager", 30.0), record("swiftformer_s", "onnxruntime", 10.0),
+            record("timm/swiftformer_s", "eager", 40.0), record("timm/mobilevitv2_100", "onnxruntime", 25.0),
+            record("swiftformer_s", "fused", 320.0, batch=32), record("swiftformer_s", "onnxruntime", 400.0, batch=32),
+        ],
+        matmul_gflops=400.0,
+    )
+    lines, summary = _summary_lines(result, batch=32)
+    assert summary["swiftformer_s_vs_timm_eager"] == pytest.approx(4.0)
+    assert summary["swiftformer_s_vs_mobilevitv2_100"] == pytest.approx(2.5)
+    # fused at batch 32: 100 img/s * 2 GFLOP = 200 GFLOP/s = 50 % of 400
+    assert summary["swiftformer_s_fraction_of_matmul_peak"] == pytest.approx(0.5)
+    assert len(lines) == 3
+
+
+def test_run_benchmark_tiny_case_and_outputs(tmp_path):
+    result = bench.run_benchmark(
+        ["swiftformer_xs"], ["eager", "fused", "cuda"], batch=2, img_size=64, threads=1, rounds=1, iters=1,
+        warmup=1, allocator="test",
+    )
+    backends = bench.available_backends(["eager", "fused", "cuda"])  # cuda only where a GPU is
+    assert [(r.backend, r.batch) for r in result.records] == [(b, n) for n in (1, 2) for b in backends]
+    first = result.records[0]
+    assert first.params == count_params(bench.build_model("swiftformer_xs"))
+    assert first.macs > 0 and first.top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
+    assert result.matmul_gflops is not None and result.matmul_gflops > 0
+    bench.write_json(result.records, tmp_path / "b.json", {"matmul_gflops": result.matmul_gflops})
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert RECORD_FIELDS <= set(rows[0]) and rows[-1]["summary"]["matmul_gflops"] > 0
+    bench.write_csv(result.records, tmp_path / "b.csv")
+    assert (tmp_path / "b.csv").read_text().splitlines()[0].startswith("model,backend,batch,img_size,median_ms")
+    bench.plot_latency_vs_top1(result, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_attention_benchmark_tiny_case(tmp_path):
+    rows = bench.run_attention_benchmark(tokens=(16, 64), dim=64, threads=1, rounds=1, iters=1)
+    assert {row["attention"] for row in rows} == set(bench.ATTENTION_NAMES) | {"additive (fused)"}
+    assert {row["tokens"] for row in rows} == {16, 64}
+    bench.plot_attention_scaling(rows, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    code = main([
+        "bench", "--models", "swiftformer_xs", "--backends", "fused", "--img-size", "64", "--rounds", "1",
+        "--iters", "1", "--threads", "1", "--json", str(out),
+    ])
+    assert code == 0
+    assert "swiftformer_xs" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert rows[0]["backend"] == "fused" and rows[0]["img_size"] == 64 and "allocator" in rows[-1]["summary"]
+    assert main(["bench", "--backends", "tensorrt"]) == 2
