@@ -8,22 +8,28 @@ as the model expects (mean, std, interpolation, crop).
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
+from torchvision.datasets import ImageFolder
 
 from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
 from .recipes import TrainConfig
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("folder", "digits", "cifar10")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -94,15 +100,51 @@ def eval_transform(model: nn.Module, config: TrainConfig) -> Callable:
     return create_transform(**model_data_config(model, config), is_training=False)
 
 
-def _image_folder(root: Path, transform: Callable) -> Dataset:
-    from torchvision.datasets import ImageFolder
+@dataclass(frozen=True)
+class BadImage:
+    """Stands in for a sample whose file cannot be decoded; :class:`CheckedLoader` raises or skips it."""
 
+    path: str
+    reason: str
+
+
+# What PIL raises for a truncated, corrupt, oversized or non-image file.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class CheckedImageFolder(ImageFolder):
+    """``ImageFolder`` that returns a :class:`BadImage` for an unreadable file instead of crashing a worker.
+
+    The error then reaches the training process as data, so it can name the file on one line (an exception
+    raised in a loader worker arrives wrapped in the worker's traceback) or skip it and count it.
+    """
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | BadImage:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+        except UnidentifiedImageError:
+            return BadImage(path, "not an image file PIL can identify")
+        except DECODE_ERRORS as error:
+            return BadImage(path, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        return (self.transform(image) if self.transform else image), target
+
+
+def _image_folder(root: Path, transform: Callable) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")
     try:
-        return ImageFolder(str(root), transform=transform)
+        dataset = CheckedImageFolder(str(root), transform=transform, allow_empty=True)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"cannot use {root} as an image folder: {error}") from None
+    counts = Counter(dataset.targets)
+    empty = [name for index, name in enumerate(dataset.classes) if counts[index] == 0]
+    if empty:
+        raise DataError(
+            f"empty class folder {root / empty[0]}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+            + ": it holds no image files; add images or remove the folder"
+        )
+    return dataset
 
 
 def _cifar10(config: TrainConfig, train: bool, transform: Callable) -> Dataset:
@@ -146,7 +188,13 @@ def build_datasets(model: nn.Module, config: TrainConfig) -> Datasets:
     train, names = build_dataset(model, config, "train")
     val, val_names = build_dataset(model, config, "val")
     if names != val_names:
-        raise DataError(f"{config.data}: train/ and val/ have different class folders")
+        only_train, only_val = sorted(set(names) - set(val_names)), sorted(set(val_names) - set(names))
+        differences = [f"only in train/: {', '.join(only_train)}"] * bool(only_train)
+        differences += [f"only in val/: {', '.join(only_val)}"] * bool(only_val)
+        raise DataError(
+            f"{config.data}: train/ and val/ have different class folders ({'; '.join(differences) or 'another order'}); "
+            "class indices would not match"
+        )
     return Datasets(train, val, names)
 
 
@@ -161,7 +209,51 @@ def train_sampler(dataset: Dataset, config: TrainConfig, dist_info: DistInfo) ->
     return DistributedSampler(dataset, dist_info.world_size, dist_info.rank, shuffle=True, seed=config.seed)
 
 
-def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) -> tuple[DataLoader, DataLoader]:
+def collate_checked(samples: list[tuple[Any, int] | BadImage]) -> tuple[Any, Any, list[BadImage]]:
+    """``(images, targets, bad)``: the readable samples collated, the unreadable ones listed (``None`` if all are)."""
+    bad = [s for s in samples if isinstance(s, BadImage)]
+    good = [s for s in samples if not isinstance(s, BadImage)]
+    images, targets = default_collate(good) if good else (None, None)
+    return images, targets, bad
+
+
+class CheckedLoader:
+    """A :class:`DataLoader` of ``(images, targets)`` that stops at the first unreadable image, naming it.
+
+    With ``skip_bad=True`` unreadable images are left out of their batch instead: each is logged when first
+    met, and every pass over the data ends with a count and the list of files skipped in it.
+    """
+
+    def __init__(self, loader: DataLoader, skip_bad: bool, split: str) -> None:
+        self.loader, self.skip_bad, self.split = loader, skip_bad, split
+        self.skipped: dict[str, str] = {}  # path -> reason, over all passes
+
+    @property
+    def sampler(self) -> Sampler:
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        skipped_now: list[str] = []
+        try:
+            for images, targets, bad in self.loader:
+                for item in bad:
+                    if not self.skip_bad:
+                        raise DataError(f"cannot read image {item.path}: {item.reason} (--skip-bad-images leaves such files out)")
+                    if item.path not in self.skipped:
+                        log.warning("skipping unreadable %s image %s: %s", self.split, item.path, item.reason)
+                    self.skipped[item.path] = item.reason
+                    skipped_now.append(item.path)
+                if images is not None:
+                    yield images, targets
+        finally:  # also when the consumer stops early (the training loop takes whole accumulation groups only)
+            if skipped_now:
+                log.warning("%s: skipped %d unreadable image(s) in this pass: %s", self.split, len(skipped_now), ", ".join(skipped_now))
+
+
+def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) -> tuple[CheckedLoader, CheckedLoader]:
     """Train loader (full batches only: BatchNorm needs more than one sample) and exact-count val loader."""
     pin = dist_info.device.type == "cuda"
     train = DataLoader(
@@ -171,24 +263,28 @@ def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) 
         num_workers=config.workers,
         pin_memory=pin,
         drop_last=True,
+        collate_fn=collate_checked,
     )
     if len(train) == 0:
         raise DataError(
             f"{len(datasets.train)} training images over {dist_info.world_size} process(es) give no full batch "
             f"of {config.batch_size}; lower --batch-size"
         )
-    return train, eval_loader(datasets.val, config.batch_size, config.workers, dist_info)
+    val = eval_loader(datasets.val, config.batch_size, config.workers, dist_info, config.skip_bad_images)
+    return CheckedLoader(train, config.skip_bad_images, "train"), val
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: DistInfo) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: DistInfo, skip_bad: bool = False) -> CheckedLoader:
     """This rank's shard of ``dataset``, in order, every sample exactly once across ranks."""
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=ShardSampler(len(dataset), dist_info.rank, dist_info.world_size),
         num_workers=workers,
         pin_memory=dist_info.device.type == "cuda",
+        collate_fn=collate_checked,
     )
+    return CheckedLoader(loader, skip_bad, "val")
 
 
 def list_images(inputs: list[str]) -> list[Path]:

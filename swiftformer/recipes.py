@@ -44,6 +44,7 @@ class TrainConfig:
     train_subset: int | None = None  # use only the first N training images (smoke tests, CI)
     val_subset: int | None = None
     workers: int = 8
+    skip_bad_images: bool = False  # leave unreadable images out (logged and counted) instead of stopping
     # optimisation
     epochs: int = 300
     batch_size: int = 128  # per process

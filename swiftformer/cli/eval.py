@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
     parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
     parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")
+    parser.add_argument("--skip-bad-images", action="store_true", default=None,
+                        help="leave unreadable images out (logged and counted) instead of stopping")
     parser.add_argument("--img-size", type=int, default=None, help="default: the run's, else 224")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         loaded = load_model(args.checkpoint, args.model, ema=args.ema)
         flags = {"dataset": args.dataset, "data": args.data, "download": args.download, "img_size": args.img_size,
-                 "batch_size": args.batch_size, "workers": args.workers}
+                 "batch_size": args.batch_size, "workers": args.workers, "skip_bad_images": args.skip_bad_images}
         base = {"batch_size": 64, "workers": 2} if loaded.run_config is None else loaded.run_config
         config = apply_overrides(TrainConfig(), {**base, **{k: v for k, v in flags.items() if v is not None}, "val_subset": None})
         dataset, class_names = build_dataset(loaded.model, config, "val")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             from ..errors import DataError
 
             raise DataError(f"the data has {len(class_names)} classes, the model predicts {loaded.model.num_classes}")
-        loader = eval_loader(dataset, config.batch_size, config.workers, dist_info)
+        loader = eval_loader(dataset, config.batch_size, config.workers, dist_info, config.skip_bad_images)
         model = loaded.model.to(dist_info.device)
         result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp)
     finally:

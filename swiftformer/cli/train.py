@@ -29,6 +29,7 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 SWITCHES = {
     "--download": ("download", "fetch CIFAR-10 through torchvision"),
+    "--skip-bad-images": ("skip_bad_images", "leave unreadable images out (each logged, counted per epoch) instead of stopping"),
     "--channels-last": ("channels_last", "channels-last memory format (faster convolutions)"),
     "--compile": ("compile", "torch.compile the training model"),
     "--grad-checkpointing": ("grad_checkpointing", "recompute activations in backward to save memory"),

@@ -1,0 +1,120 @@
+"""Bad data: unreadable images, empty class folders and mismatched splits stop with one line naming the file
+or folder; ``--skip-bad-images`` leaves unreadable files out, logs each and counts them per pass."""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swiftformer.cli import main
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["train", "--config", "demo_digits", "--dataset", "folder", "--img-size", "32", "--epochs", "1",
+         "--batch-size", "4", "--distillation", "none", "--no-progress", "--device", "cpu",
+         "--set", "ema_decay=null", "--set", "warmup_epochs=0"]
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _folder(root: Path, classes: dict[str, dict[str, list[str]]]) -> Path:
+    """``root/<split>/<class>/<i>.jpg`` with random JPEGs; ``classes[split][class]`` names the files."""
+    for split, folders in classes.items():
+        for name, files in folders.items():
+            (root / split / name).mkdir(parents=True)
+            for index, file in enumerate(files):
+                (root / split / name / file).write_bytes(_jpeg(hash((split, name, index)) % 1000))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on 2 shared cores, spinning thread pools make tiny runs many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    files = [f"{i}.jpg" for i in range(8)]
+    return _folder(tmp_path / "data", {"train": {"cat": files, "dog": files}, "val": {"cat": files[:3], "dog": files[:3]}})
+
+
+@pytest.fixture
+def bad_files(data: Path) -> list[Path]:
+    """A JPEG cut in half and a text file called ``.jpg``, in the training split."""
+    truncated, not_image = data / "train" / "cat" / "truncated.jpg", data / "train" / "dog" / "notes.jpg"
+    whole = _jpeg(99)
+    truncated.write_bytes(whole[: len(whole) // 2])
+    not_image.write_text("this is not an image\n")
+    return [truncated, not_image]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])  # in a loader worker the error would arrive inside a traceback
+def test_an_unreadable_image_stops_training_naming_the_file(workers, data, bad_files, tmp_path, capsys):
+    for bad in bad_files:
+        others = [b for b in bad_files if b != bad]
+        for other in others:
+            other.rename(other.with_suffix(".hidden"))  # one bad file at a time
+        argv = [*TRAIN, "--data", str(data), "--workers", workers, "--output-dir", str(tmp_path / "run")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"cannot read image {bad}" in err and "--skip-bad-images" in err, err
+        for other in others:
+            other.with_suffix(".hidden").rename(other)
+    assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_skip_bad_images_trains_and_lists_the_skipped_files(data, bad_files, tmp_path, caplog):
+    argv = [*TRAIN, "--data", str(data), "--workers", "1", "--output-dir", str(tmp_path / "run"), "--skip-bad-images"]
+    with caplog.at_level(logging.WARNING, logger="swiftformer.data"):
+        assert main(argv) == 0
+    assert (tmp_path / "run" / "last.pth").is_file()
+    messages = [r.getMessage() for r in caplog.records]
+    for bad in bad_files:
+        assert sum(f"skipping unreadable train image {bad}:" in m for m in messages) == 1, messages
+    summary = [m for m in messages if "skipped 2 unreadable image(s) in this pass" in m]
+    assert len(summary) == 1 and all(str(bad) in summary[0] for bad in bad_files), messages
+
+
+def test_eval_names_an_unreadable_validation_image(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(data), "--workers", "0", "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    bad = data / "val" / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    assert main(["eval", "--checkpoint", str(run / "last.pth"), "--data", str(data), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot read image {bad}" in err, err
+    argv = ["eval", "--checkpoint", str(run / "last.pth"), "--data", str(data), "--workers", "0", "--skip-bad-images"]
+    assert main([*argv, "--json"]) == 0
+    assert '"count": 6' in capsys.readouterr().out  # the six readable validation images
+
+
+def test_an_empty_class_folder_is_named(data, tmp_path, capsys):
+    (data / "train" / "zebra").mkdir()
+    (data / "train" / "zebra" / "README.txt").write_text("images go here")
+    for extra in ([], ["--skip-bad-images"]):  # an empty class is a layout error, not a bad file
+        assert main([*TRAIN, "--data", str(data), "--workers", "0", "--output-dir", str(tmp_path / "run"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"empty class folder {data / 'train' / 'zebra'}" in err, err
+
+
+def test_val_classes_that_differ_from_train_are_named(data, tmp_path, capsys):
+    (data / "val" / "dog").rename(data / "val" / "wolf")
+    assert main([*TRAIN, "--data", str(data), "--workers", "0", "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only in train/: dog" in err and "only in val/: wolf" in err, err
+    assert not (tmp_path / "run").exists()  # stopped before training started
