@@ -145,6 +145,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         for name in names:
             results[name].append(measure(name, args))
+            print(f"  {name}: {results[name][-1]:.1f} images/s", flush=True)
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()), flush=True)
     baseline = statistics.median(results["timm baseline"])
     print(f"\nSwiftFormer-XS training step, batch {BATCH} at {IMG_SIZE}x{IMG_SIZE}, {THREADS} threads, "

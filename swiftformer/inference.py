@@ -15,6 +15,7 @@ from torch import nn
 from .checkpoint import load_native_state_dict, safe_torch_load
 from .errors import CheckpointError
 from .models import create_model
+from .recipes import TrainConfig, apply_overrides
 
 
 @dataclass
@@ -60,6 +61,14 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
     return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
+
+
+def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The preprocessing and data settings to evaluate with: the run's own (image size, crop, dataset), or the
+    defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints; non-``None`` overrides on top."""
+    base = loaded.run_config or {"batch_size": 64, "workers": 2}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return apply_overrides(TrainConfig(), {**base, **given, "val_subset": None, "train_subset": None})
 
 
 @torch.no_grad()

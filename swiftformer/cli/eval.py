@@ -30,16 +30,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
     from ..engine import evaluate
-    from ..inference import load_model
-    from ..recipes import TrainConfig, apply_overrides
+    from ..inference import load_model, run_config
 
     dist_info = init_distributed(args.device)
     try:
         loaded = load_model(args.checkpoint, args.model, ema=args.ema)
-        flags = {"dataset": args.dataset, "data": args.data, "download": args.download, "img_size": args.img_size,
-                 "batch_size": args.batch_size, "workers": args.workers, "skip_bad_images": args.skip_bad_images}
-        base = {"batch_size": 64, "workers": 2} if loaded.run_config is None else loaded.run_config
-        config = apply_overrides(TrainConfig(), {**base, **{k: v for k, v in flags.items() if v is not None}, "val_subset": None})
+        config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
+                                     "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
+                                     "skip_bad_images": args.skip_bad_images})
         dataset, class_names = build_dataset(loaded.model, config, "val")
         if len(class_names) != loaded.model.num_classes:
             from ..errors import DataError

@@ -18,13 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import batch_images, list_images
-    from ..data_config import eval_transform
-    from ..inference import load_model, predict
+    from ..data import batch_images, eval_transform, list_images
+    from ..inference import load_model, predict, run_config
 
     loaded = load_model(args.checkpoint, args.model, ema=args.ema)
-    img_size = args.img_size or (loaded.run_config or {}).get("img_size")
-    transform = eval_transform(loaded.model, img_size)
+    transform = eval_transform(loaded.model, run_config(loaded, {"img_size": args.img_size}))
     paths = list_images(args.inputs)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start : start + args.batch_size]
