@@ -8,7 +8,6 @@ summed over all ranks.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -63,6 +62,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
+class TrainingDiverged(SwiftFormerError):
+    """The loss or the weights became NaN or infinite; the run stops before writing such a checkpoint."""
+
+
 @dataclass
 class EpochStats:
     """Training loss (mean over all ranks' samples), learning rate at the end, throughput."""
@@ -105,6 +108,7 @@ def train_one_epoch(
     fmt = memory_format(options.channels_last)
     parameters = [p for p in model.parameters() if p.requires_grad]
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    first_bad_update = torch.full((), -1, device=device, dtype=torch.int64)  # kept on the device: no sync per step
     seen = 0
     start = time.perf_counter()
     progress = (runlog or RunLog(".", enabled=False)).progress(islice(loader, updates * accum), updates * accum, f"epoch {epoch}")
@@ -124,6 +128,7 @@ def train_one_epoch(
                 loss = criterion(images, outputs, targets)
             scaler.scale(loss / accum).backward()
         loss_sum += loss.detach().double() * images.shape[0]
+        first_bad_update = torch.where(~loss.detach().isfinite() & (first_bad_update < 0), step + 1, first_bad_update)
         seen += images.shape[0]
         if not is_update:
             continue
@@ -138,9 +143,12 @@ def train_one_epoch(
         if ema is not None:
             ema.update(unwrap_model(model), step=step)
         if step % options.log_interval == 0 or index + 1 == updates * accum:
+            if first_bad_update.item() >= 0:
+                raise TrainingDiverged(
+                    f"training diverged: the loss became NaN or infinite at update {first_bad_update.item()} "
+                    f"(epoch {epoch + 1}); lower --lr, clip gradients or use --amp bf16"
+                )
             mean_loss = loss_sum.item() / seen
-            if not math.isfinite(mean_loss):
-                raise SwiftFormerError(f"training diverged: loss is {mean_loss} at update {step}; lower --lr or use --amp bf16")
             progress.update(loss=mean_loss, lr=optimizer.param_groups[0]["lr"], img_s=seen * world_size / (time.perf_counter() - start))
     seconds = time.perf_counter() - start
     totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=device, dtype=torch.float64)]))

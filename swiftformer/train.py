@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import atomic_torch_save, checkpoint_num_classes, load_native_state_dict, read_native_state_dict
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
-from .engine import StepOptions, evaluate, memory_format, train_one_epoch
+from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError
 from .losses import DistillationLoss, base_criterion, build_teacher
 from .models import create_model
@@ -127,6 +127,25 @@ def build_checkpoint(
     }
 
 
+def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested dict/list that hold NaN or Inf."""
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not bool(state.isfinite().all()) else []
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    return [name for key, value in items for name in nonfinite_entries(value, f"{prefix}.{key}" if prefix else str(key))]
+
+
+def _last_good(path: Path | None) -> str:
+    if path is None:
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {path}: --resume it with a lower --lr"
+
+
 # The run ---------------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -185,6 +204,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
 
     # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
     start_epoch, step, best_top1 = 0, 0, -1.0
+    last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
     if config.resume:
         start_epoch, step, best_top1 = resume(config.resume, model, ema, optimizer, scheduler, scaler, dist_info)
     else:
@@ -203,10 +223,13 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
     for epoch in range(start_epoch, end_epoch):
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
-        stats, step = train_one_epoch(
-            train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
-            ema=ema, mixup=mixup, options=options, runlog=runlog, world_size=dist_info.world_size,
-        )
+        try:
+            stats, step = train_one_epoch(
+                train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
+                ema=ema, mixup=mixup, options=options, runlog=runlog, world_size=dist_info.world_size,
+            )
+        except TrainingDiverged as error:
+            raise TrainingDiverged(f"{error}; {_last_good(last_good)}") from None
         if dist_info.enabled:  # BatchNorm statistics drift apart per rank: keep rank 0's everywhere
             broadcast_buffers(model)
             if ema is not None:
@@ -225,13 +248,20 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         record["time"] = time.time()
         runlog.write(record)
         rng = all_gather_object(rng_state())
+        checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
+                                      config, datasets.class_names, rng)
+        bad = nonfinite_entries(checkpoint)  # on every rank, so all of them stop together
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: {bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''} hold NaN "
+                f"or Inf after epoch {epoch + 1} (update {step}); not saved, {_last_good(last_good)}"
+            )
         if dist_info.is_main:
             log.info("epoch %d/%d  %s", epoch + 1, config.epochs, _summary(record))
-            checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
-                                          config, datasets.class_names, rng)
             if is_best:
                 atomic_torch_save(checkpoint, output_dir / "best.pth")
             atomic_torch_save(checkpoint, output_dir / "last.pth")
+        last_good = output_dir / "last.pth"
     if dist_info.is_main and runlog.path.is_file():
         plot_curves(runlog.path, output_dir / "curves.png")
     runlog.close()
@@ -249,11 +279,11 @@ def resume(
     missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng") if k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); use --finetune for weights")
-    model.load_state_dict(checkpoint["model"])
+    load_native_state_dict(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
         if checkpoint["ema"] is None:
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
-        ema.module.load_state_dict(checkpoint["ema"])
+        load_native_state_dict(ema.module, checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
