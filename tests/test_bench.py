@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from swiftformer import bench
 from swiftformer.bench import BenchResult, Record
@@ -58,6 +59,13 @@ def test_time_interleaved_rotates_the_order_and_counts_calls():
     assert {k: len(v) for k, v in samples.items()} == {"a": 6, "b": 6, "c": 6}
 
 
+def test_time_interleaved_averages_short_calls_into_samples():
+    calls: list[int] = []
+    samples = bench.time_interleaved({"a": lambda: calls.append(1) or 0.002}, warmup=1, rounds=2, iters=3, min_sample_s=0.01)
+    assert len(calls) == 1 + 2 * 3 * 5  # 5 calls of 2 ms fill a 10 ms sample
+    assert samples["a"] == pytest.approx([0.002] * 6)
+
+
 def test_record_reports_throughput():
     r = record("swiftformer_s", "fused", 250.0, batch=32)
     assert r.images_per_s == pytest.approx(128.0)
@@ -70,6 +78,11 @@ def test_peers_and_published_accuracy():
     assert {f"timm/{name}" for name in PUBLISHED_TOP1} <= set(bench.DEFAULT_MODELS)
     with pytest.raises(SwiftFormerError, match="unknown peer"):
         bench.build_model("timm/resnet50")
+
+
+def test_ours_and_timm_swiftformer_share_weights():
+    ours, theirs = bench.build_model("swiftformer_xs").state_dict(), bench.build_model("timm/swiftformer_xs").state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_available_backends():
