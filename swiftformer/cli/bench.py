@@ -28,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     parser.add_argument("--iters", type=int, default=3, help="calls per runner and round at batch 1")
-    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's malloc defaults (see allocator.py)")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--csv", default=None, help="write the records here")
     parser.add_argument("--plot", default=None, help="PNG: latency vs top-1, or attention time vs tokens")
@@ -114,6 +113,6 @@ def _run_attention(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..allocator import describe_allocator, tune_malloc
 
-    allocator = describe_allocator(False if args.default_malloc else tune_malloc())
+    allocator = describe_allocator(tune_malloc())  # already applied by the CLI's main(); idempotent
     log.info("%d threads, %s", args.threads, allocator)
     return _run_attention(args) if args.attention else _run_models(args, allocator)
