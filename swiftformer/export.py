@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data_config import check_image_size
 from .errors import SwiftFormerError
 from .models.fusion import FusedModel, reparameterize
 
@@ -176,7 +177,10 @@ def export_model(
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
+    check_image_size(*img_size)
     out = Path(out)
+    if out.suffix != SUFFIXES[fmt]:
+        raise SwiftFormerError(f"--format {fmt} writes a {SUFFIXES[fmt]} file, not {out.name!r}: name --out accordingly")
     out.parent.mkdir(parents=True, exist_ok=True)
     fused = (model if isinstance(model, FusedModel) else reparameterize(model)).eval()
     example = check_inputs(2 if dynamic_batch else batch, img_size)

@@ -1,0 +1,140 @@
+"""User errors through the command line: one line on stderr, exit code 2, no traceback; bugs keep theirs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import swiftformer
+from swiftformer.cli import main
+
+TINY_TRAIN = ["--config", "demo_digits", "--dataset", "digits", "--img-size", "32", "--epochs", "1",
+              "--batch-size", "8", "--workers", "0", "--no-progress", "--device", "cpu",
+              "--set", "train_subset=16", "--set", "val_subset=8"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on 2 shared cores, spinning thread pools make tiny runs many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Native SwiftFormer-XS weights with a 7-class head."""
+    path = tmp_path_factory.mktemp("weights") / "xs7.safetensors"
+    return swiftformer.save_checkpoint(swiftformer.create_model("swiftformer_xs", num_classes=7), path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A one-epoch training run on 16 digits (10 classes)."""
+    output_dir = tmp_path_factory.mktemp("cli") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    assert main(["train", *TINY_TRAIN, "--output-dir", str(output_dir)]) == 0
+    torch.set_num_threads(threads)
+    return output_dir
+
+
+def _user_error(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"swiftformer {argv[0]}: error: "), err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_unknown_model_suggests_the_closest_names(tmp_path, capsys):
+    _user_error(["export", "--model", "swiftformer_xxs", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+                capsys, "swiftformer_xxs", "swiftformer_xs")
+    _user_error(["train", *TINY_TRAIN, "--model", "swiftformer_l2", "--output-dir", str(tmp_path / "r")],
+                capsys, "swiftformer_l1", "swiftformer_l3")
+
+
+def test_missing_paths_are_named(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    _user_error(["eval", "--checkpoint", f"{missing}.pth"], capsys, f"{missing}.pth")
+    _user_error(["eval", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.safetensors"], capsys, f"{missing}.safetensors")
+    _user_error(["predict", f"{missing}.jpg", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth"], capsys, f"{missing}.pth")
+    _user_error(["export", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth", "--format", "onnx",
+                 "--out", str(tmp_path / "m.onnx")], capsys, f"{missing}.pth")
+    _user_error(["train", "--resume", f"{missing}.pth"], capsys, f"{missing}.pth")
+    _user_error(["train", *TINY_TRAIN, "--finetune", f"{missing}.pth", "--output-dir", str(tmp_path / "r")], capsys, f"{missing}.pth")
+    _user_error(["train", *TINY_TRAIN, "--dataset", "folder", "--data", str(missing), "--output-dir", str(tmp_path / "r")],
+                capsys, str(missing / "train"))
+    _user_error(["train", "--config", str(tmp_path / "recipe.yaml")], capsys, str(tmp_path / "recipe.yaml"))
+
+
+def test_predict_names_a_missing_image(run, tmp_path, capsys):
+    _user_error(["predict", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "last.pth")], capsys, str(tmp_path / "nope.jpg"))
+
+
+def test_a_checkpoint_of_another_variant_is_refused(weights, run, tmp_path, capsys):
+    for argv in (["eval", "--model", "swiftformer_s", "--dataset", "digits", "--checkpoint", str(weights)],
+                 ["export", "--model", "swiftformer_s", "--checkpoint", str(weights), "--format", "onnx",
+                  "--out", str(tmp_path / "s.onnx")],
+                 ["train", *TINY_TRAIN, "--model", "swiftformer_s", "--resume", str(run / "last.pth"),
+                  "--epochs", "2", "--output-dir", str(tmp_path / "r")]):
+        _user_error(argv, capsys, "another SwiftFormer variant")
+    _user_error(["eval", "--model", "swiftformer_s", "--checkpoint", str(run / "last.pth")], capsys,
+                "holds a swiftformer_xs, not a swiftformer_s")
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_a_checkpoint_with_another_class_count_is_refused(weights, run, tmp_path, capsys):
+    _user_error(["eval", "--model", "swiftformer_xs", "--dataset", "digits", "--checkpoint", str(weights)], capsys,
+                "the data has 10 classes, the model predicts 7")
+    _user_error(["train", *TINY_TRAIN, "--num-classes", "7", "--resume", str(run / "last.pth"), "--epochs", "2",
+                 "--output-dir", str(tmp_path / "r")], capsys, "classifier head does not fit", "head.weight")
+
+
+def test_unsupported_export_combinations(tmp_path, capsys):
+    _user_error(["export", "--model", "swiftformer_xs", "--format", "coreml", "--out", str(tmp_path / "m.onnx")],
+                capsys, "coreml writes a .mlpackage file")
+    _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                 "--batch", "0"], capsys, "--batch must be at least 1")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("size", ["0", "-64", "16", "31"])
+def test_an_image_size_the_model_cannot_take(size, run, tmp_path, capsys):
+    expected = f"image size {size} is too small"
+    _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                 "--img-size", "64", size], capsys, expected)
+    _user_error(["train", *TINY_TRAIN, "--img-size", size, "--output-dir", str(tmp_path / "r")], capsys, expected)
+    _user_error(["eval", "--checkpoint", str(run / "last.pth"), "--img-size", size], capsys, expected)
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(image)
+    _user_error(["predict", str(image), "--checkpoint", str(run / "last.pth"), "--img-size", size], capsys, expected)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch):
+    """Only errors a user can fix are shortened: a bug must stay debuggable."""
+
+    def broken_run(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("swiftformer.cli.info.run", broken_run)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        main(["info"])
+
+
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
+    """End to end through ``python -m swiftformer``: exit status 2, one stderr line, no traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "swiftformer", "export", "--model", "swiftformer_xss", "--format",
+                           "onnx", "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "swiftformer_xs" in done.stderr, done.stderr
