@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from collections.abc import Iterator
 
 import torch
@@ -49,15 +50,25 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group ``torchrun`` describes (a single process without it)."""
+# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
+# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
+# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
+
+def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT_SECONDS) -> DistInfo:
+    """Join the process group ``torchrun`` describes (a single process without it).
+
+    Every collective, and the rendezvous itself, raises after ``timeout`` seconds without the other ranks.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, device_id=resolved if resolved.type == "cuda" else None)
+        dist.init_process_group(backend=backend, device_id=resolved if resolved.type == "cuda" else None,
+                                timeout=timedelta(seconds=timeout))
     return DistInfo(rank, world_size, local_rank, resolved)
 
 

@@ -73,6 +73,7 @@ class TrainConfig:
     teacher_checkpoint: str | None = None
     # speed and hardware
     device: str = "auto"
+    dist_timeout: float = 600.0  # seconds a rank waits for the others before failing (a dead or hung rank)
     amp: str = "none"  # none, bf16, fp16
     channels_last: bool = False
     compile: bool = False

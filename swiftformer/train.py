@@ -158,7 +158,7 @@ class TrainResult:
 
 def main(config: TrainConfig) -> TrainResult:
     """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job."""
-    dist_info = init_distributed(config.device)
+    dist_info = init_distributed(config.device, config.dist_timeout)
     try:
         return train(config, dist_info)
     finally:

@@ -19,6 +19,8 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--finetune": ("finetune", {"metavar": "CKPT", "help": "start from these weights (official, timm, HF or ours)"}),
     "--num-classes": ("num_classes", {"type": int, "help": "default: the dataset's class count"}),
     "--device": ("device", {"help": "auto, cpu, cuda"}),
+    "--dist-timeout": ("dist_timeout", {"type": float, "metavar": "SECONDS",
+                                        "help": "fail when other processes stay silent this long (default 600)"}),
     "--amp": ("amp", {"choices": ("none", "bf16", "fp16"), "help": "mixed precision"}),
     "--workers": ("workers", {"type": int, "help": "data-loading processes per training process"}),
     "--seed": ("seed", {"type": int}),
