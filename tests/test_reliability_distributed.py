@@ -83,8 +83,9 @@ def test_the_surviving_rank_exits_with_an_error_in_bounded_time(fault, tmp_path:
             pytest.fail(f"rank 0 still waits {BOUND} s after rank 1 {'died' if fault == 'dies' else 'hung'}")
         waited = time.monotonic() - fault_time
         assert survivor.returncode not in (0, None), output[-3000:]
-        reason = "Connection closed by peer" if fault == "dies" else "Timed out"
-        assert reason in output, output[-3000:]
+        # gloo's own words: "Connection closed by peer" or "Connection reset by peer"; "Timed out waiting ..."
+        reasons = ("closed by peer", "reset by peer") if fault == "dies" else ("Timed out",)
+        assert any(reason in output for reason in reasons), output[-3000:]
         if fault == "hangs":
             assert waited >= DIST_TIMEOUT * 0.8, f"rank 0 gave up after {waited:.1f} s, before the timeout"
             assert faulty.poll() is None  # still stopped: the survivor did not wait for it
