@@ -97,6 +97,6 @@ def test_a_bare_pickle_is_refused_too(marker, tmp_path, capsys):
     """An old-style pickle file (not a torch zip archive) goes through the same safe unpickler."""
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
-        pickle.dump({"model": {}, "payload": _CreatesFile(marker)}, handle)
+        pickle.dump({"model": {}, "payload": _CreatesFile(marker)}, handle, protocol=2)
     _assert_refused(["train", "--resume", str(path), "--output-dir", str(tmp_path / "run")], marker, capsys)
     _assert_refused(["eval", "--checkpoint", str(path)], marker, capsys)
