@@ -52,3 +52,12 @@ def shared_data(name: str) -> Path:
 def small_images() -> torch.Tensor:
     """Non-square and small, to keep the parity tests fast; parity does not depend on the size."""
     return torch.randn(2, 3, 160, 128, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on 2 shared cores, spinning thread pools make tiny runs many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

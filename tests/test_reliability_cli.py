@@ -17,13 +17,7 @@ TINY_TRAIN = ["--config", "demo_digits", "--dataset", "digits", "--img-size", "3
               "--set", "train_subset=16", "--set", "val_subset=8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on 2 shared cores, spinning thread pools make tiny runs many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
