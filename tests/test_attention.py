@@ -11,6 +11,7 @@ from swiftformer.models.attention import (
     TransposedSelfAttention,
     build_attention,
     l2_normalize,
+    l2_normalize_,
 )
 
 B, N, C = 2, 13, 16
@@ -34,6 +35,26 @@ def test_l2_normalize_equals_f_normalize(tokens):
     torch.testing.assert_close(l2_normalize(tokens, dim=-1), torch.nn.functional.normalize(tokens, dim=-1))
     zeros = torch.zeros(2, 3)
     assert torch.equal(l2_normalize(zeros, dim=-1), zeros)
+
+
+def test_in_place_l2_normalize(tokens):
+    expected = l2_normalize(tokens, dim=-1)
+    copy = tokens.clone()
+    assert l2_normalize_(copy, dim=-1) is copy  # eager inference: normalised in place
+    torch.testing.assert_close(copy, expected)
+    leaf = tokens.clone().requires_grad_()
+    out = l2_normalize_(leaf * 1.0, dim=-1)  # autograd: a new tensor, gradients flow
+    out.sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    torch.testing.assert_close(out.detach(), expected)
+
+
+def test_exported_fused_attention_has_only_primitive_normalisation():
+    fused = EfficientAdditiveAttention(C).reparameterize().eval()
+    program = torch.export.export(fused, (torch.randn(1, N, C),))
+    ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "aten.rsqrt.default" in ops
+    assert not any("norm" in op or "div_" in op for op in ops), ops
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -26,6 +26,23 @@ def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(eps * eps))
 
 
+def _is_graph_capture() -> bool:
+    """True while ``torch.export`` / ``torch.compile`` / ``torch.jit.trace`` records the forward."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def l2_normalize_(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+    """In-place :func:`l2_normalize` for eager inference: two passes over ``x`` (norm, divide) instead of five.
+
+    Under graph capture (export, compile, trace) it returns :func:`l2_normalize`, so every exported
+    graph holds only the primitive ops all backends take; the two forms agree to float rounding.
+    """
+    if _is_graph_capture():
+        return l2_normalize(x, dim, eps)
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
+    return x / norm if x.requires_grad else x.div_(norm)  # autograd needs x unchanged
+
+
 class EfficientAdditiveAttention(nn.Module):
     """Efficient additive attention (SwiftFormer, Eq. 4-6).
 
@@ -91,7 +108,7 @@ class FusedAdditiveAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        qk = l2_normalize(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)
+        qk = l2_normalize_(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)
         qk = qk.view(batch, tokens, 2 * dim)
         query = qk[..., :dim]
         if self.legacy:
