@@ -4,7 +4,9 @@
 
 Each round times every implementation once (a median of ``--iters`` calls) in an interleaved order, so
 a change of machine load hits all of them alike; the table reports the median over rounds and the
-speed-up of each over timm.
+speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` command tunes it
+(:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
+measures with glibc defaults.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import timm
 import torch
 
 import swiftformer
+from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.convert import from_native
 
 
@@ -57,10 +60,12 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tuned = not args.default_malloc and tune_malloc()
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, batch 1, {args.img_size}px, "
-          f"median of {args.rounds} interleaved rounds x {args.iters} calls")
+          f"median of {args.rounds} interleaved rounds x {args.iters} calls, {describe_allocator(tuned)}")
     print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):

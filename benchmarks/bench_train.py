@@ -9,10 +9,12 @@ baseline and ours round by round so that both see the same machine load; the fig
 
 - baseline: ``timm.create_model("swiftformer_xs")``, ``torch.optim.AdamW`` defaults, fp32, NCHW, glibc malloc,
   default OpenMP settings.
-- ours: :func:`swiftformer.engine.train_one_epoch` (the real training step) with channels-last memory,
-  the fused AdamW kernel, jemalloc (``LD_PRELOAD``, Debian ``libjemalloc2``) and ``OMP_WAIT_POLICY=PASSIVE``
-  (OpenMP threads sleep instead of spinning at barriers: decisive when the 2 cores are shared). bf16
-  autocast is measured in the ablation: CPUs without native bf16 (AVX2 only) get slower with it.
+- ours: :func:`swiftformer.engine.train_one_epoch` (the real training step) as ``swiftformer train --compile``
+  runs it: the model under ``torch.compile`` (its warm-up steps include the compilation), the fused AdamW
+  kernel, and glibc malloc tuned by :func:`swiftformer.allocator.tune_malloc` (what every ``swiftformer``
+  command does). The ablation measures each option alone, plus channels-last, jemalloc/tcmalloc
+  (``LD_PRELOAD``), ``OMP_WAIT_POLICY=PASSIVE`` (helps only on shared cores) and bf16 autocast (slower on
+  CPUs without native bf16, such as AVX2-only ones).
 """
 from __future__ import annotations
 
@@ -33,17 +35,19 @@ ALLOCATORS = {
 # name -> (step kind, step options, environment); "ours" is everything a user would switch on
 CONFIGS = {
     "timm baseline": ("timm", {}, {}),
-    "ours": ("ours", {"channels_last": True, "fused": True}, {"allocator": "jemalloc", "OMP_WAIT_POLICY": "PASSIVE"}),
+    "ours": ("ours", {"compile": True, "fused": True}, {"malloc": "tuned"}),
 }
 ABLATION = {
     "ours, plain": ("ours", {}, {}),
+    "+ tuned glibc malloc": ("ours", {}, {"malloc": "tuned"}),
+    "+ torch.compile": ("ours", {"compile": True}, {}),
     "+ channels_last": ("ours", {"channels_last": True}, {}),
     "+ fused AdamW": ("ours", {"fused": True}, {}),
     "+ OMP_WAIT_POLICY=PASSIVE": ("ours", {}, {"OMP_WAIT_POLICY": "PASSIVE"}),
     "+ jemalloc": ("ours", {}, {"allocator": "jemalloc"}),
     "+ tcmalloc": ("ours", {}, {"allocator": "tcmalloc"}),
-    "ours + bf16 autocast": ("ours", {"channels_last": True, "fused": True, "amp": "bf16"},
-                             {"allocator": "jemalloc", "OMP_WAIT_POLICY": "PASSIVE"}),
+    "ours + channels_last": ("ours", {"compile": True, "fused": True, "channels_last": True}, {"malloc": "tuned"}),
+    "ours + bf16 autocast": ("ours", {"compile": True, "fused": True, "amp": "bf16"}, {"malloc": "tuned"}),
 }
 
 
@@ -75,7 +79,9 @@ def timm_steps(warmup: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def our_steps(warmup: int, steps: int, channels_last: bool = False, fused: bool = False, amp: str = "none") -> float:
+def our_steps(
+    warmup: int, steps: int, channels_last: bool = False, fused: bool = False, amp: str = "none", compile: bool = False
+) -> float:
     """Seconds for ``steps`` updates of :func:`swiftformer.engine.train_one_epoch`."""
     import torch
     from timm.optim import create_optimizer_v2
@@ -87,23 +93,28 @@ def our_steps(warmup: int, steps: int, channels_last: bool = False, fused: bool 
 
     device = torch.device("cpu")
     model = create_model("swiftformer_xs").to(memory_format=memory_format(channels_last))
+    train_model = torch.compile(model) if compile else model
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.0, **({"fused": True} if fused else {}))
     scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=1, step_on_epochs=False, updates_per_epoch=warmup + steps)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     criterion = DistillationLoss(torch.nn.CrossEntropyLoss(), None)
     options = StepOptions(amp=amp, channels_last=channels_last)
     step = 0
-    _, step = train_one_epoch(model, criterion, _batches(warmup), optimizer, scheduler, scaler, device, 0, step, options=options)
+    _, step = train_one_epoch(train_model, criterion, _batches(warmup), optimizer, scheduler, scaler, device, 0, step, options=options)
     start = time.perf_counter()
-    train_one_epoch(model, criterion, _batches(steps), optimizer, scheduler, scaler, device, 1, step, options=options)
+    train_one_epoch(train_model, criterion, _batches(steps), optimizer, scheduler, scaler, device, 1, step, options=options)
     return time.perf_counter() - start
 
 
 def worker(args: argparse.Namespace) -> None:
     import torch
 
+    from swiftformer.allocator import tune_malloc
+
     torch.set_num_threads(THREADS)
-    kind, options, _ = {**CONFIGS, **ABLATION}[args.worker]
+    kind, options, settings = {**CONFIGS, **ABLATION}[args.worker]
+    if settings.get("malloc") == "tuned" and not tune_malloc():
+        raise SystemExit("could not tune glibc malloc (mallopt unavailable)")
     seconds = timm_steps(args.warmup, args.steps) if kind == "timm" else our_steps(args.warmup, args.steps, **options)
     print(json.dumps({"images_per_second": BATCH * args.steps / seconds}))
 
@@ -113,6 +124,8 @@ def environment(settings: dict[str, str]) -> dict[str, str]:
     for key in ("LD_PRELOAD", "OMP_WAIT_POLICY"):
         env.pop(key, None)
     for key, value in settings.items():
+        if key == "malloc":  # applied inside the worker
+            continue
         if key == "allocator":
             library = next((p for p in ALLOCATORS[value] if Path(p).exists()), None)
             if library is None:

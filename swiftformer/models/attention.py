@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+EPS = 1e-12  # F.normalize's default, the official code's
+
+
+def l2_normalize(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
     """``F.normalize`` written with primitive ops (sum of squares, clamp, rsqrt, mul).
 
     Same value as ``x / max(||x||, eps)``; every export backend (ONNX, Core ML including the Neural
@@ -31,7 +34,7 @@ def _is_graph_capture() -> bool:
     return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def l2_normalize_(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+def l2_normalize_(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
     """In-place :func:`l2_normalize` for eager inference: two passes over ``x`` (norm, divide) instead of five.
 
     Under graph capture (export, compile, trace) it returns :func:`l2_normalize`, so every exported
@@ -100,13 +103,16 @@ class FusedAdditiveAttention(nn.Module):
             self.legacy = attn.legacy
             self.qk_weight = nn.Parameter(torch.cat([attn.to_query.weight, attn.to_key.weight]))
             self.qk_bias = nn.Parameter(torch.cat([attn.to_query.bias, attn.to_key.bias]))
-            self.score_weight = nn.Parameter(attn.w_g[:, 0] * attn.scale)  # (C,)
-            # out = q @ Wq_t + k @ (G[:, None] * Wk_t) + bias, with Wq_t, Wk_t stored transposed (C, C_out).
-            self.query_out = nn.Parameter(w_final.t().contiguous())
-            self.key_out = nn.Parameter((w_final @ attn.proj.weight).t().contiguous())
+            self.score_weight = nn.Parameter(attn.w_g.t() * attn.scale)  # (1, C): a linear layer to one score
+            # out = q Wq^T + (G ⊙ k) Wk^T + bias, with Wq, Wk (C_out, C) as linear-layer weights.
+            self.query_out = nn.Parameter(w_final.clone())
+            self.key_out = nn.Parameter(w_final @ attn.proj.weight)
             self.bias = nn.Parameter(w_final @ attn.proj.bias + attn.final.bias * scale)
+            self.register_buffer("ones", self.qk_weight.new_ones(1, dim), persistent=False)  # sums over channels as a GEMM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_graph_capture():
+            return self.forward_exportable(x)
         batch, tokens, dim = x.shape
         qk = l2_normalize_(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)
         qk = qk.view(batch, tokens, 2 * dim)
@@ -114,12 +120,29 @@ class FusedAdditiveAttention(nn.Module):
         if self.legacy:
             global_query = query.sum(dim=1)  # (B, C)
         else:
-            # A matrix-vector product as (B, N, C) @ (C, 1): coremltools' matmul rejects a 1-D operand.
-            scores = l2_normalize((query @ self.score_weight.unsqueeze(-1)).squeeze(-1), dim=1)  # (B, N)
-            global_query = torch.bmm(scores.unsqueeze(1), query).squeeze(1)  # (B, C)
-        key_out = global_query.unsqueeze(-1) * self.key_out  # (B, C, C_out)
-        out_weight = torch.cat([self.query_out.expand(batch, -1, -1), key_out], dim=1)  # (B, 2C, C_out)
+            scores = l2_normalize_(F.linear(query, self.score_weight), dim=1)  # (B, N, 1)
+            global_query = torch.bmm(scores.transpose(1, 2), query).squeeze(1)  # (B, C)
+        key_out = global_query.unsqueeze(-1) * self.key_out.t()  # (B, C, C_out)
+        out_weight = torch.cat([self.query_out.t().expand(batch, -1, -1), key_out], dim=1)  # (B, 2C, C_out)
         return torch.baddbmm(self.bias, qk, out_weight)
+
+    def forward_exportable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function from ops every export backend runs in its fast path (what graph capture sees).
+
+        Reductions are matrix products (XNNPACK delegates GEMMs, not ``sum``), no operand is 1-D (coremltools'
+        matmul rejects one), and nothing is expanded per image: ``out = q W_q + (G ⊙ k) W_k + b``.
+        """
+        batch, tokens, dim = x.shape
+        qk = F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim)
+        qk = (qk * torch.rsqrt(F.linear(qk * qk, self.ones).clamp_min(EPS * EPS))).view(batch, tokens, 2 * dim)
+        query, key = qk[..., :dim], qk[..., dim:]  # (B, N, C) each
+        if self.legacy:
+            global_query = query.sum(dim=1, keepdim=True)  # (B, 1, C)
+        else:
+            scores = F.linear(query, self.score_weight)  # (B, N, 1)
+            scores_t = scores.transpose(1, 2)  # (B, 1, N)
+            global_query = torch.bmm(scores_t, query) * torch.rsqrt(torch.bmm(scores_t, scores).clamp_min(EPS * EPS))
+        return F.linear(query, self.query_out, self.bias) + F.linear(global_query * key, self.key_out)
 
 
 class _HeadedQKV(nn.Module):

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import _is_graph_capture
+
 
 def _conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """Run a conv on a ``(B, H, W, C)`` map through its channels-last NCHW view."""
@@ -19,7 +21,12 @@ def _conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``residual + linear(x)`` with the residual as the GEMM accumulator: one memory pass less than
-    ``residual + linear(x)`` (which writes the bias, runs the GEMM, then reads both for the sum)."""
+    ``residual + linear(x)`` (which writes the bias, runs the GEMM, then reads both for the sum).
+
+    Exported graphs get the plain ``linear + add``: XNNPACK (ExecuTorch) delegates that pattern but would
+    leave an ``addmm`` with a full-size accumulator to the slow portable kernels."""
+    if _is_graph_capture():
+        return residual + linear(x)
     out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
     return out.add_(linear.bias).view(residual.shape)
 
@@ -80,6 +87,8 @@ class FusedHead(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _is_graph_capture():  # a spatial mean of an NCHW map: the global pooling every backend delegates
+            return self.head(x.permute(0, 3, 1, 2).mean(dim=(2, 3), keepdim=True).flatten(1))
         return self.head(x.mean(dim=(1, 2)))
 
 
