@@ -102,11 +102,11 @@ def published_top1(name: str) -> float | None:
     return PEER_TOP1.get(name.split("/", 1)[1]) if is_peer(name) else PUBLISHED_TOP1.get(name)
 
 
-def fused_form(name: str, model: nn.Module) -> nn.Module:
-    """Ours: :func:`swiftformer.reparameterize`. Peers: timm's own reparameterization (FastViT, MobileOne...),
-    a no-op for the others, in channels-last like ours."""
+def fused_form(name: str, model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """Ours: :func:`swiftformer.reparameterize` (NCHW with ``channels_last=False``). Peers: timm's own
+    reparameterization (FastViT, MobileOne...), a no-op for the others, in channels-last like ours."""
     if not is_peer(name):
-        return reparameterize(model)
+        return reparameterize(model, channels_last=channels_last)
     from timm.utils.model import reparameterize_model
 
     return reparameterize_model(copy.deepcopy(model)).to(memory_format=torch.channels_last).eval()
@@ -191,7 +191,7 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
     if backend == "eager":
         return torch_runner(model, x)
-    fused = fused_form(name, model)
+    fused = fused_form(name, model, channels_last=backend != "onnxruntime")  # ONNX has no strides: NCHW
     stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))

@@ -22,6 +22,7 @@ from torch import nn
 
 from .data_config import check_image_size
 from .errors import SwiftFormerError
+from .models.fused import set_layout
 from .models.fusion import FusedModel, reparameterize
 
 FORMATS = ("onnx", "coreml", "torchscript", "executorch")
@@ -29,6 +30,10 @@ SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".pt", "exec
 # Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
 MAX_DYNAMIC_BATCH = 64
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+# Feature-map layout of the fused graph per format. Formats without strides (ONNX, Core ML's MIL) would turn
+# every channels-last view into a real transpose: they get NCHW maps (ONNX Runtime: 10-23 % faster at batch 1,
+# README). PyTorch (TorchScript) and XNNPACK (ExecuTorch, NHWC natively) run the channels-last form best.
+CHANNELS_LAST = {"onnx": False, "coreml": False, "torchscript": True, "executorch": True}
 
 
 class ExportCheckError(SwiftFormerError):
@@ -182,7 +187,10 @@ def export_model(
     if out.suffix != SUFFIXES[fmt]:
         raise SwiftFormerError(f"--format {fmt} writes a {SUFFIXES[fmt]} file, not {out.name!r}: name --out accordingly")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fused = (model if isinstance(model, FusedModel) else reparameterize(model)).eval()
+    if isinstance(model, FusedModel):
+        fused = set_layout(copy.deepcopy(model), CHANNELS_LAST[fmt]).eval()
+    else:
+        fused = reparameterize(model, channels_last=CHANNELS_LAST[fmt])
     example = check_inputs(2 if dynamic_batch else batch, img_size)
     inputs = check_inputs(3, img_size, seed=1) if dynamic_batch else check_inputs(batch, img_size, seed=1)
     run = _EXPORTERS[fmt](fused, example, out, dynamic_batch)

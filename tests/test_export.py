@@ -79,6 +79,33 @@ def test_executorch_pte_runs_and_matches(tmp_path):
     assert result.path.stat().st_size > 1e6 and result.max_abs_diff <= 1e-4
 
 
+def test_xnnpack_takes_every_convolution_and_matrix_product():
+    """What XNNPACK does not take runs in ExecuTorch's portable kernels, ten times slower (README)."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+
+    fused = swiftformer.reparameterize(randomized("swiftformer_xs")).to(memory_format=torch.contiguous_format)
+    program = torch.export.export(fused, (check_inputs(1, IMG_SIZE),))
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    table = get_delegation_info(lowered.exported_program().graph_module).get_operator_delegation_dataframe()
+    left_out = set(table.loc[table["occurrences_in_non_delegated_graphs"] > 0, "op_type"])
+    heavy = {op for op in left_out if any(k in op for k in ("mm", "linear", "convolution", "gelu", "sum", "mean"))}
+    assert not heavy, f"left to the portable kernels: {sorted(heavy)}"
+
+
+def test_onnx_graph_is_nchw_without_layout_transposes(tmp_path):
+    """ONNX has no strides: the exported graph keeps NCHW maps and transposes only the attention's tokens."""
+    import onnx
+
+    result = export_model(randomized("swiftformer_xs"), "onnx", tmp_path / "xs.onnx", img_size=IMG_SIZE)
+    ops = [node.op_type for node in onnx.load(str(result.path)).graph.node]
+    attention_blocks = 4
+    assert ops.count("Transpose") <= 3 * attention_blocks, ops.count("Transpose")
+    assert ops.count("Conv") >= 2 + 3 + 2 * 16  # stem, downsamples, and each block's 3x3 and 1x1 convolutions
+
+
 def test_a_wrong_artefact_is_reported(tmp_path):
     with pytest.raises(ExportCheckError, match="differs from PyTorch"):
         export_model(randomized("swiftformer_xs"), "torchscript", tmp_path / "xs.pt", img_size=IMG_SIZE, atol=-1.0)

@@ -10,16 +10,17 @@ from swiftformer.models.fused import FusedConvEncoder, FusedHead, FusedSwiftForm
 from .conftest import VARIANT_NAMES, randomize
 
 
-@functools.lru_cache(maxsize=1)
-def model_and_fused(name: str):
+@functools.lru_cache(maxsize=2)
+def model_and_fused(name: str, channels_last: bool):
     model = randomize(swiftformer.create_model(name), seed=7)
-    return model, swiftformer.reparameterize(model)
+    return model, swiftformer.reparameterize(model, channels_last=channels_last)
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
 @pytest.mark.parametrize("name", VARIANT_NAMES)
 @pytest.mark.parametrize("batch,size", [(1, (224, 224)), (4, (224, 224)), (1, (256, 192)), (4, (160, 224))])
-def test_fused_matches_unfused(name, batch, size):
-    model, fused = model_and_fused(name)
+def test_fused_matches_unfused(name, batch, size, channels_last):
+    model, fused = model_and_fused(name, channels_last)
     x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         assert (fused(x) - model(x)).abs().max() <= 1e-4

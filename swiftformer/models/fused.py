@@ -1,9 +1,14 @@
 """Inference forms of the SwiftFormer blocks, built by each block's ``reparameterize()``.
 
-They pass feature maps as channels-last ``(B, H, W, C)`` tensors. In that layout every 1×1 convolution is
-a plain matrix multiply (``F.linear``, one BLAS call, no copies: PyTorch's CPU 1×1 conv on a channels-last
-map takes a slow im2col path), the attention's ``(B, N, C)`` tokens are a free view, and the 3×3
-convolutions see a channels-last NCHW view, which oneDNN runs directly.
+By default they pass feature maps as channels-last ``(B, H, W, C)`` tensors. In that layout every 1×1
+convolution is a plain matrix multiply (``F.linear``, one BLAS call, no copies: PyTorch's CPU 1×1 conv on a
+channels-last map takes a slow im2col path), the attention's ``(B, N, C)`` tokens are a free view, and the 3×3
+convolutions see a channels-last NCHW view, which oneDNN runs directly. ExecuTorch's XNNPACK runs that graph
+best too (NHWC is its native layout).
+
+Graph formats without strides (ONNX) turn every such view into a real ``Transpose``; for them
+:func:`set_layout` switches the same modules to NCHW maps with 1×1 convolutions, the layout ONNX Runtime
+optimises (its blocked NCHWc convolutions).
 """
 from __future__ import annotations
 
@@ -14,47 +19,77 @@ from torch import nn
 from .attention import _is_graph_capture
 
 
-def _conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Run a conv on a ``(B, H, W, C)`` map through its channels-last NCHW view."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+class FusedBlock(nn.Module):
+    """A fused block that runs on ``(B, H, W, C)`` maps (``channels_last``, the default) or NCHW maps."""
+
+    channels_last: bool = True
+
+    def conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """A spatial conv; on ``(B, H, W, C)`` maps through their channels-last NCHW view."""
+        if not self.channels_last:
+            return conv(x)
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def pointwise(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """A 1×1 conv held as a linear layer: a GEMM over channels, or a 1×1 conv on NCHW maps."""
+        if self.channels_last:
+            return linear(x)
+        return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
+
+    def add_pointwise(self, residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """``residual + pointwise(linear, x)``."""
+        if self.channels_last and not _is_graph_capture():
+            return _add_linear(residual, x, linear)
+        return residual + self.pointwise(linear, x)
+
+
+def set_layout(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Switch every fused block of ``model`` to ``(B, H, W, C)`` maps or to NCHW maps; returns ``model``.
+
+    Both layouts compute the same function from the same weights; only the order of the ops' axes differs.
+    """
+    for module in model.modules():
+        if isinstance(module, FusedBlock):
+            module.channels_last = channels_last
+    return model
 
 
 def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``residual + linear(x)`` with the residual as the GEMM accumulator: one memory pass less than
     ``residual + linear(x)`` (which writes the bias, runs the GEMM, then reads both for the sum).
 
-    Exported graphs get the plain ``linear + add``: XNNPACK (ExecuTorch) delegates that pattern but would
-    leave an ``addmm`` with a full-size accumulator to the slow portable kernels."""
-    if _is_graph_capture():
-        return residual + linear(x)
+    Eager only: exported graphs get the plain ``linear + add``, which XNNPACK (ExecuTorch) delegates, while
+    it would leave an ``addmm`` with a full-size accumulator to the slow portable kernels."""
     out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
     return out.add_(linear.bias).view(residual.shape)
 
 
-class FusedStem(nn.Module):
-    """Two conv + ReLU with BN folded: ``(B, 3, H, W)`` image -> ``(B, H/4, W/4, C)``."""
+class FusedStem(FusedBlock):
+    """Two conv + ReLU with BN folded: ``(B, 3, H, W)`` image -> ``(B, H/4, W/4, C)`` (or NCHW) map."""
 
     def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            return F.relu(self.conv2(F.relu(self.conv1(x))))
         x = F.relu(self.conv1(x.contiguous(memory_format=torch.channels_last)))
         return F.relu(self.conv2(x)).permute(0, 2, 3, 1)
 
 
-class FusedDownsample(nn.Module):
-    """Stride-2 3×3 conv with BN folded, on ``(B, H, W, C)`` maps."""
+class FusedDownsample(FusedBlock):
+    """Stride-2 3×3 conv with BN folded."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.conv = conv
+        self.proj = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv_nhwc(self.conv, x)
+        return self.conv(self.proj, x)
 
 
-class FusedConvEncoder(nn.Module):
+class FusedConvEncoder(FusedBlock):
     """``x + fc2(gelu(fc1(dwconv(x))))``: BN folded into the depthwise conv, layer scale into ``fc2``."""
 
     def __init__(self, dwconv: nn.Conv2d, fc1: nn.Linear, fc2: nn.Linear) -> None:
@@ -62,10 +97,10 @@ class FusedConvEncoder(nn.Module):
         self.dwconv, self.fc1, self.fc2 = dwconv, fc1, fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _add_linear(x, F.gelu(self.fc1(_conv_nhwc(self.dwconv, x))), self.fc2)
+        return self.add_pointwise(x, F.gelu(self.pointwise(self.fc1, self.conv(self.dwconv, x))), self.fc2)
 
 
-class FusedSwiftFormerEncoder(nn.Module):
+class FusedSwiftFormerEncoder(FusedBlock):
     """Local representation, attention on the free ``(B, N, C)`` view, MLP with its BN folded into ``fc1``."""
 
     def __init__(self, local_representation: nn.Module, attn: nn.Module, fc1: nn.Linear, fc2: nn.Linear) -> None:
@@ -74,12 +109,17 @@ class FusedSwiftFormerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local_representation(x)
-        batch, height, width, channels = x.shape
-        x = x + self.attn(x.reshape(batch, height * width, channels)).view(batch, height, width, channels)
-        return _add_linear(x, F.gelu(self.fc1(x)), self.fc2)
+        if self.channels_last:
+            batch, height, width, channels = x.shape
+            x = x + self.attn(x.reshape(batch, height * width, channels)).view(batch, height, width, channels)
+        else:
+            batch, channels, height, width = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            x = x + self.attn(tokens).transpose(1, 2).reshape(batch, channels, height, width)
+        return self.add_pointwise(x, F.gelu(self.pointwise(self.fc1, x)), self.fc2)
 
 
-class FusedHead(nn.Module):
+class FusedHead(FusedBlock):
     """Global average pool + one linear layer holding the final BN and both heads."""
 
     def __init__(self, head: nn.Linear) -> None:
@@ -87,6 +127,8 @@ class FusedHead(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            return self.head(x.mean(dim=(2, 3)))
         if _is_graph_capture():  # a spatial mean of an NCHW map: the global pooling every backend delegates
             return self.head(x.permute(0, 3, 1, 2).mean(dim=(2, 3), keepdim=True).flatten(1))
         return self.head(x.mean(dim=(1, 2)))

@@ -10,6 +10,8 @@ import copy
 import torch
 from torch import nn
 
+from .fused import set_layout
+
 
 def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BN as ``x * scale + shift``."""
@@ -90,17 +92,19 @@ class FusedModel(nn.Module):
 
 
 @torch.no_grad()
-def reparameterize(model: nn.Module) -> FusedModel:
+def reparameterize(model: nn.Module, channels_last: bool = True) -> FusedModel:
     """A fused copy of ``model`` for inference: same outputs as ``model.eval()``, fewer ops.
 
     BN is folded into its conv/linear neighbours, layer scales into the preceding 1×1 conv, the twin heads
-    into one linear layer, and the additive attention runs as two large matmuls; feature maps flow
-    channels-last (see :mod:`swiftformer.models.fused`). ``model`` itself is left untouched.
+    into one linear layer, and the additive attention runs as two large matmuls. Feature maps flow
+    channels-last ``(B, H, W, C)``, the fastest form for eager PyTorch and ExecuTorch; ``channels_last=False``
+    keeps them NCHW, the form ONNX Runtime runs fastest (see :mod:`swiftformer.models.fused`). ``model``
+    itself is left untouched.
     """
     if not hasattr(model, "reparameterize"):
         raise TypeError(f"{type(model).__name__} has no reparameterize(): not a SwiftFormer model")
-    body = copy.deepcopy(model).eval().reparameterize()
-    body = body.to(memory_format=torch.channels_last).eval()
+    body = set_layout(copy.deepcopy(model).eval().reparameterize(), channels_last)
+    body = body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
     for parameter in body.parameters():
         parameter.requires_grad_(False)
-    return FusedModel(body, dict(getattr(model, "pretrained_cfg", {})))
+    return FusedModel(body, dict(getattr(model, "pretrained_cfg", {}))).eval()
