@@ -430,8 +430,11 @@ def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "")
         color = "tab:red" if not is_peer(name) else ("tab:orange" if "swiftformer" in name else "tab:blue")
         if is_peer(name):
             axes.plot(record.median_ms, record.top1, "s", color=color)
-        axes.annotate(f"{name.split('/')[-1]} ({record.backend})", (record.median_ms, record.top1),
-                      textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # ours above-left of the point, timm's swiftformer_* (same top-1) below-right: the labels do not collide
+        offset, align = ((-6, 5), "right") if not is_peer(name) else (((5, -10) if "swiftformer" in name else (5, 4)), "left")
+        label = name if "swiftformer" in name else name.split("/")[-1]  # keep "timm/" where ours has a twin
+        axes.annotate(f"{label} ({record.backend})", (record.median_ms, record.top1),
+                      textcoords="offset points", xytext=offset, ha=align, fontsize=7)
     axes.plot([], [], "s", color="tab:orange", label="timm swiftformer_*")
     axes.plot([], [], "s", color="tab:blue", label="timm peers")
     axes.set_xscale("log")
