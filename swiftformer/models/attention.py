@@ -29,7 +29,7 @@ def l2_normalize(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(eps * eps))
 
 
-def _is_graph_capture() -> bool:
+def is_graph_capture() -> bool:
     """True while ``torch.export`` / ``torch.compile`` / ``torch.jit.trace`` records the forward."""
     return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
 
@@ -40,7 +40,7 @@ def l2_normalize_(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
     Under graph capture (export, compile, trace) it returns :func:`l2_normalize`, so every exported
     graph holds only the primitive ops all backends take; the two forms agree to float rounding.
     """
-    if _is_graph_capture():
+    if is_graph_capture():
         return l2_normalize(x, dim, eps)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
     return x / norm if x.requires_grad else x.div_(norm)  # autograd needs x unchanged
@@ -111,7 +111,7 @@ class FusedAdditiveAttention(nn.Module):
             self.register_buffer("ones", self.qk_weight.new_ones(1, dim), persistent=False)  # sums over channels as a GEMM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _is_graph_capture():
+        if is_graph_capture():
             return self.forward_exportable(x)
         batch, tokens, dim = x.shape
         qk = l2_normalize_(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)

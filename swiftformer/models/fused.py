@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import _is_graph_capture
+from .attention import is_graph_capture
 
 
 class FusedBlock(nn.Module):
@@ -38,7 +38,7 @@ class FusedBlock(nn.Module):
 
     def add_pointwise(self, residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
         """``residual + pointwise(linear, x)``."""
-        if self.channels_last and not _is_graph_capture():
+        if self.channels_last and not is_graph_capture():
             return _add_linear(residual, x, linear)
         return residual + self.pointwise(linear, x)
 
@@ -129,7 +129,7 @@ class FusedHead(FusedBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last:
             return self.head(x.mean(dim=(2, 3)))
-        if _is_graph_capture():  # a spatial mean of an NCHW map: the global pooling every backend delegates
+        if is_graph_capture():  # a spatial mean of an NCHW map: the global pooling every backend delegates
             return self.head(x.permute(0, 3, 1, 2).mean(dim=(2, 3), keepdim=True).flatten(1))
         return self.head(x.mean(dim=(1, 2)))
 
