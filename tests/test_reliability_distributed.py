@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,36 +15,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# Each rank trains a tiny run; rank 1 writes a file, then kills or stops itself at its second batch.
-RANK = textwrap.dedent(
-    """
-    import os, signal, sys
-    from pathlib import Path
-    import swiftformer.train
-    from swiftformer.cli import main
-
-    fault, fault_file = sys.argv[1], Path(sys.argv[2])
-    real_train_one_epoch = swiftformer.train.train_one_epoch
-
-    class FaultyLoader:
-        def __init__(self, loader):
-            self.loader = loader
-        def __len__(self):
-            return len(self.loader)
-        def __iter__(self):
-            for index, batch in enumerate(self.loader):
-                if index == 1 and os.environ["RANK"] == "1":
-                    fault_file.write_text(fault)
-                    os.kill(os.getpid(), signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
-                yield batch
-
-    def train_one_epoch(model, criterion, loader, *args, **kwargs):
-        return real_train_one_epoch(model, criterion, FaultyLoader(loader), *args, **kwargs)
-
-    swiftformer.train.train_one_epoch = train_one_epoch
-    sys.exit(main(sys.argv[3:]))
-    """
-)
+# Each rank trains a tiny run; rank 1 writes the fault file, then kills or stops itself at its second batch.
+FAULT_INJECTION = str(Path(__file__).with_name("fault_injection.py"))
 TRAIN = ["train", "--config", "demo_digits", "--dataset", "digits", "--img-size", "32", "--batch-size", "4",
          "--epochs", "1", "--workers", "0", "--no-progress", "--device", "cpu",
          "--set", "train_subset=32", "--set", "val_subset=8"]
@@ -66,8 +37,9 @@ def test_the_surviving_rank_exits_with_an_error_in_bounded_time(fault, tmp_path:
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        argv = [sys.executable, "-c", RANK, fault, str(fault_file), *TRAIN, "--output-dir", str(tmp_path / "run"),
-                "--dist-timeout", str(DIST_TIMEOUT)]
+        injected = "kill" if fault == "dies" else "stop"
+        argv = [sys.executable, FAULT_INJECTION, injected, str(fault_file), "0", "1", "--rank", "1", "--",
+                *TRAIN, "--output-dir", str(tmp_path / "run"), "--dist-timeout", str(DIST_TIMEOUT)]
         ranks.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     survivor, faulty = ranks
     try:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,36 +33,7 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 # A training process that reports when it is inside epoch 2 (after its second batch) and then waits there,
 # so the parent can kill it at a known point mid-epoch.
-CRASHING_CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    import swiftformer.train
-    from swiftformer.cli import main
-
-    real_train_one_epoch = swiftformer.train.train_one_epoch
-    signal_file = Path(sys.argv[1])
-
-    class StallingLoader:
-        def __init__(self, loader):
-            self.loader = loader
-        def __len__(self):
-            return len(self.loader)
-        def __iter__(self):
-            for index, batch in enumerate(self.loader):
-                if index == 2:
-                    signal_file.write_text("mid-epoch")
-                    time.sleep(600)
-                yield batch
-
-    def train_one_epoch(model, criterion, loader, *args, **kwargs):
-        epoch = args[4]
-        return real_train_one_epoch(model, criterion, StallingLoader(loader) if epoch == 1 else loader, *args, **kwargs)
-
-    swiftformer.train.train_one_epoch = train_one_epoch
-    sys.exit(main(sys.argv[2:]))
-    """
-)
+FAULT_INJECTION = str(Path(__file__).with_name("fault_injection.py"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,8 +52,9 @@ def _finish(process: subprocess.Popen, timeout: float = 240) -> None:
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = _swiftformer([*RUN, "--epochs", "2", "--output-dir", str(tmp_path / "reference")])
     run, signal_file = tmp_path / "crashed", tmp_path / "mid-epoch"
-    child = subprocess.Popen([sys.executable, "-c", CRASHING_CHILD, str(signal_file), *RUN, "--epochs", "2",
-                              "--output-dir", str(run)], env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, FAULT_INJECTION, "stall", str(signal_file), "1", "2", "--", *RUN,
+                              "--epochs", "2", "--output-dir", str(run)],
+                             env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not signal_file.exists():
         assert child.poll() is None, child.communicate()[1].decode()[-3000:]
