@@ -20,28 +20,16 @@ from torch import nn
 EPS = 1e-12  # F.normalize's default, the official code's
 
 
-def l2_normalize(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
-    """``F.normalize`` written with primitive ops (sum of squares, clamp, rsqrt, mul).
-
-    Same value as ``x / max(||x||, eps)``; every export backend (ONNX, Core ML including the Neural
-    Engine, ExecuTorch) lowers these ops, while ``ReduceL2``-style fused normalisation is not always taken.
-    """
-    return x * torch.rsqrt(x.pow(2).sum(dim, keepdim=True).clamp_min(eps * eps))
-
-
 def is_graph_capture() -> bool:
     """True while ``torch.export`` / ``torch.compile`` / ``torch.jit.trace`` records the forward."""
     return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def l2_normalize_(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
-    """In-place :func:`l2_normalize` for eager inference: two passes over ``x`` (norm, divide) instead of five.
+    """``F.normalize`` in place for eager inference: two passes over ``x`` (norm, divide) instead of four.
 
-    Under graph capture (export, compile, trace) it returns :func:`l2_normalize`, so every exported
-    graph holds only the primitive ops all backends take; the two forms agree to float rounding.
+    Same value as ``x / max(||x||, eps)``. A tensor that autograd tracks is left unchanged (a new one is returned).
     """
-    if is_graph_capture():
-        return l2_normalize(x, dim, eps)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
     return x / norm if x.requires_grad else x.div_(norm)  # autograd needs x unchanged
 
@@ -129,8 +117,10 @@ class FusedAdditiveAttention(nn.Module):
     def forward_exportable(self, x: torch.Tensor) -> torch.Tensor:
         """The same function from ops every export backend runs in its fast path (what graph capture sees).
 
-        Reductions are matrix products (XNNPACK delegates GEMMs, not ``sum``), no operand is 1-D (coremltools'
-        matmul rejects one), and nothing is expanded per image: ``out = q W_q + (G ⊙ k) W_k + b``.
+        L2 normalisations are ``x * rsqrt(clamp(sum(x²)))``: no ``l2_norm``-style op, which not every backend
+        (the Neural Engine) takes. Reductions are matrix products (XNNPACK delegates GEMMs, not ``sum``), no
+        operand is 1-D (coremltools' matmul rejects one), and nothing is expanded per image:
+        ``out = q W_q + (G ⊙ k) W_k + b``.
         """
         batch, tokens, dim = x.shape
         qk = F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim)
