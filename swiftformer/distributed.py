@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .errors import SwiftFormerError
+from .recipes import DIST_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
-# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
-# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
-DEFAULT_TIMEOUT_SECONDS = 600.0
-
-
-def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT_SECONDS) -> DistInfo:
+def init_distributed(device: str = "auto", timeout: float = DIST_TIMEOUT_SECONDS) -> DistInfo:
     """Join the process group ``torchrun`` describes (a single process without it).
 
     Every collective, and the rendezvous itself, raises after ``timeout`` seconds without the other ranks.

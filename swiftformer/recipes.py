@@ -18,6 +18,12 @@ import yaml
 from .errors import SwiftFormerError
 
 
+# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
+# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
+# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
+DIST_TIMEOUT_SECONDS = 600.0
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Defaults are the official SwiftFormer-XS recipe."""
@@ -73,7 +79,7 @@ class TrainConfig:
     teacher_checkpoint: str | None = None
     # speed and hardware
     device: str = "auto"
-    dist_timeout: float = 600.0  # seconds a rank waits for the others before failing (a dead or hung rank)
+    dist_timeout: float = DIST_TIMEOUT_SECONDS  # seconds a rank waits for the others before failing (a dead or hung rank)
     amp: str = "none"  # none, bf16, fp16
     channels_last: bool = False
     compile: bool = False

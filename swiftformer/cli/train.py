@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..recipes import DIST_TIMEOUT_SECONDS
+
 # flag -> TrainConfig field; only flags the user gives override the recipe
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--model": ("model", {"help": "variant (default: the recipe's)"}),
@@ -20,7 +22,7 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--num-classes": ("num_classes", {"type": int, "help": "default: the dataset's class count"}),
     "--device": ("device", {"help": "auto, cpu, cuda"}),
     "--dist-timeout": ("dist_timeout", {"type": float, "metavar": "SECONDS",
-                                        "help": "fail when other processes stay silent this long (default 600)"}),
+                                        "help": f"fail when other processes stay silent this long (default {DIST_TIMEOUT_SECONDS:g})"}),
     "--amp": ("amp", {"choices": ("none", "bf16", "fp16"), "help": "mixed precision"}),
     "--workers": ("workers", {"type": int, "help": "data-loading processes per training process"}),
     "--seed": ("seed", {"type": int}),
