@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import SwiftFormerError
+from .export import CHANNELS_LAST
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profile import count_macs, count_params
@@ -191,7 +192,7 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
     if backend == "eager":
         return torch_runner(model, x)
-    fused = fused_form(name, model, channels_last=backend != "onnxruntime")  # ONNX has no strides: NCHW
+    fused = fused_form(name, model, channels_last=CHANNELS_LAST["onnx"] if backend == "onnxruntime" else True)
     stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))
