@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import SwiftFormerError
-from .export import CHANNELS_LAST
+from .export import CHANNELS_LAST, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profile import count_macs, count_params
@@ -45,7 +45,9 @@ PEER_TOP1 = {
 }
 PEERS = tuple(f"timm/{name}" for name in PEER_TOP1)
 DEFAULT_MODELS = tuple(list_models()) + PEERS
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "executorch", "cuda")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch", "cuda")
+# The export format whose graph a backend runs (its feature-map layout: export.CHANNELS_LAST).
+FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}
 DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime")
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
@@ -148,12 +150,13 @@ def cuda_runner(model: nn.Module, x: torch.Tensor) -> Runner:
 
 
 def onnx_file(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
-    """Export ``model`` at ``x``'s shape; the dynamo exporter first, TorchScript-based for models it rejects."""
+    """Export ``model`` at ``x``'s shape as ``swiftformer export`` does; peers the dynamo exporter rejects go
+    through the TorchScript-based exporter."""
     try:
-        torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["image"], verbose=False)
+        return write_onnx(model, x, path)
     except Exception:  # noqa: BLE001 - any exporter failure falls back to the other exporter
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"], opset_version=17)
-    return path
+        return path
 
 
 def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
@@ -172,16 +175,21 @@ def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: i
     return _timed(lambda: session.run(None, feed))
 
 
+def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
+    """The ONNX graph converted to OpenVINO IR, compiled for this CPU in fp32 with ``threads`` threads."""
+    xml = write_openvino(onnx_file(model, x, path.with_suffix(".onnx")), path)
+    request = compile_openvino(xml, threads).create_infer_request()
+    feed = {0: x.numpy()}
+    return _timed(lambda: request.infer(feed))
+
+
 def executorch_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
-    """The model lowered to XNNPACK, run by the ExecuTorch runtime on ``threads`` threads."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    """The model lowered to XNNPACK as ``swiftformer export`` does, run by the ExecuTorch runtime on ``threads``
+    threads."""
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
 
-    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # XNNPACK wants NCHW constants
-    program = torch.export.export(model, (x,))
-    path.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    write_executorch(model, x, path)
     _unsafe_reset_threadpool(threads)
     method = Runtime.get().load_program(str(path)).load_method("forward")
     inputs = [x.contiguous()]
@@ -192,7 +200,7 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
     if backend == "eager":
         return torch_runner(model, x)
-    fused = fused_form(name, model, channels_last=CHANNELS_LAST["onnx"] if backend == "onnxruntime" else True)
+    fused = fused_form(name, model, channels_last=CHANNELS_LAST.get(FORMAT_OF.get(backend), True))
     stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))
@@ -200,6 +208,8 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
         return torch_runner(torch.compile(fused), x.contiguous(memory_format=torch.channels_last))
     if backend == "onnxruntime":
         return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads)
+    if backend == "openvino":
+        return openvino_runner(fused, x, workdir / f"{stem}.xml", threads)
     if backend == "executorch":
         return executorch_runner(fused, x, workdir / f"{stem}.pte", threads)
     if backend == "cuda":
@@ -219,6 +229,7 @@ def available_backends(requested: Iterable[str]) -> list[str]:
         "cuda": torch.cuda.is_available(),
         "executorch": importlib.util.find_spec("executorch") is not None,
         "onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+        "openvino": importlib.util.find_spec("openvino") is not None,
     }
     return [b for b in requested if usable.get(b, True)]
 

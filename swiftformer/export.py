@@ -3,15 +3,18 @@
     swiftformer export --model swiftformer_s --format onnx --out s.onnx --dynamic-batch
 
 Each format is written from the fused form (:func:`swiftformer.reparameterize`), then loaded back by its
-own runtime and compared with PyTorch on the same inputs: ONNX through ONNX Runtime, TorchScript through
-``torch.jit.load``, ExecuTorch by running the ``.pte`` (XNNPACK delegate) with the ExecuTorch runtime, Core ML
-by reading the ``.mlpackage`` back, validating its spec and MIL program, and predicting where Core ML runs
-(macOS only).
+own runtime and compared with PyTorch on the same inputs: ONNX through ONNX Runtime, OpenVINO IR (converted
+from that ONNX graph) through the OpenVINO CPU plugin, TorchScript through ``torch.jit.load``, ExecuTorch by
+running the ``.pte`` (XNNPACK delegate) with the ExecuTorch runtime, Core ML by reading the ``.mlpackage`` back,
+validating its spec and MIL program, and predicting where Core ML runs (macOS only).
+
+The ``write_*`` functions only write an artefact; ``swiftformer bench`` uses them to run the same graphs.
 """
 from __future__ import annotations
 
 import copy
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,15 +28,17 @@ from .errors import SwiftFormerError
 from .models.fused import set_layout
 from .models.fusion import FusedModel, reparameterize
 
-FORMATS = ("onnx", "coreml", "torchscript", "executorch")
-SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".pt", "executorch": ".pte"}
+FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch")
+SUFFIXES = {
+    "onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage", "torchscript": ".pt", "executorch": ".pte",
+}
 # Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
 MAX_DYNAMIC_BATCH = 64
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-# Feature-map layout of the fused graph per format. Formats without strides (ONNX, Core ML's MIL) would turn
-# every channels-last view into a real transpose: they get NCHW maps (ONNX Runtime: 10-23 % faster at batch 1,
-# README). PyTorch (TorchScript) and XNNPACK (ExecuTorch, NHWC natively) run the channels-last form best.
-CHANNELS_LAST = {"onnx": False, "coreml": False, "torchscript": True, "executorch": True}
+# Feature-map layout of the fused graph per format. Formats without strides (ONNX, OpenVINO IR, Core ML's MIL)
+# would turn every channels-last view into a real transpose: they get NCHW maps (ONNX Runtime: 10-23 % faster at
+# batch 1, README). PyTorch (TorchScript) and XNNPACK (ExecuTorch, NHWC natively) run the channels-last form best.
+CHANNELS_LAST = {"onnx": False, "openvino": False, "coreml": False, "torchscript": True, "executorch": True}
 
 
 class ExportCheckError(SwiftFormerError):
@@ -73,17 +78,56 @@ def _export_program(fused: nn.Module, example: torch.Tensor, dynamic_batch: bool
     return torch.export.export(fused, (example,), dynamic_shapes=_batch_dim(dynamic_batch))
 
 
-def _export_onnx(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+def write_onnx(model: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False) -> Path:
+    """``model`` at ``example``'s shape as ONNX (the dynamo exporter, optimised), checked by the ONNX checker."""
     import onnx
-    import onnxruntime as ort
 
     torch.onnx.export(
-        fused, (example,), str(out), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        model, (example,), str(out), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
         dynamic_shapes=_batch_dim(dynamic_batch), optimize=True, verbose=False, external_data=False,
     )
     onnx.checker.check_model(str(out), full_check=True)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return out
+
+
+def _export_onnx(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(write_onnx(fused, example, out, dynamic_batch)), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+
+def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> Path:
+    """The ONNX graph as OpenVINO IR (``out`` = ``.xml``, weights beside it in ``.bin``), weights kept in fp32.
+
+    A dynamic batch is bounded to 1..:data:`MAX_DYNAMIC_BATCH` like the other formats.
+    """
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    if dynamic_batch:
+        shape = model.input(0).get_partial_shape()
+        shape[0] = ov.Dimension(1, MAX_DYNAMIC_BATCH)
+        model.reshape({model.input(0): shape})
+    ov.save_model(model, str(out), compress_to_fp16=False)  # the default would halve the weights to fp16
+    return out
+
+
+def compile_openvino(path: Path, threads: int | None = None) -> object:
+    """The IR compiled for this CPU in fp32 (not the bf16 the plugin picks on CPUs with native bf16)."""
+    import openvino as ov
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def _export_openvino(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_openvino(write_onnx(fused, example, Path(tmp) / "model.onnx", dynamic_batch), out, dynamic_batch)
+    compiled = compile_openvino(out)
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
 
 
 def _export_torchscript(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
@@ -94,17 +138,22 @@ def _export_torchscript(fused: nn.Module, example: torch.Tensor, out: Path, dyna
     return lambda x: loaded(x)
 
 
-def _export_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+def write_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False) -> Path:
+    """``fused`` lowered to the XNNPACK delegate as an ExecuTorch ``.pte`` program."""
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
-        from executorch.runtime import Runtime
     except ImportError as error:
         raise SwiftFormerError(f"ExecuTorch export needs the executorch package ({error})") from None
     program = _export_program(_contiguous_copy(fused), example, dynamic_batch)
-    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
-    out.write_bytes(lowered.buffer)
-    method = Runtime.get().load_program(str(out)).load_method("forward")
+    out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    return out
+
+
+def _export_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(write_executorch(fused, example, out, dynamic_batch))).load_method("forward")
     return lambda x: method.execute([x.contiguous()])[0]
 
 
@@ -157,7 +206,7 @@ def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_b
 
 
 _EXPORTERS = {
-    "onnx": _export_onnx, "torchscript": _export_torchscript,
+    "onnx": _export_onnx, "openvino": _export_openvino, "torchscript": _export_torchscript,
     "executorch": _export_executorch, "coreml": _export_coreml,
 }
 

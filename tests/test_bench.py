@@ -91,6 +91,18 @@ def test_available_backends():
     assert bench.available_backends(["eager", "fused"]) == ["eager", "fused"]
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "executorch"])
+@pytest.mark.parametrize("name", ["swiftformer_xs", "timm/mobilevitv2_050"])
+def test_deployment_backends_write_and_time_their_artefact(name, backend, tmp_path):
+    if backend not in bench.available_backends([backend]):
+        pytest.skip(f"the {backend} package is not installed")
+    model, x = bench.build_model(name), torch.randn(1, 3, 64, 64)
+    run = bench.build_runner(name, model, backend, x, tmp_path, threads=1)
+    assert 0.0 < run() < 60.0
+    suffix = {"onnxruntime": ".onnx", "openvino": ".xml", "executorch": ".pte"}[backend]
+    assert [p.suffix for p in tmp_path.iterdir() if p.suffix == suffix] == [suffix]
+
+
 def test_summary_compares_with_timm_peers_and_the_matmul_rate():
     result = BenchResult(
         [

@@ -57,6 +57,27 @@ def test_torchscript_matches_the_unfused_model(name, tmp_path):
     assert (got - unfused_logits(name, 2)).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["swiftformer_xs", "swiftformer_l3"])
+def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
+    """XS with a dynamic batch (run at 1 and 5 images), L3 at batch 2; the IR keeps every weight in fp32."""
+    import openvino as ov
+
+    from swiftformer.export import compile_openvino
+
+    dynamic = name == "swiftformer_xs"
+    result = export_model(
+        randomized(name), "openvino", tmp_path / f"{name}.xml", batch=2, dynamic_batch=dynamic, img_size=IMG_SIZE
+    )
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    assert result.path.with_suffix(".bin").is_file()
+    constants = [op for op in ov.Core().read_model(str(result.path)).get_ops() if op.get_type_name() == "Constant"]
+    assert {op.get_element_type() for op in constants if op.get_element_type().is_real()} == {ov.Type.f32}
+    compiled = compile_openvino(result.path, threads=1)
+    for batch in (1, 5) if dynamic else (2,):
+        got = compiled(check_inputs(batch, IMG_SIZE, seed=1).numpy())[0]
+        assert np.abs(got - unfused_logits(name, batch).numpy()).max() <= 1e-4
+
+
 def test_coreml_mlprogram_converts_and_its_spec_validates(tmp_path):
     import coremltools as ct
 

@@ -1,4 +1,5 @@
-"""``swiftformer export``: the fused model as ONNX, Core ML, TorchScript or ExecuTorch, checked against PyTorch.
+"""``swiftformer export``: the fused model as ONNX, OpenVINO IR, Core ML, TorchScript or ExecuTorch, checked against
+PyTorch.
 
     swiftformer export --model swiftformer_s --checkpoint s.safetensors --format onnx --out s.onnx
     swiftformer export --model swiftformer_xs --format executorch --out xs.pte --dynamic-batch
@@ -9,7 +10,7 @@ import argparse
 import logging
 
 # Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
-CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "coremltools", "executorch")
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltools", "executorch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="weights (official, timm, Hugging Face or native)")
     parser.add_argument("--attention", default="additive", help="token mixer the checkpoint was trained with")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--out", required=True, help="output file (.onnx, .mlpackage, .pt, .pte)")
+    parser.add_argument("--out", required=True, help="output file (.onnx, .xml for OpenVINO IR with its .bin beside it, .mlpackage, .pt, .pte)")
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=1, help="fixed batch size of the artefact (default 1)")
     batch.add_argument(
