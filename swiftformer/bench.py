@@ -205,7 +205,9 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))
     if backend == "compile":
-        return torch_runner(torch.compile(fused), x.contiguous(memory_format=torch.channels_last))
+        # Inductor's CPU inference mode: weights frozen into the graph as constants, convolution weights
+        # pre-packed for oneDNN, element-wise work fused into their epilogues.
+        return torch_runner(torch.compile(fused, options={"freezing": True}), x.contiguous(memory_format=torch.channels_last))
     if backend == "onnxruntime":
         return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads)
     if backend == "openvino":

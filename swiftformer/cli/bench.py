@@ -1,7 +1,7 @@
 """``swiftformer bench``: latency/throughput of SwiftFormer and its peers per backend, or attention scaling.
 
     swiftformer bench --threads 2 --batch 32 --json bench.json --csv bench.csv --plot latency_vs_top1.png
-    swiftformer bench --models swiftformer_s,timm/mobilevitv2_100 --backends fused,onnxruntime,executorch
+    swiftformer bench --models swiftformer_s,timm/mobilevitv2_100 --backends fused,onnxruntime,openvino,executorch
     swiftformer bench --attention --plot attention_scaling.png
 """
 from __future__ import annotations
