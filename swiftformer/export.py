@@ -17,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from .data_config import check_image_size
 from .errors import SwiftFormerError
 from .models.fused import set_layout
 from .models.fusion import FusedModel, reparameterize
+
+if TYPE_CHECKING:
+    import openvino
 
 FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch")
 SUFFIXES = {
@@ -97,13 +100,20 @@ def _export_onnx(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_bat
     return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
 
 
+def _openvino():
+    try:
+        import openvino
+    except ImportError as error:
+        raise SwiftFormerError(f"OpenVINO export needs the openvino package: pip install 'swiftformer[export]' ({error})") from None
+    return openvino
+
+
 def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> Path:
     """The ONNX graph as OpenVINO IR (``out`` = ``.xml``, weights beside it in ``.bin``), weights kept in fp32.
 
     A dynamic batch is bounded to 1..:data:`MAX_DYNAMIC_BATCH` like the other formats.
     """
-    import openvino as ov
-
+    ov = _openvino()
     model = ov.convert_model(str(onnx_path))
     if dynamic_batch:
         shape = model.input(0).get_partial_shape()
@@ -113,10 +123,9 @@ def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> P
     return out
 
 
-def compile_openvino(path: Path, threads: int | None = None) -> object:
+def compile_openvino(path: Path, threads: int | None = None) -> openvino.CompiledModel:
     """The IR compiled for this CPU in fp32 (not the bf16 the plugin picks on CPUs with native bf16)."""
-    import openvino as ov
-
+    ov = _openvino()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 import pytest
@@ -76,6 +77,14 @@ def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
     for batch in (1, 5) if dynamic else (2,):
         got = compiled(check_inputs(batch, IMG_SIZE, seed=1).numpy())[0]
         assert np.abs(got - unfused_logits(name, batch).numpy()).max() <= 1e-4
+
+
+def test_openvino_missing_is_a_user_error(tmp_path, monkeypatch):
+    from swiftformer.export import write_openvino
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(SwiftFormerError, match="needs the openvino package"):
+        write_openvino(tmp_path / "xs.onnx", tmp_path / "xs.xml")
 
 
 def test_coreml_mlprogram_converts_and_its_spec_validates(tmp_path):
