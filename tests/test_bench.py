@@ -91,8 +91,12 @@ def test_available_backends():
     assert bench.available_backends(["eager", "fused"]) == ["eager", "fused"]
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "executorch"])
-@pytest.mark.parametrize("name", ["swiftformer_xs", "timm/mobilevitv2_050"])
+# Every deployment runner on ours and on a peer; ExecuTorch only on the peer (the .pte of ours: test_export.py).
+@pytest.mark.parametrize(
+    ("name", "backend"),
+    [(name, backend) for name in ("swiftformer_xs", "timm/mobilevitv2_050") for backend in ("onnxruntime", "openvino")]
+    + [("timm/mobilevitv2_050", "executorch")],
+)
 def test_deployment_backends_write_and_time_their_artefact(name, backend, tmp_path):
     if backend not in bench.available_backends([backend]):
         pytest.skip(f"the {backend} package is not installed")
