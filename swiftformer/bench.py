@@ -48,7 +48,8 @@ DEFAULT_MODELS = tuple(list_models()) + PEERS
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch", "cuda")
 # The export format whose graph a backend runs (its feature-map layout: export.CHANNELS_LAST).
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}
-DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime")
+# Those that build in seconds per model (compile and executorch take up to minutes); uninstalled ones are skipped.
+DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime", "openvino")
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
 
