@@ -49,6 +49,14 @@ class FaultyLoader:
             yield item
 
 
+def command(
+    fault: str, marker: Path, epoch: int, batch: int, swiftformer_args: list[str], rank: int | None = None
+) -> list[str]:
+    """The argv of a process that runs ``swiftformer SWIFTFORMER_ARGS`` with ``fault`` injected as described above."""
+    rank_args = [] if rank is None else ["--rank", str(rank)]
+    return [sys.executable, __file__, fault, str(marker), str(epoch), str(batch), *rank_args, "--", *swiftformer_args]
+
+
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fault", choices=FAULTS)

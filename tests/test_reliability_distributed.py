@@ -7,16 +7,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from . import fault_injection
+
 pytestmark = pytest.mark.slow
 
 # Each rank trains a tiny run; rank 1 writes the fault file, then kills or stops itself at its second batch.
-FAULT_INJECTION = str(Path(__file__).with_name("fault_injection.py"))
 TRAIN = ["train", "--config", "demo_digits", "--dataset", "digits", "--img-size", "32", "--batch-size", "4",
          "--epochs", "1", "--workers", "0", "--no-progress", "--device", "cpu",
          "--set", "train_subset=32", "--set", "val_subset=8"]
@@ -37,9 +37,10 @@ def test_the_surviving_rank_exits_with_an_error_in_bounded_time(fault, tmp_path:
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        injected = "kill" if fault == "dies" else "stop"
-        argv = [sys.executable, FAULT_INJECTION, injected, str(fault_file), "0", "1", "--rank", "1", "--",
-                *TRAIN, "--output-dir", str(tmp_path / "run"), "--dist-timeout", str(DIST_TIMEOUT)]
+        argv = fault_injection.command(
+            "kill" if fault == "dies" else "stop", fault_file, 0, 1,
+            [*TRAIN, "--output-dir", str(tmp_path / "run"), "--dist-timeout", str(DIST_TIMEOUT)], rank=1,
+        )
         ranks.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     survivor, faulty = ranks
     try:

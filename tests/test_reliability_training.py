@@ -23,6 +23,8 @@ import swiftformer.train
 from swiftformer.checkpoint import safe_torch_load
 from swiftformer.cli import main
 
+from . import fault_injection
+
 pytestmark = pytest.mark.slow
 
 # 24 digits, batch 8: 3 updates per epoch; EMA on, so its state must survive the crash as well.
@@ -31,9 +33,6 @@ RUN = ["train", "--config", "demo_digits", "--dataset", "digits", "--img-size", 
        "--set", "train_subset=24", "--set", "val_subset=8", "--set", "warmup_epochs=1"]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
-# A training process that reports when it is inside epoch 2 (after its second batch) and then waits there,
-# so the parent can kill it at a known point mid-epoch.
-FAULT_INJECTION = str(Path(__file__).with_name("fault_injection.py"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,9 +51,9 @@ def _finish(process: subprocess.Popen, timeout: float = 240) -> None:
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = _swiftformer([*RUN, "--epochs", "2", "--output-dir", str(tmp_path / "reference")])
     run, signal_file = tmp_path / "crashed", tmp_path / "mid-epoch"
-    child = subprocess.Popen([sys.executable, FAULT_INJECTION, "stall", str(signal_file), "1", "2", "--", *RUN,
-                              "--epochs", "2", "--output-dir", str(run)],
-                             env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The child reports when it is inside epoch 2 (after its second batch) and waits there, to be killed mid-epoch.
+    argv = fault_injection.command("stall", signal_file, 1, 2, [*RUN, "--epochs", "2", "--output-dir", str(run)])
+    child = subprocess.Popen(argv, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not signal_file.exists():
         assert child.poll() is None, child.communicate()[1].decode()[-3000:]
