@@ -44,14 +44,15 @@ class FusedBlock(nn.Module):
 
 
 def set_layout(model: nn.Module, channels_last: bool) -> nn.Module:
-    """Switch every fused block of ``model`` to ``(B, H, W, C)`` maps or to NCHW maps; returns ``model``.
+    """Switch every fused block of ``model`` to ``(B, H, W, C)`` maps or to NCHW maps, and its conv weights to
+    the matching memory format; returns ``model``.
 
     Both layouts compute the same function from the same weights; only the order of the ops' axes differs.
     """
     for module in model.modules():
         if isinstance(module, FusedBlock):
             module.channels_last = channels_last
-    return model
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:

@@ -104,7 +104,6 @@ def reparameterize(model: nn.Module, channels_last: bool = True) -> FusedModel:
     if not hasattr(model, "reparameterize"):
         raise TypeError(f"{type(model).__name__} has no reparameterize(): not a SwiftFormer model")
     body = set_layout(copy.deepcopy(model).eval().reparameterize(), channels_last)
-    body = body.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     for parameter in body.parameters():
         parameter.requires_grad_(False)
     return FusedModel(body, dict(getattr(model, "pretrained_cfg", {}))).eval()
