@@ -66,7 +66,7 @@ def main() -> None:
     tuned = not args.default_malloc and tune_malloc()
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, batch 1, {args.img_size}px, "
           f"median of {args.rounds} interleaved rounds x {args.iters} calls, {describe_allocator(tuned)}")
-    print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
+    print("| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
         ms = bench_variant(name, args.img_size, args.rounds, args.iters)

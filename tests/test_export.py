@@ -11,7 +11,7 @@ import torch
 import swiftformer
 from swiftformer.cli import main
 from swiftformer.errors import SwiftFormerError
-from swiftformer.export import ExportCheckError, check_inputs, export_model
+from swiftformer.export import ExportCheckError, check_inputs, compile_openvino, export_model, write_openvino
 
 from .conftest import VARIANT_NAMES, randomize
 
@@ -63,8 +63,6 @@ def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
     """XS with a dynamic batch (run at 1 and 5 images), L3 at batch 2; the IR keeps every weight in fp32."""
     import openvino as ov
 
-    from swiftformer.export import compile_openvino
-
     dynamic = name == "swiftformer_xs"
     result = export_model(
         randomized(name), "openvino", tmp_path / f"{name}.xml", batch=2, dynamic_batch=dynamic, img_size=IMG_SIZE
@@ -80,8 +78,6 @@ def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
 
 
 def test_openvino_missing_is_a_user_error(tmp_path, monkeypatch):
-    from swiftformer.export import write_openvino
-
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(SwiftFormerError, match="needs the openvino package"):
         write_openvino(tmp_path / "xs.onnx", tmp_path / "xs.xml")
