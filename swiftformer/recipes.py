@@ -81,7 +81,7 @@ class TrainConfig:
     device: str = "auto"
     dist_timeout: float = DIST_TIMEOUT_SECONDS  # seconds a rank waits for the others before failing (a dead or hung rank)
     amp: str = "none"  # none, bf16, fp16
-    channels_last: bool = False
+    channels_last: bool = True  # same math; 1x1 convolutions run as GEMMs (models.swiftformer.PointwiseConv2d)
     compile: bool = False
     grad_checkpointing: bool = False
     # run

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VARIANT_NAMES = ["swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"]
@@ -33,6 +34,18 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             module.weight.copy_(0.5 + torch.rand(module.num_features, generator=generator))
             module.bias.copy_(0.1 * torch.randn(module.num_features, generator=generator))
     return model.eval()
+
+
+class OpRecorder(TorchDispatchMode):
+    """Names of the ATen operators run inside the ``with`` block, e.g. ``aten.addmm.default``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture

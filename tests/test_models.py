@@ -4,9 +4,10 @@ import torch
 
 import swiftformer
 from swiftformer.models import build_attention
+from swiftformer.models.swiftformer import PointwiseConv2d
 from swiftformer.profile import count_macs, count_params
 
-from .conftest import VARIANT_NAMES, randomize
+from .conftest import VARIANT_NAMES, OpRecorder, randomize
 
 EXPECTED_PARAMS = {
     "swiftformer_xs": 3_475_360,
@@ -115,6 +116,41 @@ def test_gradient_checkpointing_gives_same_gradients():
     model.set_grad_checkpointing(True)
     for a, b in zip(plain, grads()):
         torch.testing.assert_close(a, b)
+
+
+def test_pointwise_conv_is_one_matrix_product_on_channels_last_maps():
+    conv = PointwiseConv2d(8, 16)
+    x = torch.randn(2, 8, 5, 7)
+    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+    with OpRecorder() as ops:
+        out = conv(x.contiguous(memory_format=torch.channels_last))
+    assert "aten.addmm.default" in ops.names and not any("convolution" in name for name in ops.names)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected)
+    with OpRecorder() as ops:
+        torch.testing.assert_close(conv(x), expected)
+    assert any("convolution" in name for name in ops.names)
+
+
+def test_channels_last_training_gives_the_same_gradients():
+    """The channels-last step (1x1 convolutions as GEMMs) computes what the NCHW step does."""
+    torch.manual_seed(0)
+    model = randomize(swiftformer.create_model("swiftformer_xs", num_classes=5)).double().train()
+    images = torch.randn(2, 3, 64, 96, dtype=torch.double)
+    weights = torch.randn(2, 5, dtype=torch.double)
+
+    def gradients(memory_format):
+        model.zero_grad()
+        model.to(memory_format=memory_format)
+        loss = (model(images.contiguous(memory_format=memory_format)) * weights).sum()
+        loss.backward()
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = gradients(torch.contiguous_format)
+    loss_cl, grads_cl = gradients(torch.channels_last)
+    torch.testing.assert_close(loss_cl, loss)
+    for a, b in zip(grads_cl, grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_drop_path_only_in_training():

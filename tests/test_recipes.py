@@ -83,10 +83,12 @@ def test_cli_flags_override_the_recipe_and_set_overrides_flags():
     from swiftformer.cli.train import resolve_config
 
     args = build_parser().parse_args(
-        ["train", "--model", "swiftformer_l1", "--epochs", "7", "--lr", "0.01", "--channels-last", "--set", "lr=0.02"]
+        ["train", "--model", "swiftformer_l1", "--epochs", "7", "--lr", "0.01", "--no-channels-last", "--compile",
+         "--set", "lr=0.02"]
     )
     config = resolve_config(args)
     assert config.model == "swiftformer_l1" and config.mixup == 0.8  # the L1 recipe was picked from --model
-    assert config.epochs == 7 and config.channels_last is True and config.lr == 0.02
+    assert config.epochs == 7 and config.lr == 0.02
+    assert config.channels_last is False and config.compile is True  # switches turn recipe values off and on
     assert config.batch_size == 128  # untouched recipe values stay
     assert isinstance(args, argparse.Namespace)

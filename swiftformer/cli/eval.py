@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
-    from ..engine import evaluate
+    from ..engine import evaluate, memory_format
     from ..inference import load_model, run_config
 
     dist_info = init_distributed(args.device)
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
             raise DataError(f"the data has {len(class_names)} classes, the model predicts {loaded.model.num_classes}")
         loader = eval_loader(dataset, config.batch_size, config.workers, dist_info, config.skip_bad_images)
-        model = loaded.model.to(dist_info.device)
-        result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp)
+        model = loaded.model.to(dist_info.device, memory_format=memory_format(channels_last=True))
+        result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp, channels_last=True)
     finally:
         cleanup()
     if not dist_info.is_main:

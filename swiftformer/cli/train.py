@@ -34,10 +34,11 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
 SWITCHES = {
     "--download": ("download", "fetch CIFAR-10 through torchvision"),
     "--skip-bad-images": ("skip_bad_images", "leave unreadable images out (each logged, counted per epoch) instead of stopping"),
-    "--channels-last": ("channels_last", "channels-last memory format (faster convolutions)"),
+    "--channels-last": ("channels_last", "channels-last memory format: 1x1 convolutions as GEMMs (default: on)"),
     "--compile": ("compile", "torch.compile the training model"),
     "--grad-checkpointing": ("grad_checkpointing", "recompute activations in backward to save memory"),
     "--tensorboard": ("tensorboard", "also write TensorBoard scalars to RUN/tensorboard"),
+    "--progress": ("progress", "progress bars (default: on)"),
 }
 
 
@@ -47,8 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (dest, options) in FLAGS.items():
         parser.add_argument(flag, dest=dest, default=None, **options)
     for flag, (dest, help_text) in SWITCHES.items():
-        parser.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+        parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe key, e.g. --set mixup=0.8 --set auto_augment=null (repeatable)")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -74,6 +75,24 @@ class LayerScale2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """1×1 convolution that runs as one matrix product over the channel axis on channels-last maps.
+
+    Same parameters and result as ``nn.Conv2d(in, out, 1)``. On a channels-last map the ``(B, H, W, C)``
+    view is contiguous, so the convolution is ``F.linear`` on it: a single GEMM forward and backward,
+    where oneDNN's 1×1 convolution is slower, most in the backward pass (``benchmarks/bench_train.py``).
+    Contiguous NCHW maps take the convolution.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__(in_chans, out_chans, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
 class DropPath(nn.Module):
@@ -138,9 +157,9 @@ class ConvEncoder(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm = nn.BatchNorm2d(dim)
-        self.pwconv1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.pwconv1 = PointwiseConv2d(dim, hidden_dim)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.pwconv2 = PointwiseConv2d(hidden_dim, dim)
         self.layer_scale = LayerScale2d(dim, layer_scale_init)
         self.drop_path = drop_path_or_identity(drop_path)
 
@@ -162,9 +181,9 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(dim)
-        self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
+        self.fc1 = PointwiseConv2d(dim, hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_dim, dim, 1)
+        self.fc2 = PointwiseConv2d(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
