@@ -164,10 +164,10 @@ def main() -> None:
     baseline = statistics.median(results["timm baseline"])
     print(f"\nSwiftFormer-XS training step, batch {BATCH} at {IMG_SIZE}x{IMG_SIZE}, {THREADS} threads, "
           f"median of {args.rounds} rounds x {args.steps} steps")
-    print(f"{'configuration':<30}{'images/s':>10}{'speed-up':>10}")
+    print(f"{'configuration':<34}{'images/s':>10}{'speed-up':>10}")
     for name, values in results.items():
         median = statistics.median(values)
-        print(f"{name:<30}{median:>10.1f}{median / baseline:>9.2f}x")
+        print(f"{name:<34}{median:>10.1f}{median / baseline:>9.2f}x")
 
 
 if __name__ == "__main__":
