@@ -4,7 +4,7 @@ import torch
 
 import swiftformer
 from swiftformer.models import build_attention
-from swiftformer.models.swiftformer import PointwiseConv2d
+from swiftformer.models.swiftformer import PointwiseConv2d, elementwise
 from swiftformer.profile import count_macs, count_params
 
 from .conftest import VARIANT_NAMES, OpRecorder, randomize
@@ -130,6 +130,19 @@ def test_pointwise_conv_is_one_matrix_product_on_channels_last_maps():
     with OpRecorder() as ops:
         torch.testing.assert_close(conv(x), expected)
     assert any("convolution" in name for name in ops.names)
+
+
+def test_elementwise_runs_on_the_contiguous_view_of_channels_last_maps():
+    seen = []
+
+    def gelu(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.is_contiguous())
+        return torch.nn.functional.gelu(t)
+
+    x = torch.randn(2, 6, 5, 7)
+    out = elementwise(gelu, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, torch.nn.functional.gelu(x))
+    assert out.is_contiguous(memory_format=torch.channels_last) and seen == [True]
 
 
 def test_channels_last_training_gives_the_same_gradients():
