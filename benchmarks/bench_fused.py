@@ -6,7 +6,8 @@ Each round times every implementation once (a median of ``--iters`` calls) in an
 a change of machine load hits all of them alike; the table reports the median over rounds and the
 speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` command tunes it
 (:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
-measures with glibc defaults.
+measures with glibc defaults; ``--split-ablation`` adds the fused model with every MLP as one GEMM pair
+(``SPLIT_MLP_MAX_TOKENS = 0``: no per-thread hidden-channel groups on small maps).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 import swiftformer
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.convert import from_native
+from swiftformer.models import fused as fused_blocks
 
 
 def time_call(fn, x: torch.Tensor, iters: int) -> float:
@@ -32,13 +34,26 @@ def time_call(fn, x: torch.Tensor, iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def bench_variant(name: str, img_size: int, rounds: int, iters: int) -> dict[str, float]:
+def without_split(model: torch.nn.Module):
+    """``model`` called with every fused MLP as one GEMM pair (no hidden-channel groups per thread)."""
+    def call(x: torch.Tensor) -> torch.Tensor:
+        saved, fused_blocks.SPLIT_MLP_MAX_TOKENS = fused_blocks.SPLIT_MLP_MAX_TOKENS, 0
+        try:
+            return model(x)
+        finally:
+            fused_blocks.SPLIT_MLP_MAX_TOKENS = saved
+    return call
+
+
+def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablation: bool) -> dict[str, float]:
     ours = swiftformer.create_model(name).eval()
     theirs = timm.create_model(name).eval()
     theirs.load_state_dict(from_native(ours.state_dict(), "timm"))
     fused = swiftformer.reparameterize(ours)
     x = torch.randn(1, 3, img_size, img_size)
     impls = {"timm": theirs, "eager": ours, "fused": fused}
+    if split_ablation:
+        impls["fused, no split"] = without_split(fused)
     with torch.inference_mode():
         reference = theirs(x)
         for label, model in impls.items():
@@ -61,17 +76,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
+    parser.add_argument("--split-ablation", action="store_true", help="also time the fused model without split MLPs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = not args.default_malloc and tune_malloc()
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, batch 1, {args.img_size}px, "
           f"median of {args.rounds} interleaved rounds x {args.iters} calls, {describe_allocator(tuned)}")
-    print("| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
-    print("|---|---:|---:|---:|---:|---:|")
+    ablation = " fused, no split (ms) | no split vs timm |" if args.split_ablation else ""
+    print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |{ablation}")
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.split_ablation else ""))
     for name in args.models.split(","):
-        ms = bench_variant(name, args.img_size, args.rounds, args.iters)
-        print(f"| {name} | {ms['timm']:.2f} | {ms['eager']:.2f} | {ms['fused']:.2f} | "
-              f"{ms['timm'] / ms['eager']:.2f}x | {ms['timm'] / ms['fused']:.2f}x |", flush=True)
+        ms = bench_variant(name, args.img_size, args.rounds, args.iters, args.split_ablation)
+        row = (f"| {name} | {ms['timm']:.2f} | {ms['eager']:.2f} | {ms['fused']:.2f} | "
+               f"{ms['timm'] / ms['eager']:.2f}x | {ms['timm'] / ms['fused']:.2f}x |")
+        if args.split_ablation:
+            row += f" {ms['fused, no split']:.2f} | {ms['timm'] / ms['fused, no split']:.2f}x |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import swiftformer
+from swiftformer.models import fused
 from swiftformer.models.fused import FusedConvEncoder, FusedHead, FusedSwiftFormerEncoder
 
-from .conftest import VARIANT_NAMES, randomize
+from .conftest import VARIANT_NAMES, OpRecorder, randomize
 
 
 @functools.lru_cache(maxsize=2)
@@ -59,3 +60,30 @@ def test_fused_model_without_distillation_head():
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         assert (swiftformer.reparameterize(model)(x) - model(x)).abs().max() <= 1e-4
+
+
+@pytest.fixture
+def threads():
+    """Set the intra-op thread count for one test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("num_threads,groups", [(2, 2), (3, 2), (4, 4)])
+def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, groups):
+    """Below SPLIT_MLP_MAX_TOKENS an MLP runs as one hidden-channel group per thread (a group count that
+    divides the hidden width), with the same result as the single GEMM; larger maps keep the single GEMM."""
+    threads(num_threads)
+    block = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs"))).body[1][3].blocks[0]
+    fc1, fc2 = block.fc1, block.fc2  # 220 -> 880 -> 220: 880 is not divisible by 3
+    generator = torch.Generator().manual_seed(3)
+    for tokens, split in ((7, True), (fused.SPLIT_MLP_MAX_TOKENS + 1, False)):
+        x, residual = (torch.randn(1, tokens, 1, 220, generator=generator) for _ in range(2))
+        with torch.no_grad():
+            expected = residual + fc2(torch.nn.functional.gelu(fc1(x)))
+            with OpRecorder() as ops:
+                out = block.add_mlp(residual, x, fc1, fc2)
+        assert fused._hidden_groups(x, fc1) == (groups if split else 1)
+        assert ("aten.bmm.default" in ops.names) == split
+        assert (out - expected).abs().max() <= 1e-5

@@ -42,6 +42,14 @@ class FusedBlock(nn.Module):
             return _add_linear(residual, x, linear)
         return residual + self.pointwise(linear, x)
 
+    def add_mlp(self, residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
+        """``residual + fc2(gelu(fc1(x)))``, with the 1×1 convs as ``pointwise`` layers."""
+        if self.channels_last and not is_graph_capture():
+            groups = _hidden_groups(x, fc1)
+            if groups > 1:
+                return _add_split_mlp(residual, x, fc1, fc2, groups)
+        return self.add_pointwise(residual, F.gelu(self.pointwise(fc1, x)), fc2)
+
 
 def set_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     """Switch every fused block of ``model`` to ``(B, H, W, C)`` maps or to NCHW maps, and its conv weights to
@@ -63,6 +71,35 @@ def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> t
     it would leave an ``addmm`` with a full-size accumulator to the slow portable kernels."""
     out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
     return out.add_(linear.bias).view(residual.shape)
+
+
+# An MLP on at most this many tokens (stages 3 and 4 at batch 1) runs as one group of hidden channels per
+# thread: MKL runs GEMMs this small (M = 49 or 196 rows) below its rate on larger ones, and as a batch of
+# independent per-thread GEMMs they run a little faster (SwiftFormer-L3, batch 1, 2 threads: 2-4 % of the
+# whole forward pass; `benchmarks/bench_fused.py --split-ablation`). Larger maps keep the single GEMM.
+SPLIT_MLP_MAX_TOKENS = 256
+
+
+def _hidden_groups(x: torch.Tensor, fc1: nn.Linear) -> int:
+    """How many hidden-channel groups to split an MLP over ``x`` into (1: do not split)."""
+    threads = torch.get_num_threads()
+    if threads < 2 or x.numel() // x.shape[-1] > SPLIT_MLP_MAX_TOKENS:
+        return 1
+    return next(g for g in range(threads, 0, -1) if fc1.out_features % g == 0)
+
+
+def _add_split_mlp(residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, groups: int) -> torch.Tensor:
+    """``residual + fc2(gelu(fc1(x)))`` as ``groups`` independent MLPs over slices of the hidden channels,
+    run as batched GEMMs (one per thread), whose outputs are summed. The weights are only viewed, not copied."""
+    channels, hidden, out_channels = x.shape[-1], fc1.out_features // groups, fc2.out_features
+    tokens = x.reshape(1, -1, channels).expand(groups, -1, -1)
+    w1 = fc1.weight.view(groups, hidden, channels).transpose(1, 2)
+    h = F.gelu(torch.baddbmm(fc1.bias.view(groups, 1, hidden), tokens, w1))
+    partial = torch.bmm(h, fc2.weight.t().view(groups, hidden, out_channels))
+    out = residual.reshape(-1, out_channels) + fc2.bias
+    for part in partial.unbind(0):
+        out.add_(part)
+    return out.view(residual.shape)
 
 
 class FusedStem(FusedBlock):
@@ -98,7 +135,7 @@ class FusedConvEncoder(FusedBlock):
         self.dwconv, self.fc1, self.fc2 = dwconv, fc1, fc2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_pointwise(x, F.gelu(self.pointwise(self.fc1, self.conv(self.dwconv, x))), self.fc2)
+        return self.add_mlp(x, self.conv(self.dwconv, x), self.fc1, self.fc2)
 
 
 class FusedSwiftFormerEncoder(FusedBlock):
@@ -117,7 +154,7 @@ class FusedSwiftFormerEncoder(FusedBlock):
             batch, channels, height, width = x.shape
             tokens = x.flatten(2).transpose(1, 2)
             x = x + self.attn(tokens).transpose(1, 2).reshape(batch, channels, height, width)
-        return self.add_pointwise(x, F.gelu(self.pointwise(self.fc1, x)), self.fc2)
+        return self.add_mlp(x, x, self.fc1, self.fc2)
 
 
 class FusedHead(FusedBlock):
