@@ -7,7 +7,8 @@ a change of machine load hits all of them alike; the table reports the median ov
 speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` command tunes it
 (:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
 measures with glibc defaults; ``--split-ablation`` adds the fused model with every MLP as one GEMM pair
-(``SPLIT_MLP_MAX_TOKENS = 0``: no per-thread hidden-channel groups on small maps).
+(``SPLIT_MLP_MAX_TOKENS = 0``: no per-thread hidden-channel groups on small maps); ``--stages`` times timm and
+the fused model stage by stage (minimum over interleaved passes), to show where the time goes.
 """
 from __future__ import annotations
 
@@ -68,6 +69,31 @@ def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablat
     return {label: statistics.median(values) for label, values in samples.items()}
 
 
+def stage_times(name: str, img_size: int, passes: int) -> list[tuple[str, float, float]]:
+    """(stage, timm ms, fused ms) for stem, the four stages and the head: minimum over ``passes`` interleaved passes."""
+    ours = swiftformer.create_model(name).eval()
+    theirs = timm.create_model(name).eval()
+    theirs.load_state_dict(from_native(ours.state_dict(), "timm"))
+    body = swiftformer.reparameterize(ours).body
+    parts = {
+        "timm": [theirs.stem, *theirs.stages, lambda x: theirs.forward_head(theirs.norm(x))],
+        "fused": [body[0], *body[1], body[2]],
+    }
+    x = torch.randn(1, 3, img_size, img_size)
+    best = {label: [float("inf")] * len(stages) for label, stages in parts.items()}
+    with torch.inference_mode():
+        for index in range(passes + 3):  # the first 3 passes warm up
+            for label in (list(parts) if index % 2 == 0 else list(reversed(parts))):
+                y = x
+                for stage_index, stage in enumerate(parts[label]):
+                    start = time.perf_counter()
+                    y = stage(y)
+                    if index >= 3:
+                        best[label][stage_index] = min(best[label][stage_index], (time.perf_counter() - start) * 1e3)
+    names = ["stem", "stage 1", "stage 2", "stage 3", "stage 4", "head"]
+    return [(stage, best["timm"][i], best["fused"][i]) for i, stage in enumerate(names)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(swiftformer.list_models()))
@@ -77,11 +103,22 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
     parser.add_argument("--split-ablation", action="store_true", help="also time the fused model without split MLPs")
+    parser.add_argument("--stages", type=int, default=0, metavar="PASSES",
+                        help="instead, time timm and fused stage by stage over PASSES passes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = not args.default_malloc and tune_malloc()
+    timing = (f"minimum of {args.stages} interleaved passes per stage" if args.stages
+              else f"median of {args.rounds} interleaved rounds x {args.iters} calls")
     print(f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, batch 1, {args.img_size}px, "
-          f"median of {args.rounds} interleaved rounds x {args.iters} calls, {describe_allocator(tuned)}")
+          f"{timing}, {describe_allocator(tuned)}")
+    if args.stages:
+        for name in args.models.split(","):
+            print(f"| {name} | timm (ms) | fused (ms) | fused vs timm |\n|---|---:|---:|---:|")
+            rows = stage_times(name, args.img_size, args.stages)
+            for stage, theirs_ms, fused_ms in rows + [("sum", sum(r[1] for r in rows), sum(r[2] for r in rows))]:
+                print(f"| {stage} | {theirs_ms:.2f} | {fused_ms:.2f} | {theirs_ms / fused_ms:.2f}x |", flush=True)
+        return
     ablation = " fused, no split (ms) | no split vs timm |" if args.split_ablation else ""
     print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |{ablation}")
     print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.split_ablation else ""))

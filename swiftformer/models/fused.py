@@ -75,7 +75,7 @@ def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> t
 
 # An MLP on at most this many tokens (stages 3 and 4 at batch 1) runs as one group of hidden channels per
 # thread: MKL runs GEMMs this small (M = 49 or 196 rows) below its rate on larger ones, and as a batch of
-# independent per-thread GEMMs they run a little faster (SwiftFormer-L3, batch 1, 2 threads: 2-4 % of the
+# independent per-thread GEMMs they run a little faster (SwiftFormer-L3 and -S, batch 1, 2 threads: 2-3 % of the
 # whole forward pass; `benchmarks/bench_fused.py --split-ablation`). Larger maps keep the single GEMM.
 SPLIT_MLP_MAX_TOKENS = 256
 
