@@ -46,10 +46,16 @@ def without_split(model: torch.nn.Module):
     return call
 
 
-def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablation: bool) -> dict[str, float]:
+def same_weight_models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our eval model and timm's ``name``, holding the same (random) weights."""
     ours = swiftformer.create_model(name).eval()
     theirs = timm.create_model(name).eval()
     theirs.load_state_dict(from_native(ours.state_dict(), "timm"))
+    return ours, theirs
+
+
+def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablation: bool) -> dict[str, float]:
+    ours, theirs = same_weight_models(name)
     fused = swiftformer.reparameterize(ours)
     x = torch.randn(1, 3, img_size, img_size)
     impls = {"timm": theirs, "eager": ours, "fused": fused}
@@ -71,9 +77,7 @@ def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablat
 
 def stage_times(name: str, img_size: int, passes: int) -> list[tuple[str, float, float]]:
     """(stage, timm ms, fused ms) for stem, the four stages and the head: minimum over ``passes`` interleaved passes."""
-    ours = swiftformer.create_model(name).eval()
-    theirs = timm.create_model(name).eval()
-    theirs.load_state_dict(from_native(ours.state_dict(), "timm"))
+    ours, theirs = same_weight_models(name)
     body = swiftformer.reparameterize(ours).body
     parts = {
         "timm": [theirs.stem, *theirs.stages, lambda x: theirs.forward_head(theirs.norm(x))],

@@ -62,14 +62,6 @@ def test_fused_model_without_distillation_head():
         assert (swiftformer.reparameterize(model)(x) - model(x)).abs().max() <= 1e-4
 
 
-@pytest.fixture
-def threads():
-    """Set the intra-op thread count for one test; restored afterwards."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("num_threads,groups", [(2, 2), (3, 2), (4, 4)])
 def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, groups):
     """Below SPLIT_MLP_MAX_TOKENS an MLP runs as one hidden-channel group per thread (a group count that
