@@ -211,17 +211,22 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_head: bool = False,
 
 
 def hub_checkpoint_path(variant: str) -> Path:
-    """Local path of the released weights, from the Hugging Face Hub (or its cache when offline)."""
-    from huggingface_hub import hf_hub_download
+    """Local path of the released weights: from the Hugging Face Hub cache when they are there (no network
+    request, so an offline machine does not wait for the Hub's retries), else downloaded from the Hub."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo_id = HUB_REPO.format(variant=variant)
+    cached = try_to_load_from_cache(repo_id, "model.safetensors")
+    if isinstance(cached, str):
+        return Path(cached)
     try:
         return Path(hf_hub_download(repo_id, "model.safetensors"))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        reason = str(error).splitlines()[0].rstrip(".")
         raise CheckpointError(
-            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): "
-            f"{str(error).splitlines()[0]}. Pass pretrained=PATH to use a file you have."
+            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): {reason}. "
+            "Pass pretrained=PATH (library) or --checkpoint PATH (command line) to use weights you have."
         ) from None
 
 

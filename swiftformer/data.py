@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from timm.data import create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch import nn
@@ -112,6 +112,25 @@ class BadImage:
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit greyscale (``I;16*`` from 16-bit PNG/TIFF, ``I`` from older Pillow) is
+    scaled down by 256 first: PIL's own conversion clips it, which turns most 16-bit images white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+        image = Image.fromarray(levels.astype(np.uint8))
+    return image.convert("RGB")
+
+
+def open_rgb(path: str | Path, exif_orientation: bool = False) -> Image.Image:
+    """The image at ``path`` as 8-bit RGB (:func:`to_rgb`); PIL's errors pass through.
+
+    ``exif_orientation=True`` turns it upright as its EXIF Orientation tag says (phone photos), which is what a
+    viewer shows; datasets keep the stored pixels, as torchvision and timm read them, so labels drawn on those
+    pixels stay valid."""
+    with Image.open(path) as image:
+        return to_rgb(ImageOps.exif_transpose(image) if exif_orientation else image)
+
+
 class CheckedImageFolder(ImageFolder):
     """``ImageFolder`` that returns a :class:`BadImage` for an unreadable file instead of crashing a worker.
 
@@ -134,7 +153,7 @@ def _image_folder(root: Path, transform: Callable) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")
     try:
-        dataset = CheckedImageFolder(str(root), transform=transform, allow_empty=True)
+        dataset = CheckedImageFolder(str(root), transform=transform, loader=open_rgb, allow_empty=True)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"cannot use {root} as an image folder: {error}") from None
     counts = Counter(dataset.targets)
@@ -304,10 +323,9 @@ def list_images(inputs: list[str]) -> list[Path]:
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB PIL image, or a :class:`DataError` naming the file."""
+    """An upright 8-bit RGB PIL image of a photo to predict on, or a :class:`DataError` naming the file."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb(path, exif_orientation=True)
     except OSError as error:
         raise DataError(f"cannot read image {path}: {error}") from None
 

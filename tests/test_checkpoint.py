@@ -175,6 +175,27 @@ def test_pretrained_true_resolves_through_offline_hub_cache(model, x, tmp_path, 
         swiftformer.create_model(variant, pretrained=True)
 
 
+def test_pretrained_true_takes_cached_weights_without_a_network_request(model, x, tmp_path, monkeypatch):
+    """Weights already in the Hub cache load without asking the Hub (an offline machine would wait for its retries)."""
+    variant = "swiftformer_xs"
+    repo_dir = tmp_path / "hub" / ("models--" + HUB_REPO.format(variant=variant).replace("/", "--"))
+    commit = "1" * 40
+    (repo_dir / "snapshots" / commit).mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    swiftformer.save_checkpoint(model, repo_dir / "snapshots" / commit / "model.safetensors", format="timm")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub was asked for weights that are in its cache")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
+    loaded = swiftformer.create_model(variant, pretrained=True)
+    torch.testing.assert_close(logits(loaded, x), logits(model, x))
+
+
 def test_legacy_official_state_dict_without_wrapper(model, x, tmp_path):
     path = tmp_path / "flat.pth"
     torch.save(from_native(model.state_dict(), "official"), path)

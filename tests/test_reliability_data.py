@@ -111,3 +111,40 @@ def test_val_classes_that_differ_from_train_are_named(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "only in train/: dog" in err and "only in val/: wolf" in err, err
     assert not (tmp_path / "run").exists()  # stopped before training started
+
+
+def _gradient(height: int = 24, width: int = 40) -> np.ndarray:
+    """An 8-bit greyscale image with distinct rows and columns (so a rotation or a clip shows)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return ((rows * 7 + cols * 3) % 256).astype(np.uint8)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    """PIL's own RGB conversion clips 16-bit values to 255 (a white image); we scale them to 8 bits."""
+    from swiftformer.data import _image_folder, open_rgb
+
+    eight_bit = _gradient()
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    path = tmp_path / "train" / "a" / "deep.png"
+    Image.fromarray(eight_bit.astype(np.uint16) * 256 + 255).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    expected = np.repeat(eight_bit[..., None], 3, axis=2)
+    np.testing.assert_array_equal(np.asarray(open_rgb(path)), expected)
+    image, _ = _image_folder(tmp_path / "train", transform=None)[0]  # the training/eval loader reads it so too
+    np.testing.assert_array_equal(np.asarray(image), expected)
+
+
+def test_predict_turns_photos_upright_by_their_exif_orientation(tmp_path):
+    """A phone photo stored sideways with Orientation = 6 is predicted upright; datasets keep stored pixels."""
+    from swiftformer.data import load_image, open_rgb
+    from swiftformer.dense.data import read_image
+
+    stored = Image.fromarray(_gradient()).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    path = tmp_path / "phone.png"
+    stored.save(path, exif=exif)
+    upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_270))
+    np.testing.assert_array_equal(np.asarray(load_image(path)), upright)
+    np.testing.assert_array_equal(read_image(path, exif_orientation=True).mul(255).round().byte().permute(1, 2, 0).numpy(), upright)
+    np.testing.assert_array_equal(np.asarray(open_rgb(path)), np.asarray(stored))

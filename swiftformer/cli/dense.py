@@ -72,7 +72,7 @@ def _predict(args: argparse.Namespace, task: str) -> int:
         raise SwiftFormerError(f"{args.checkpoint} holds a {config.task} model, not {task}")
     model = model.to(args.device)
     for name in args.images:
-        image = read_image(Path(name))
+        image = read_image(Path(name), exif_orientation=True)
         if task == "detection":
             detections = detect(model, image, args.score_threshold)
             picture = draw_detections(image, detections, classes["names"])

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.functional import normalize, pil_to_tensor
 
+from ..data import open_rgb
 from ..errors import DataError
 from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
 
@@ -27,11 +28,10 @@ IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """RGB image as a float tensor in [0, 1], ``(3, H, W)``."""
+def read_image(path: Path, exif_orientation: bool = False) -> torch.Tensor:
+    """RGB image as a float tensor in [0, 1], ``(3, H, W)`` (:func:`swiftformer.data.open_rgb`)."""
     try:
-        with Image.open(path) as image:
-            return pil_to_tensor(image.convert("RGB")).float().div_(255)
+        return pil_to_tensor(open_rgb(path, exif_orientation)).float().div_(255)
     except OSError as error:
         raise DataError(f"cannot read image {path}: {error}") from None
 
