@@ -6,9 +6,11 @@ Each round times every implementation once (a median of ``--iters`` calls) in an
 a change of machine load hits all of them alike; the table reports the median over rounds and the
 speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` command tunes it
 (:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
-measures with glibc defaults; ``--split-ablation`` adds the fused model with every MLP as one GEMM pair
-(``SPLIT_MLP_MAX_TOKENS = 0``: no per-thread hidden-channel groups on small maps); ``--stages`` times timm and
-the fused model stage by stage (minimum over interleaved passes), to show where the time goes.
+measures with glibc defaults; ``--ablation`` adds the same fused model (toggled per call, same rounds) with every
+MLP on MKL GEMMs instead of oneDNN's pre-packed 1x1 convolutions for the large ones (``USE_ONEDNN_MLP = False``)
+and with no per-thread hidden-channel groups on small maps (``SPLIT_MLP_MAX_TOKENS = 0``);
+``--stages`` times timm and the fused model stage by stage (minimum over interleaved passes), to show where the
+time goes.
 """
 from __future__ import annotations
 
@@ -35,14 +37,18 @@ def time_call(fn, x: torch.Tensor, iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def without_split(model: torch.nn.Module):
-    """``model`` called with every fused MLP as one GEMM pair (no hidden-channel groups per thread)."""
+ABLATIONS = {"GEMM MLPs": ("USE_ONEDNN_MLP", False), "no split": ("SPLIT_MLP_MAX_TOKENS", 0)}
+
+
+def with_setting(model: torch.nn.Module, name: str, value):
+    """``model`` called with ``swiftformer.models.fused.<name> = value`` (restored after each call)."""
     def call(x: torch.Tensor) -> torch.Tensor:
-        saved, fused_blocks.SPLIT_MLP_MAX_TOKENS = fused_blocks.SPLIT_MLP_MAX_TOKENS, 0
+        saved = getattr(fused_blocks, name)
+        setattr(fused_blocks, name, value)
         try:
             return model(x)
         finally:
-            fused_blocks.SPLIT_MLP_MAX_TOKENS = saved
+            setattr(fused_blocks, name, saved)
     return call
 
 
@@ -54,13 +60,13 @@ def same_weight_models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return ours, theirs
 
 
-def bench_variant(name: str, img_size: int, rounds: int, iters: int, split_ablation: bool) -> dict[str, float]:
+def bench_variant(name: str, img_size: int, rounds: int, iters: int, ablation: bool) -> dict[str, float]:
     ours, theirs = same_weight_models(name)
     fused = swiftformer.reparameterize(ours)
     x = torch.randn(1, 3, img_size, img_size)
     impls = {"timm": theirs, "eager": ours, "fused": fused}
-    if split_ablation:
-        impls["fused, no split"] = without_split(fused)
+    if ablation:
+        impls.update({label: with_setting(fused, *setting) for label, setting in ABLATIONS.items()})
     with torch.inference_mode():
         reference = theirs(x)
         for label, model in impls.items():
@@ -106,7 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
-    parser.add_argument("--split-ablation", action="store_true", help="also time the fused model without split MLPs")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the fused model with all MLPs on MKL GEMMs, and without split MLPs")
     parser.add_argument("--stages", type=int, default=0, metavar="PASSES",
                         help="instead, time timm and fused stage by stage over PASSES passes")
     args = parser.parse_args()
@@ -123,15 +130,15 @@ def main() -> None:
             for stage, theirs_ms, fused_ms in rows + [("sum", sum(r[1] for r in rows), sum(r[2] for r in rows))]:
                 print(f"| {stage} | {theirs_ms:.2f} | {fused_ms:.2f} | {theirs_ms / fused_ms:.2f}x |", flush=True)
         return
-    ablation = " fused, no split (ms) | no split vs timm |" if args.split_ablation else ""
+    ablation = "".join(f" fused, {label} (ms) | {label} vs timm |" for label in ABLATIONS) if args.ablation else ""
     print(f"| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |{ablation}")
-    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.split_ablation else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" * len(ABLATIONS) if args.ablation else ""))
     for name in args.models.split(","):
-        ms = bench_variant(name, args.img_size, args.rounds, args.iters, args.split_ablation)
+        ms = bench_variant(name, args.img_size, args.rounds, args.iters, args.ablation)
         row = (f"| {name} | {ms['timm']:.2f} | {ms['eager']:.2f} | {ms['fused']:.2f} | "
                f"{ms['timm'] / ms['eager']:.2f}x | {ms['timm'] / ms['fused']:.2f}x |")
-        if args.split_ablation:
-            row += f" {ms['fused, no split']:.2f} | {ms['timm'] / ms['fused, no split']:.2f}x |"
+        if args.ablation:
+            row += "".join(f" {ms[label]:.2f} | {ms['timm'] / ms[label]:.2f}x |" for label in ABLATIONS)
         print(row, flush=True)
 
 

@@ -1,4 +1,5 @@
 """The fused inference form computes the same logits as the unfused eval model."""
+import copy
 import functools
 
 import pytest
@@ -62,13 +63,84 @@ def test_fused_model_without_distillation_head():
         assert (swiftformer.reparameterize(model)(x) - model(x)).abs().max() <= 1e-4
 
 
+def _mlp_inputs(block, tokens: tuple[int, int] = (7, 5), seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(2, *tokens, block.fc1.in_features, generator=generator) for _ in range(2))
+
+
+def _reference_mlp(block, residual, x):
+    return residual + block.fc2(torch.nn.functional.gelu(block.fc1(x)))
+
+
+@pytest.fixture
+def large_block():
+    """A fused ConvEncoder with SwiftFormer-L3's stage-3 MLP (320 -> 1280 -> 320: at least ONEDNN_MIN_WEIGHTS)."""
+    torch.manual_seed(5)
+    block = FusedConvEncoder(torch.nn.Conv2d(320, 320, 3, padding=1, groups=320), torch.nn.Linear(320, 1280),
+                             torch.nn.Linear(1280, 320))
+    return block.requires_grad_(False).eval()
+
+
+def test_inference_mlp_runs_on_onednn_with_packed_weights(large_block):
+    """Without gradients the MLP is two oneDNN 1×1 convolutions on weights packed once per input shape; the result
+    is the plain GEMM MLP's."""
+    residual, x = _mlp_inputs(large_block)
+    with torch.no_grad():
+        with OpRecorder() as ops:
+            out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+        assert (out - _reference_mlp(large_block, residual, x)).abs().max() <= 1e-5
+    assert "mkldnn._convolution_pointwise.default" in ops.names and "mkldnn._convolution_pointwise.binary" in ops.names
+    assert not {"aten.addmm.default", "aten.mm.default", "aten.gelu.default"} & set(ops.names)
+    assert out.shape == x.shape and out.is_contiguous()
+    packed = dict(fused._packed_weights[large_block.fc1])
+    with torch.no_grad():
+        large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+        assert dict(fused._packed_weights[large_block.fc1]).keys() == packed.keys()  # packed once, reused
+        large_block.add_mlp(*_mlp_inputs(large_block, tokens=(3, 3)), large_block.fc1, large_block.fc2)
+    assert len(fused._packed_weights[large_block.fc1]) == 2  # one packing per input shape
+
+
+def test_onednn_mlp_follows_new_weights(large_block):
+    """Loading other weights into a fused model that has already run repacks them: no stale packed weights."""
+    residual, x = _mlp_inputs(large_block)
+    with torch.no_grad():
+        before = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+        large_block.load_state_dict({k: torch.randn_like(v) * 0.05 for k, v in large_block.state_dict().items()})
+        out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+        assert (out - _reference_mlp(large_block, residual, x)).abs().max() <= 1e-5
+        assert (out - before).abs().max() > 0.1
+
+
+def test_mlp_with_gradients_or_switched_off_runs_on_mkl(large_block, monkeypatch):
+    """oneDNN's fused kernels have no backward: an input that wants a gradient takes the GEMM path and gets one;
+    ``USE_ONEDNN_MLP = False`` takes it too. A fused model that has run stays copyable."""
+    residual, x = _mlp_inputs(large_block)
+    x.requires_grad_(True)
+    with OpRecorder() as ops:
+        out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+    assert not any(name.startswith("mkldnn.") for name in ops.names)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    monkeypatch.setattr(fused, "USE_ONEDNN_MLP", False)
+    with torch.no_grad(), OpRecorder() as ops:
+        large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+    assert not any(name.startswith("mkldnn.") for name in ops.names)
+    monkeypatch.setattr(fused, "USE_ONEDNN_MLP", True)
+    with torch.no_grad():
+        out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)  # packs the weights
+        clone = copy.deepcopy(large_block)
+        assert torch.equal(clone.add_mlp(residual, x, clone.fc1, clone.fc2), out)
+
+
 @pytest.mark.parametrize("num_threads,groups", [(2, 2), (3, 2), (4, 4)])
 def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, groups):
-    """Below SPLIT_MLP_MAX_TOKENS an MLP runs as one hidden-channel group per thread (a group count that
-    divides the hidden width), with the same result as the single GEMM; larger maps keep the single GEMM."""
+    """An MLP with weights below ONEDNN_MIN_WEIGHTS stays on MKL GEMMs; below SPLIT_MLP_MAX_TOKENS it runs as one
+    hidden-channel group per thread (a group count that divides the hidden width), with the same result as the
+    single GEMM; larger maps keep the single GEMM."""
     threads(num_threads)
     block = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs"))).body[1][3].blocks[0]
     fc1, fc2 = block.fc1, block.fc2  # 220 -> 880 -> 220: 880 is not divisible by 3
+    assert fc1.weight.numel() < fused.ONEDNN_MIN_WEIGHTS
     generator = torch.Generator().manual_seed(3)
     for tokens, split in ((7, True), (fused.SPLIT_MLP_MAX_TOKENS + 1, False)):
         x, residual = (torch.randn(1, tokens, 1, 220, generator=generator) for _ in range(2))
@@ -78,4 +150,5 @@ def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, group
                 out = block.add_mlp(residual, x, fc1, fc2)
         assert fused._hidden_groups(x, fc1) == (groups if split else 1)
         assert ("aten.bmm.default" in ops.names) == split
+        assert not any(name.startswith("mkldnn.") for name in ops.names)
         assert (out - expected).abs().max() <= 1e-5
