@@ -6,9 +6,10 @@ Each round times every implementation once (a median of ``--iters`` calls) in an
 a change of machine load hits all of them alike; the table reports the median over rounds and the
 speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` command tunes it
 (:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
-measures with glibc defaults; ``--ablation`` adds the same fused model (toggled per call, same rounds) with every
-MLP on MKL GEMMs instead of oneDNN's pre-packed 1x1 convolutions for the large ones (``USE_ONEDNN_MLP = False``)
-and with no per-thread hidden-channel groups on small maps (``SPLIT_MLP_MAX_TOKENS = 0``);
+measures with glibc defaults; ``--ablation`` adds the same fused model (toggled per call, same rounds) on PyTorch's
+plain ops instead of oneDNN's pre-packed kernels (``swiftformer.models.onednn.ENABLED = False``: 3x3 convolutions
+through ``nn.Conv2d``, every MLP on MKL GEMMs) and with no per-thread hidden-channel groups on small maps
+(``fused.SPLIT_MLP_MAX_TOKENS = 0``);
 ``--stages`` times timm and the fused model stage by stage (minimum over interleaved passes), to show where the
 time goes.
 """
@@ -25,6 +26,7 @@ import swiftformer
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.convert import from_native
 from swiftformer.models import fused as fused_blocks
+from swiftformer.models import onednn
 
 
 def time_call(fn, x: torch.Tensor, iters: int) -> float:
@@ -37,18 +39,18 @@ def time_call(fn, x: torch.Tensor, iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
-ABLATIONS = {"GEMM MLPs": ("USE_ONEDNN_MLP", False), "no split": ("SPLIT_MLP_MAX_TOKENS", 0)}
+ABLATIONS = {"no packing": (onednn, "ENABLED", False), "no split": (fused_blocks, "SPLIT_MLP_MAX_TOKENS", 0)}
 
 
-def with_setting(model: torch.nn.Module, name: str, value):
-    """``model`` called with ``swiftformer.models.fused.<name> = value`` (restored after each call)."""
+def with_setting(model: torch.nn.Module, module, name: str, value):
+    """``model`` called with ``module.<name> = value`` (restored after each call)."""
     def call(x: torch.Tensor) -> torch.Tensor:
-        saved = getattr(fused_blocks, name)
-        setattr(fused_blocks, name, value)
+        saved = getattr(module, name)
+        setattr(module, name, value)
         try:
             return model(x)
         finally:
-            setattr(fused_blocks, name, saved)
+            setattr(module, name, saved)
     return call
 
 
@@ -113,7 +115,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
     parser.add_argument("--ablation", action="store_true",
-                        help="also time the fused model with all MLPs on MKL GEMMs, and without split MLPs")
+                        help="also time the fused model on plain ops (no oneDNN packing), and without split MLPs")
     parser.add_argument("--stages", type=int, default=0, metavar="PASSES",
                         help="instead, time timm and fused stage by stage over PASSES passes")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ Kernels (all fp32, same weights; each chain's output is checked against the firs
 - ``ours``: :meth:`swiftformer.models.fused.FusedBlock.add_mlp`, the code the fused model runs: oneDNN 1x1
   convolutions on the channels-last map, weights pre-packed, GELU and the residual add fused;
 - ``mkl addmm``: ``F.linear`` + GELU + a residual-accumulating ``addmm`` per block (MKL, weights packed per call;
-  the fused model's path with ``USE_ONEDNN_MLP = False``);
+  the fused model's path with ``swiftformer.models.onednn.ENABLED = False``);
 - ``mkl packed``: ``torch.ops.mkl._mkl_linear`` with weights packed once (what Inductor's freezing uses);
 - ``onednn linear``: ``torch.ops.mkldnn._linear_pointwise`` with pre-packed weights, GELU and the residual add fused;
 - ``onnxruntime``: the same chain as an ONNX graph (1x1 ``Conv``, ``Gelu``, ``Add``), ONNX Runtime's CPU provider

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import swiftformer
-from swiftformer.models import fused
+from swiftformer.models import fused, onednn
 from swiftformer.models.fused import FusedConvEncoder, FusedHead, FusedSwiftFormerEncoder
 
 from .conftest import VARIANT_NAMES, OpRecorder, randomize
@@ -74,7 +74,7 @@ def _reference_mlp(block, residual, x):
 
 @pytest.fixture
 def large_block():
-    """A fused ConvEncoder with SwiftFormer-L3's stage-3 MLP (320 -> 1280 -> 320: at least ONEDNN_MIN_WEIGHTS)."""
+    """A fused ConvEncoder with SwiftFormer-L3's stage-3 MLP (320 -> 1280 -> 320: at least MIN_MLP_WEIGHTS)."""
     torch.manual_seed(5)
     block = FusedConvEncoder(torch.nn.Conv2d(320, 320, 3, padding=1, groups=320), torch.nn.Linear(320, 1280),
                              torch.nn.Linear(1280, 320))
@@ -92,12 +92,12 @@ def test_inference_mlp_runs_on_onednn_with_packed_weights(large_block):
     assert "mkldnn._convolution_pointwise.default" in ops.names and "mkldnn._convolution_pointwise.binary" in ops.names
     assert not {"aten.addmm.default", "aten.mm.default", "aten.gelu.default"} & set(ops.names)
     assert out.shape == x.shape and out.is_contiguous()
-    packed = dict(fused._packed_weights[large_block.fc1])
+    packed = dict(onednn._packed[large_block.fc1])
     with torch.no_grad():
         large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
-        assert dict(fused._packed_weights[large_block.fc1]).keys() == packed.keys()  # packed once, reused
+        assert dict(onednn._packed[large_block.fc1]).keys() == packed.keys()  # packed once, reused
         large_block.add_mlp(*_mlp_inputs(large_block, tokens=(3, 3)), large_block.fc1, large_block.fc2)
-    assert len(fused._packed_weights[large_block.fc1]) == 2  # one packing per input shape
+    assert len(onednn._packed[large_block.fc1]) == 2  # one packing per input shape
 
 
 def test_onednn_mlp_follows_new_weights(large_block):
@@ -113,7 +113,7 @@ def test_onednn_mlp_follows_new_weights(large_block):
 
 def test_mlp_with_gradients_or_switched_off_runs_on_mkl(large_block, monkeypatch):
     """oneDNN's fused kernels have no backward: an input that wants a gradient takes the GEMM path and gets one;
-    ``USE_ONEDNN_MLP = False`` takes it too. A fused model that has run stays copyable."""
+    ``onednn.ENABLED = False`` takes it too. A fused model that has run stays copyable."""
     residual, x = _mlp_inputs(large_block)
     x.requires_grad_(True)
     with OpRecorder() as ops:
@@ -121,11 +121,11 @@ def test_mlp_with_gradients_or_switched_off_runs_on_mkl(large_block, monkeypatch
     assert not any(name.startswith("mkldnn.") for name in ops.names)
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    monkeypatch.setattr(fused, "USE_ONEDNN_MLP", False)
+    monkeypatch.setattr(onednn, "ENABLED", False)
     with torch.no_grad(), OpRecorder() as ops:
         large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
     assert not any(name.startswith("mkldnn.") for name in ops.names)
-    monkeypatch.setattr(fused, "USE_ONEDNN_MLP", True)
+    monkeypatch.setattr(onednn, "ENABLED", True)
     with torch.no_grad():
         out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)  # packs the weights
         clone = copy.deepcopy(large_block)
@@ -134,13 +134,13 @@ def test_mlp_with_gradients_or_switched_off_runs_on_mkl(large_block, monkeypatch
 
 @pytest.mark.parametrize("num_threads,groups", [(2, 2), (3, 2), (4, 4)])
 def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, groups):
-    """An MLP with weights below ONEDNN_MIN_WEIGHTS stays on MKL GEMMs; below SPLIT_MLP_MAX_TOKENS it runs as one
+    """An MLP with weights below MIN_MLP_WEIGHTS stays on MKL GEMMs; below SPLIT_MLP_MAX_TOKENS it runs as one
     hidden-channel group per thread (a group count that divides the hidden width), with the same result as the
     single GEMM; larger maps keep the single GEMM."""
     threads(num_threads)
     block = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs"))).body[1][3].blocks[0]
     fc1, fc2 = block.fc1, block.fc2  # 220 -> 880 -> 220: 880 is not divisible by 3
-    assert fc1.weight.numel() < fused.ONEDNN_MIN_WEIGHTS
+    assert fc1.weight.numel() < onednn.MIN_MLP_WEIGHTS
     generator = torch.Generator().manual_seed(3)
     for tokens, split in ((7, True), (fused.SPLIT_MLP_MAX_TOKENS + 1, False)):
         x, residual = (torch.randn(1, tokens, 1, 220, generator=generator) for _ in range(2))
@@ -152,3 +152,26 @@ def test_small_mlp_splits_hidden_channels_per_thread(threads, num_threads, group
         assert ("aten.bmm.default" in ops.names) == split
         assert not any(name.startswith("mkldnn.") for name in ops.names)
         assert (out - expected).abs().max() <= 1e-5
+
+
+def test_fused_inference_runs_its_convolutions_on_packed_weights(monkeypatch):
+    """Without gradients every 3×3 convolution of the fused model (stem, depthwise, downsampling) is a oneDNN
+    convolution on packed weights, the stem's ReLU fused into it; with ``onednn.ENABLED = False`` none is."""
+    model = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs", num_classes=10)))
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad(), OpRecorder() as ops:
+        model(x)
+    packed_calls = ops.names.count("mkldnn._convolution_pointwise.default")
+    assert packed_calls == convs and "aten.convolution.default" not in ops.names
+    assert "aten.relu.default" not in ops.names
+    assert {onednn._packed[m][next(iter(onednn._packed[m]))].is_mkldnn for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {True}
+    monkeypatch.setattr(onednn, "ENABLED", False)
+    with torch.no_grad(), OpRecorder() as ops:
+        model(x)
+    assert ops.names.count("aten.convolution.default") == convs and not any(n.startswith("mkldnn.") for n in ops.names)
+
+
+def test_packed_convolution_refuses_string_padding():
+    with pytest.raises(ValueError, match="explicit zero padding"):
+        onednn.conv(torch.nn.Conv2d(4, 4, 3, padding="same"), torch.randn(1, 4, 8, 8))

@@ -4,8 +4,8 @@ By default they pass feature maps as channels-last ``(B, H, W, C)`` tensors. In 
 convolution is a plain matrix multiply (``F.linear``, one BLAS call, no copies: PyTorch's CPU 1×1 conv on a
 channels-last map takes a slow im2col path), the attention's ``(B, N, C)`` tokens are a free view, and the 3×3
 convolutions see a channels-last NCHW view, which oneDNN runs directly. ExecuTorch's XNNPACK runs that graph
-best too (NHWC is its native layout). In eager CPU inference the MLPs, most of the work, run as oneDNN 1×1
-convolutions with pre-packed weights (:func:`_onednn_add_mlp`).
+best too (NHWC is its native layout). In eager CPU inference the 3×3 convolutions and the large MLPs run on
+oneDNN with pre-packed weights (:mod:`swiftformer.models.onednn`).
 
 Graph formats without strides (ONNX) turn every such view into a real ``Transpose``; for them
 :func:`set_layout` switches the same modules to NCHW maps with 1×1 convolutions, the layout ONNX Runtime
@@ -13,12 +13,11 @@ optimises (its blocked NCHWc convolutions).
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn
 from .attention import is_graph_capture
 
 
@@ -31,7 +30,7 @@ class FusedBlock(nn.Module):
         """A spatial conv; on ``(B, H, W, C)`` maps through their channels-last NCHW view."""
         if not self.channels_last:
             return conv(x)
-        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return _conv_nchw(conv, x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
     def pointwise(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         """A 1×1 conv held as a linear layer: a GEMM over channels, or a 1×1 conv on NCHW maps."""
@@ -48,8 +47,8 @@ class FusedBlock(nn.Module):
     def add_mlp(self, residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
         """``residual + fc2(gelu(fc1(x)))``, with the 1×1 convs as ``pointwise`` layers."""
         if self.channels_last and not is_graph_capture():
-            if _onednn_applies(x, residual, fc1):
-                return _onednn_add_mlp(residual, x, fc1, fc2)
+            if fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS and onednn.applies(x, residual):
+                return onednn.add_mlp(residual, x, fc1, fc2)
             groups = _hidden_groups(x, fc1)
             if groups > 1:
                 return _add_split_mlp(residual, x, fc1, fc2, groups)
@@ -66,6 +65,13 @@ def set_layout(model: nn.Module, channels_last: bool) -> nn.Module:
         if isinstance(module, FusedBlock):
             module.channels_last = channels_last
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _conv_nchw(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """``conv(x)`` (then ReLU) on an NCHW map: on oneDNN's pre-packed weights in eager CPU inference."""
+    if not is_graph_capture() and onednn.applies(x):
+        return onednn.conv(conv, x, "relu" if relu else "none")
+    return F.relu(conv(x)) if relu else conv(x)
 
 
 def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
@@ -107,57 +113,6 @@ def _add_split_mlp(residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2:
     return out.view(residual.shape)
 
 
-# In eager CPU inference an MLP with large weights runs as two oneDNN 1×1 convolutions on the channels-last NCHW
-# view of its map, with the weights reordered once into oneDNN's blocked layout (MKL's GEMMs re-pack them on every
-# call), GELU fused into the first and the residual add into the second. That pays where re-packing costs more
-# than oneDNN's fixed per-call overhead: from 256k weights per matrix (SwiftFormer-L3 stages 3-4, L1 stage 4) it
-# made L3 at batch 1 on 2 threads 7-13 % faster end to end; smaller matrices ran faster on MKL
-# (`benchmarks/bench_fused.py --ablation`; the MLPs alone: `benchmarks/bench_gemm.py`). The packed weights live
-# beside the model, not in it (opaque oneDNN tensors cannot be copied or saved): one set per input shape, rebuilt
-# when a weight changes.
-USE_ONEDNN_MLP = True  # False: every MLP runs on MKL GEMMs (what `bench_fused.py --ablation` compares)
-ONEDNN_MIN_WEIGHTS = 256 * 1024
-_ONE_BY_ONE = ([0, 0], [1, 1], [1, 1], 1)  # padding, stride, dilation, groups
-_PACKED_SHAPES_PER_LAYER = 4
-_packed_weights: weakref.WeakKeyDictionary[nn.Linear, dict[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
-_ONEDNN_X86 = torch.backends.mkldnn.is_available() and not torch.ops.mkldnn._is_mkldnn_acl_supported()
-
-
-def _onednn_applies(x: torch.Tensor, residual: torch.Tensor, fc1: nn.Linear) -> bool:
-    """Whether the MLP runs on oneDNN: weights of at least ``ONEDNN_MIN_WEIGHTS`` per matrix, fp32 on an x86 CPU
-    with oneDNN enabled, and no gradient wanted (its fused kernels have no backward)."""
-    return (USE_ONEDNN_MLP and _ONEDNN_X86 and torch.backends.mkldnn.enabled and fc1.weight.numel() >= ONEDNN_MIN_WEIGHTS
-            and x.device.type == "cpu" and x.dtype == torch.float32
-            and not (torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad)))
-
-
-def _packed_conv_weight(linear: nn.Linear, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """``linear``'s weight as a 1×1 conv weight in the blocked layout oneDNN picks for NCHW inputs of ``input_shape``."""
-    weight = linear.weight
-    key = (input_shape, weight.data_ptr(), weight._version)  # a changed or replaced weight gets a new key
-    cache = _packed_weights.setdefault(linear, {})
-    packed = cache.get(key)
-    if packed is None:
-        if len(cache) >= _PACKED_SHAPES_PER_LAYER:
-            cache.clear()
-        conv_weight = weight.detach()[:, :, None, None].contiguous(memory_format=torch.channels_last)
-        packed = cache[key] = torch.ops.mkldnn._reorder_convolution_weight(conv_weight, *_ONE_BY_ONE, list(input_shape))
-    return packed
-
-
-def _onednn_add_mlp(residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
-    """``residual + fc2(gelu(fc1(x)))`` on ``(B, H, W, C)`` maps as two oneDNN 1×1 convolutions (exact-erf GELU
-    and the residual add fused into them)."""
-    batch, height, width, channels = x.shape
-    pointwise = torch.ops.mkldnn._convolution_pointwise
-    hidden = pointwise(x.permute(0, 3, 1, 2), _packed_conv_weight(fc1, (batch, channels, height, width)), fc1.bias,
-                       *_ONE_BY_ONE, "gelu", [], "none")
-    out = pointwise.binary(hidden, residual.permute(0, 3, 1, 2),
-                           _packed_conv_weight(fc2, (batch, fc1.out_features, height, width)), fc2.bias,
-                           *_ONE_BY_ONE, "add", None, None, [], None)
-    return out.permute(0, 2, 3, 1)
-
-
 class FusedStem(FusedBlock):
     """Two conv + ReLU with BN folded: ``(B, 3, H, W)`` image -> ``(B, H/4, W/4, C)`` (or NCHW) map."""
 
@@ -168,8 +123,8 @@ class FusedStem(FusedBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.channels_last:
             return F.relu(self.conv2(F.relu(self.conv1(x))))
-        x = F.relu(self.conv1(x.contiguous(memory_format=torch.channels_last)))
-        return F.relu(self.conv2(x)).permute(0, 2, 3, 1)
+        x = _conv_nchw(self.conv1, x.contiguous(memory_format=torch.channels_last), relu=True)
+        return _conv_nchw(self.conv2, x, relu=True).permute(0, 2, 3, 1)
 
 
 class FusedDownsample(FusedBlock):
