@@ -8,8 +8,7 @@ speed-up of each over timm. glibc malloc is tuned as every ``swiftformer`` comma
 (:func:`swiftformer.allocator.tune_malloc`; the same process, so timm gets it too); ``--default-malloc``
 measures with glibc defaults; ``--ablation`` adds the same fused model (toggled per call, same rounds) on PyTorch's
 plain ops instead of oneDNN's pre-packed kernels (``swiftformer.models.onednn.ENABLED = False``: 3x3 convolutions
-through ``nn.Conv2d``, every MLP on MKL GEMMs) and with no per-thread hidden-channel groups on small maps
-(``fused.SPLIT_MLP_MAX_TOKENS = 0``);
+through ``nn.Conv2d``, every MLP on MKL GEMMs);
 ``--stages`` times timm and the fused model stage by stage (minimum over interleaved passes), to show where the
 time goes.
 """
@@ -25,7 +24,6 @@ import torch
 import swiftformer
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.convert import from_native
-from swiftformer.models import fused as fused_blocks
 from swiftformer.models import onednn
 
 
@@ -39,7 +37,7 @@ def time_call(fn, x: torch.Tensor, iters: int) -> float:
     return statistics.median(times) * 1e3
 
 
-ABLATIONS = {"no packing": (onednn, "ENABLED", False), "no split": (fused_blocks, "SPLIT_MLP_MAX_TOKENS", 0)}
+ABLATIONS = {"no packing": (onednn, "ENABLED", False)}
 
 
 def with_setting(model: torch.nn.Module, module, name: str, value):
@@ -115,7 +113,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
     parser.add_argument("--ablation", action="store_true",
-                        help="also time the fused model on plain ops (no oneDNN packing), and without split MLPs")
+                        help="also time the fused model on plain ops (no oneDNN packing)")
     parser.add_argument("--stages", type=int, default=0, metavar="PASSES",
                         help="instead, time timm and fused stage by stage over PASSES passes")
     args = parser.parse_args()

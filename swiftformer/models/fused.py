@@ -49,9 +49,6 @@ class FusedBlock(nn.Module):
         if self.channels_last and not is_graph_capture():
             if fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS and onednn.applies(x, residual):
                 return onednn.add_mlp(residual, x, fc1, fc2)
-            groups = _hidden_groups(x, fc1)
-            if groups > 1:
-                return _add_split_mlp(residual, x, fc1, fc2, groups)
         return self.add_pointwise(residual, F.gelu(self.pointwise(fc1, x)), fc2)
 
 
@@ -82,35 +79,6 @@ def _add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> t
     it would leave an ``addmm`` with a full-size accumulator to the slow portable kernels."""
     out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
     return out.add_(linear.bias).view(residual.shape)
-
-
-# An MLP on at most this many tokens (stages 3 and 4 at batch 1) runs as one group of hidden channels per
-# thread: MKL runs GEMMs this small (M = 49 or 196 rows) below its rate on larger ones, and as a batch of
-# independent per-thread GEMMs they run a little faster (SwiftFormer-L3 and -S, batch 1, 2 threads: 2-3 % of the
-# whole forward pass; `benchmarks/bench_fused.py --ablation`). Larger maps keep the single GEMM.
-SPLIT_MLP_MAX_TOKENS = 256
-
-
-def _hidden_groups(x: torch.Tensor, fc1: nn.Linear) -> int:
-    """How many hidden-channel groups to split an MLP over ``x`` into (1: do not split)."""
-    threads = torch.get_num_threads()
-    if threads < 2 or x.numel() // x.shape[-1] > SPLIT_MLP_MAX_TOKENS:
-        return 1
-    return next(g for g in range(threads, 0, -1) if fc1.out_features % g == 0)
-
-
-def _add_split_mlp(residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, groups: int) -> torch.Tensor:
-    """``residual + fc2(gelu(fc1(x)))`` as ``groups`` independent MLPs over slices of the hidden channels,
-    run as batched GEMMs (one per thread), whose outputs are summed. The weights are only viewed, not copied."""
-    channels, hidden, out_channels = x.shape[-1], fc1.out_features // groups, fc2.out_features
-    tokens = x.reshape(1, -1, channels).expand(groups, -1, -1)
-    w1 = fc1.weight.view(groups, hidden, channels).transpose(1, 2)
-    h = F.gelu(torch.baddbmm(fc1.bias.view(groups, 1, hidden), tokens, w1))
-    partial = torch.bmm(h, fc2.weight.t().view(groups, hidden, out_channels))
-    out = residual.reshape(-1, out_channels) + fc2.bias
-    for part in partial.unbind(0):
-        out.add_(part)
-    return out.view(residual.shape)
 
 
 class FusedStem(FusedBlock):
