@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench_fused import time_call  # this folder's latency benchmark (the script's folder is on sys.path)
 
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.models.fused import FusedBlock
@@ -53,6 +54,19 @@ def mlp_blocks(channels: int, depth: int, seed: int = 0) -> list[tuple[nn.Linear
     return blocks
 
 
+def packed_chain(blocks: list[tuple[nn.Linear, nn.Linear]], side: int, pack: Callable, block: Callable) -> Callable:
+    """A chain over ``(1, side, side, C)`` maps that packs each weight once with ``pack`` and runs
+    ``block(h, fc1, fc2, w1, w2)`` on the ``(tokens, C)`` view for each MLP."""
+    weights = [(pack(fc1.weight), pack(fc2.weight)) for fc1, fc2 in blocks]
+
+    def run(h: torch.Tensor) -> torch.Tensor:
+        h = h.reshape(side * side, -1)
+        for (fc1, fc2), (w1, w2) in zip(blocks, weights):
+            h = block(h, fc1, fc2, w1, w2)
+        return h.view(1, side, side, -1)
+    return run
+
+
 def eager_kernels(blocks: list[tuple[nn.Linear, nn.Linear]], side: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Chains over ``(1, side, side, C)`` channels-last maps, one per kernel; each returns a ``(1, side, side, C)`` map."""
     tokens = side * side
@@ -64,33 +78,23 @@ def eager_kernels(blocks: list[tuple[nn.Linear, nn.Linear]], side: int) -> dict[
             h = fused.add_mlp(h, h, fc1, fc2)
         return h
 
-    def mkl_addmm(h):
-        h = h.reshape(tokens, -1)
-        for fc1, fc2 in blocks:
-            h = torch.addmm(h, F.gelu(F.linear(h, fc1.weight, fc1.bias)), fc2.weight.t()).add_(fc2.bias)
-        return h.view(1, side, side, -1)
+    def mkl_addmm(h, fc1, fc2, w1, w2):
+        return torch.addmm(h, F.gelu(F.linear(h, fc1.weight, fc1.bias)), w2).add_(fc2.bias)
 
-    mkl_weights = [(mkl._mkl_reorder_linear_weight(fc1.weight, tokens), mkl._mkl_reorder_linear_weight(fc2.weight, tokens))
-                   for fc1, fc2 in blocks]
+    def mkl_packed(h, fc1, fc2, w1, w2):
+        hidden = F.gelu(mkl._mkl_linear(h, w1, fc1.weight, fc1.bias, tokens))
+        return mkl._mkl_linear(hidden, w2, fc2.weight, fc2.bias, tokens).add_(h)
 
-    def mkl_packed(h):
-        h = h.reshape(tokens, -1)
-        for (fc1, fc2), (w1, w2) in zip(blocks, mkl_weights):
-            hidden = F.gelu(mkl._mkl_linear(h, w1, fc1.weight, fc1.bias, tokens))
-            h = mkl._mkl_linear(hidden, w2, fc2.weight, fc2.bias, tokens).add_(h)
-        return h.view(1, side, side, -1)
+    def onednn_linear(h, fc1, fc2, w1, w2):
+        hidden = mkldnn._linear_pointwise(h, w1, fc1.bias, "gelu", [], "none")
+        return mkldnn._linear_pointwise.binary(hidden, h, w2, fc2.bias, "add")
 
-    linear_weights = [(mkldnn._reorder_linear_weight(fc1.weight, tokens), mkldnn._reorder_linear_weight(fc2.weight, tokens))
-                      for fc1, fc2 in blocks]
-
-    def onednn_linear(h):
-        h = h.reshape(tokens, -1)
-        for (fc1, fc2), (w1, w2) in zip(blocks, linear_weights):
-            hidden = mkldnn._linear_pointwise(h, w1, fc1.bias, "gelu", [], "none")
-            h = mkldnn._linear_pointwise.binary(hidden, h, w2, fc2.bias, "add")
-        return h.view(1, side, side, -1)
-
-    return {"ours": ours, "mkl addmm": mkl_addmm, "mkl packed": mkl_packed, "onednn linear": onednn_linear}
+    return {
+        "ours": ours,
+        "mkl addmm": packed_chain(blocks, side, lambda w: w.t(), mkl_addmm),
+        "mkl packed": packed_chain(blocks, side, lambda w: mkl._mkl_reorder_linear_weight(w, tokens), mkl_packed),
+        "onednn linear": packed_chain(blocks, side, lambda w: mkldnn._reorder_linear_weight(w, tokens), onednn_linear),
+    }
 
 
 def onnxruntime_chain(blocks: list[tuple[nn.Linear, nn.Linear]], side: int, threads: int) -> Callable | None:
@@ -126,15 +130,6 @@ def onnxruntime_chain(blocks: list[tuple[nn.Linear, nn.Linear]], side: int, thre
     return run
 
 
-def median_ms(fn: Callable, x: torch.Tensor, iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def bench_stage(side: int, channels: int, depth: int, threads: int, rounds: int, iters: int) -> dict[str, float]:
     blocks = mlp_blocks(channels, depth)
     kernels = eager_kernels(blocks, side)
@@ -152,7 +147,7 @@ def bench_stage(side: int, channels: int, depth: int, threads: int, rounds: int,
         samples: dict[str, list[float]] = {label: [] for label in kernels}
         for round_index in range(rounds):
             for label in (list(kernels) if round_index % 2 == 0 else list(reversed(kernels))):
-                samples[label].append(median_ms(kernels[label], x, iters))
+                samples[label].append(time_call(kernels[label], x, iters))
     return {label: statistics.median(values) for label, values in samples.items()}
 
 
