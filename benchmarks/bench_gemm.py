@@ -11,7 +11,8 @@ Runtime's MLAS on the same chain.
 Kernels (all fp32, same weights; each chain's output is checked against the first):
 
 - ``ours``: :meth:`swiftformer.models.fused.FusedBlock.add_mlp`, the code the fused model runs: oneDNN 1x1
-  convolutions on the channels-last map, weights pre-packed, GELU and the residual add fused;
+  convolutions on the channels-last map, weights pre-packed, GELU and the residual add fused, for MLPs of at
+  least ``onednn.MIN_MLP_WEIGHTS`` weights per matrix (L3 stages 3-4); MKL GEMMs below (stages 1-2);
 - ``mkl addmm``: ``F.linear`` + GELU + a residual-accumulating ``addmm`` per block (MKL, weights packed per call;
   the fused model's path with ``swiftformer.models.onednn.ENABLED = False``);
 - ``mkl packed``: ``torch.ops.mkl._mkl_linear`` with weights packed once (what Inductor's freezing uses);

@@ -128,7 +128,16 @@ def open_rgb(path: str | Path, exif_orientation: bool = False) -> Image.Image:
     viewer shows; datasets keep the stored pixels, as torchvision and timm read them, so labels drawn on those
     pixels stay valid."""
     with Image.open(path) as image:
-        return to_rgb(ImageOps.exif_transpose(image) if exif_orientation else image)
+        return to_rgb(_upright(image) if exif_orientation else image)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF Orientation says; as stored when the EXIF block is malformed (Pillow then raises
+    anything from SyntaxError to ZeroDivisionError while parsing it, and the pixels are still good)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - metadata only; any parse failure leaves the pixels as stored
+        return image
 
 
 class CheckedImageFolder(ImageFolder):

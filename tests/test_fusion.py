@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import swiftformer
-from swiftformer.models import onednn
+from swiftformer.models import fused, onednn
 from swiftformer.models.fused import FusedConvEncoder, FusedHead, FusedSwiftFormerEncoder
 
 from .conftest import VARIANT_NAMES, OpRecorder, randomize
@@ -92,10 +92,10 @@ def test_inference_mlp_runs_on_onednn_with_packed_weights(large_block):
     assert "mkldnn._convolution_pointwise.default" in ops.names and "mkldnn._convolution_pointwise.binary" in ops.names
     assert not {"aten.addmm.default", "aten.mm.default", "aten.gelu.default"} & set(ops.names)
     assert out.shape == x.shape and out.is_contiguous()
-    packed = dict(onednn._packed[large_block.fc1])
+    packed = {shape: entry[-1] for shape, entry in onednn._packed[large_block.fc1].items()}
     with torch.no_grad():
         large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
-        assert dict(onednn._packed[large_block.fc1]).keys() == packed.keys()  # packed once, reused
+        assert all(onednn._packed[large_block.fc1][shape][-1] is weight for shape, weight in packed.items())  # reused
         large_block.add_mlp(*_mlp_inputs(large_block, tokens=(3, 3)), large_block.fc1, large_block.fc2)
     assert len(onednn._packed[large_block.fc1]) == 2  # one packing per input shape
 
@@ -109,6 +109,44 @@ def test_onednn_mlp_follows_new_weights(large_block):
         out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
         assert (out - _reference_mlp(large_block, residual, x)).abs().max() <= 1e-5
         assert (out - before).abs().max() > 0.1
+        assert len(onednn._packed[large_block.fc1]) == 1  # the old weight's packing is dropped, not kept
+        # writes through .data bypass the version counter: clear() is the documented way to repack after them
+        large_block.fc1.weight.data.mul_(-1)
+        onednn.clear(large_block)
+        out = large_block.add_mlp(residual, x, large_block.fc1, large_block.fc2)
+        assert (out - _reference_mlp(large_block, residual, x)).abs().max() <= 1e-5
+
+
+def test_model_fused_and_run_in_inference_mode_packs_and_follows_loads():
+    """The usual deployment code: build, fuse, load and run all under ``torch.inference_mode()``. The fused weights
+    are normal tensors (with version counters), so they are packed and a later load is honoured."""
+    with torch.inference_mode():
+        model = randomize(swiftformer.create_model("swiftformer_l3", num_classes=10), seed=2)
+        fused_model = swiftformer.reparameterize(model)
+        x = torch.randn(1, 3, 96, 96)
+        assert (fused_model(x) - model(x)).abs().max() <= 1e-4
+        assert any(m in onednn._packed for m in fused_model.modules())
+        halved = {k: v * 0.5 for k, v in fused_model.state_dict().items()}
+        fused_model.load_state_dict(halved)
+        reference = swiftformer.reparameterize(model)
+        reference.load_state_dict(halved)
+        with OpRecorder() as ops:
+            expected = reference(x)
+        assert "mkldnn._convolution_pointwise.binary" in ops.names
+        assert torch.equal(fused_model(x), expected)
+
+
+def test_parameters_that_want_gradients_or_autocast_take_plain_ops():
+    """Fine-tuning a fused model (parameters trainable again) gets real gradients; autocast gets its own dtypes."""
+    model = swiftformer.reparameterize(randomize(swiftformer.create_model("swiftformer_xs", num_classes=10)))
+    model.requires_grad_(True)
+    with OpRecorder() as ops:
+        model(torch.randn(1, 3, 64, 64)).sum().backward()
+    assert not any(name.startswith("mkldnn.") for name in ops.names)
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), OpRecorder() as ops:
+        model(torch.randn(1, 3, 64, 64))
+    assert not any(name.startswith("mkldnn.") for name in ops.names)
 
 
 def test_mlp_with_gradients_or_switched_off_runs_on_mkl(large_block, monkeypatch):
@@ -155,13 +193,18 @@ def test_fused_inference_runs_its_convolutions_on_packed_weights(monkeypatch):
     packed_calls = ops.names.count("mkldnn._convolution_pointwise.default")
     assert packed_calls == convs and "aten.convolution.default" not in ops.names
     assert "aten.relu.default" not in ops.names
-    assert {onednn._packed[m][next(iter(onednn._packed[m]))].is_mkldnn for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {True}
+    assert {onednn._packed[m][next(iter(onednn._packed[m]))][-1].is_mkldnn for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {True}
     monkeypatch.setattr(onednn, "ENABLED", False)
     with torch.no_grad(), OpRecorder() as ops:
         model(x)
     assert ops.names.count("aten.convolution.default") == convs and not any(n.startswith("mkldnn.") for n in ops.names)
 
 
-def test_packed_convolution_refuses_string_padding():
+def test_convolution_with_string_padding_takes_the_plain_conv():
+    conv = torch.nn.Conv2d(4, 4, 3, padding="same").requires_grad_(False)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad(), OpRecorder() as ops:
+        out = fused._conv_nchw(conv, x)
+    assert torch.equal(out, conv(x)) and not any(name.startswith("mkldnn.") for name in ops.names)
     with pytest.raises(ValueError, match="explicit zero padding"):
-        onednn.conv(torch.nn.Conv2d(4, 4, 3, padding="same"), torch.randn(1, 4, 8, 8))
+        onednn.conv(conv, x)

@@ -148,3 +148,19 @@ def test_predict_turns_photos_upright_by_their_exif_orientation(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_image(path)), upright)
     np.testing.assert_array_equal(read_image(path, exif_orientation=True).mul(255).round().byte().permute(1, 2, 0).numpy(), upright)
     np.testing.assert_array_equal(np.asarray(open_rgb(path)), np.asarray(stored))
+
+
+def test_malformed_exif_leaves_the_photo_as_stored(tmp_path, monkeypatch):
+    """Pillow raises all sorts of errors on broken EXIF blocks; predict then uses the stored pixels."""
+    from PIL import ImageOps
+
+    from swiftformer.data import load_image
+
+    stored = Image.fromarray(_gradient()).convert("RGB")
+    stored.save(tmp_path / "photo.png")
+
+    def broken_exif(image):
+        raise ZeroDivisionError("division by zero in a rational EXIF field")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
+    np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "photo.png")), np.asarray(stored))

@@ -47,7 +47,7 @@ class FusedBlock(nn.Module):
     def add_mlp(self, residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
         """``residual + fc2(gelu(fc1(x)))``, with the 1×1 convs as ``pointwise`` layers."""
         if self.channels_last and not is_graph_capture():
-            if fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS and onednn.applies(x, residual):
+            if fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS and onednn.applies(x, residual, fc1.bias, fc2.bias, weights=(fc1.weight, fc2.weight)):
                 return onednn.add_mlp(residual, x, fc1, fc2)
         return self.add_pointwise(residual, F.gelu(self.pointwise(fc1, x)), fc2)
 
@@ -66,7 +66,7 @@ def set_layout(model: nn.Module, channels_last: bool) -> nn.Module:
 
 def _conv_nchw(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """``conv(x)`` (then ReLU) on an NCHW map: on oneDNN's pre-packed weights in eager CPU inference."""
-    if not is_graph_capture() and onednn.applies(x):
+    if not is_graph_capture() and onednn.packs(conv) and onednn.applies(x, conv.bias, weights=(conv.weight,)):
         return onednn.conv(conv, x, "relu" if relu else "none")
     return F.relu(conv(x)) if relu else conv(x)
 

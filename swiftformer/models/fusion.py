@@ -103,7 +103,8 @@ def reparameterize(model: nn.Module, channels_last: bool = True) -> FusedModel:
     """
     if not hasattr(model, "reparameterize"):
         raise TypeError(f"{type(model).__name__} has no reparameterize(): not a SwiftFormer model")
-    body = set_layout(copy.deepcopy(model).eval().reparameterize(), channels_last)
+    with torch.inference_mode(False):  # normal tensors even when called in inference mode: they track in-place updates
+        body = set_layout(copy.deepcopy(model).eval().reparameterize(), channels_last)
     for parameter in body.parameters():
         parameter.requires_grad_(False)
     return FusedModel(body, dict(getattr(model, "pretrained_cfg", {}))).eval()

@@ -7,6 +7,8 @@ weights are used once per pass and come from memory, so that repacking is a real
 reordered once, with the activation, or a residual add, fused into it. The packed weights are opaque oneDNN
 tensors that cannot be copied or saved, so they are kept beside the model, not in it: one set per layer and
 input shape, rebuilt when the weight changes (a new tensor or an in-place update such as ``load_state_dict``).
+Writes that bypass autograd's version counter (``weight.data.mul_(...)``, NumPy views) are invisible to it: call
+:func:`clear` after them.
 
 Measured (``benchmarks/bench_fused.py --ablation``, ``benchmarks/bench_gemm.py``): the 3×3 convolutions are
 faster packed at every shape SwiftFormer has; MLPs only from ``MIN_MLP_WEIGHTS`` weights per matrix
@@ -14,6 +16,7 @@ faster packed at every shape SwiftFormer has; MLPs only from ``MIN_MLP_WEIGHTS``
 """
 from __future__ import annotations
 
+import platform
 import weakref
 
 import torch
@@ -23,35 +26,59 @@ ENABLED = True  # False: the fused blocks use PyTorch's plain ops only (what `be
 MIN_MLP_WEIGHTS = 256 * 1024
 _ONE_BY_ONE = ([0, 0], [1, 1], [1, 1], 1)  # padding, stride, dilation, groups
 _SHAPES_PER_LAYER = 4
-_X86 = torch.backends.mkldnn.is_available() and not torch.ops.mkldnn._is_mkldnn_acl_supported()
-_packed: weakref.WeakKeyDictionary[nn.Module, dict[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
+_X86 = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+        and not torch.ops.mkldnn._is_mkldnn_acl_supported())
+# layer -> {input shape: (weight it was packed from, its data pointer, its version, packed weight)}
+_packed: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
 
 
-def applies(*tensors: torch.Tensor) -> bool:
-    """Whether the packed kernels can run on ``tensors``: fp32 on an x86 CPU with oneDNN enabled, and no gradient
-    wanted (the fused kernels have no backward)."""
-    return (ENABLED and _X86 and torch.backends.mkldnn.enabled
+def applies(*inputs: torch.Tensor | None, weights: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the packed kernels can run on ``inputs`` with a layer's ``weights``: fp32 on an x86 CPU with oneDNN
+    enabled, no autocast, no gradient wanted (the fused kernels have no backward), and weights that keep a version
+    counter (not inference tensors, whose in-place updates could not be seen)."""
+    tensors = [t for t in (*inputs, *weights) if t is not None]
+    return (ENABLED and _X86 and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu")
             and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and not any(w.is_inference() for w in weights)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
 
 
+def clear(model: nn.Module | None = None) -> None:
+    """Drop the packed weights of ``model``'s layers (all layers when None); they are rebuilt on the next call."""
+    for layer in list(_packed) if model is None else model.modules():
+        _packed.pop(layer, None)
+
+
 def _packed_weight(layer: nn.Module, weight: torch.Tensor, conv_args: tuple, input_shape: torch.Size) -> torch.Tensor:
-    """``weight`` (4-d, as a convolution weight) in the blocked layout oneDNN picks for NCHW inputs of ``input_shape``."""
-    key = (tuple(input_shape), layer.weight.data_ptr(), layer.weight._version)  # changed or replaced: a new key
+    """``weight`` (4-d, as a convolution weight) in the blocked layout oneDNN picks for NCHW inputs of ``input_shape``.
+
+    An entry holds the tensor it was packed from, so a new weight can neither be mistaken for it (identity, data
+    pointer and version must all match) nor reuse its freed address; entries of an older weight are dropped."""
+    current = (layer.weight, layer.weight.data_ptr(), layer.weight._version)
     cache = _packed.setdefault(layer, {})
-    packed = cache.get(key)
-    if packed is None:
-        if len(cache) >= _SHAPES_PER_LAYER:
-            cache.clear()
-        weight = weight.detach().contiguous(memory_format=torch.channels_last)
-        packed = cache[key] = torch.ops.mkldnn._reorder_convolution_weight(weight, *conv_args, list(input_shape))
+    entry = cache.get(tuple(input_shape))
+    if entry is not None and entry[0] is current[0] and entry[1:3] == current[1:]:
+        return entry[3]
+    stale = [shape for shape, (w, ptr, version, _) in cache.items() if (w is not current[0] or (ptr, version) != current[1:])]
+    for shape in stale:
+        del cache[shape]
+    if len(cache) >= _SHAPES_PER_LAYER:
+        cache.clear()
+    weight = weight.detach().contiguous(memory_format=torch.channels_last)
+    packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *conv_args, list(input_shape))
+    cache[tuple(input_shape)] = (*current, packed)
     return packed
+
+
+def packs(layer: nn.Conv2d) -> bool:
+    """Whether :func:`conv` takes ``layer``: explicit zero padding (not ``"same"``/``"valid"``, not reflect etc.)."""
+    return layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
 
 
 def conv(layer: nn.Conv2d, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
     """``activation(layer(x))`` for an NCHW (preferably channels-last) ``x``; ``activation`` is ``"none"`` or
     ``"relu"``. The output is channels-last."""
-    if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+    if not packs(layer):
         raise ValueError(f"packed convolutions take explicit zero padding, not {layer.padding!r} / {layer.padding_mode}")
     conv_args = (list(layer.padding), list(layer.stride), list(layer.dilation), layer.groups)
     return torch.ops.mkldnn._convolution_pointwise(
