@@ -47,7 +47,8 @@ class FusedBlock(nn.Module):
     def add_mlp(self, residual: torch.Tensor, x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.Tensor:
         """``residual + fc2(gelu(fc1(x)))``, with the 1×1 convs as ``pointwise`` layers."""
         if self.channels_last and not is_graph_capture():
-            if fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS and onednn.applies(x, residual, fc1.bias, fc2.bias, weights=(fc1.weight, fc2.weight)):
+            large = fc1.weight.numel() >= onednn.MIN_MLP_WEIGHTS
+            if large and onednn.applies(x, residual, fc1.bias, fc2.bias, weights=(fc1.weight, fc2.weight)):
                 return onednn.add_mlp(residual, x, fc1, fc2)
         return self.add_pointwise(residual, F.gelu(self.pointwise(fc1, x)), fc2)
 

@@ -59,8 +59,7 @@ def _packed_weight(layer: nn.Module, weight: torch.Tensor, conv_args: tuple, inp
     entry = cache.get(tuple(input_shape))
     if entry is not None and entry[0] is current[0] and entry[1:3] == current[1:]:
         return entry[3]
-    stale = [shape for shape, (w, ptr, version, _) in cache.items() if (w is not current[0] or (ptr, version) != current[1:])]
-    for shape in stale:
+    for shape in [shape for shape, old in cache.items() if old[0] is not current[0] or old[1:3] != current[1:]]:
         del cache[shape]
     if len(cache) >= _SHAPES_PER_LAYER:
         cache.clear()
