@@ -68,14 +68,9 @@ def small_images() -> torch.Tensor:
 
 
 @pytest.fixture
-def threads():
-    """``torch.set_num_threads`` for one test; the intra-op thread count is restored afterwards."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def one_thread(threads):
+def one_thread():
     """One intra-op thread: on 2 shared cores, spinning thread pools make tiny runs many times slower."""
-    threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import timm
@@ -155,16 +156,23 @@ def test_atomic_save_keeps_previous_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # no temp file left behind
 
 
-def test_pretrained_true_resolves_through_offline_hub_cache(model, x, tmp_path, monkeypatch):
-    """Build a Hub cache by hand (the layout huggingface_hub reads) and resolve pretrained=True from it."""
-    variant = "swiftformer_xs"
-    repo_dir = tmp_path / "hub" / ("models--" + HUB_REPO.format(variant=variant).replace("/", "--"))
+def _hub_cache(model, root: Path, variant: str) -> Path:
+    """A Hugging Face Hub cache under ``root`` holding ``model`` as timm's release of ``variant`` (the layout
+    huggingface_hub reads: refs/main names a snapshot holding model.safetensors)."""
+    repo_dir = root / ("models--" + HUB_REPO.format(variant=variant).replace("/", "--"))
     commit = "0" * 40
     snapshot = repo_dir / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
     swiftformer.save_checkpoint(model, snapshot / "model.safetensors", format="timm")
+    return root
+
+
+def test_pretrained_true_resolves_through_offline_hub_cache(model, x, tmp_path, monkeypatch):
+    """Build a Hub cache by hand and resolve pretrained=True from it."""
+    variant = "swiftformer_xs"
+    _hub_cache(model, tmp_path / "hub", variant)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -178,12 +186,7 @@ def test_pretrained_true_resolves_through_offline_hub_cache(model, x, tmp_path, 
 def test_pretrained_true_takes_cached_weights_without_a_network_request(model, x, tmp_path, monkeypatch):
     """Weights already in the Hub cache load without asking the Hub (an offline machine would wait for its retries)."""
     variant = "swiftformer_xs"
-    repo_dir = tmp_path / "hub" / ("models--" + HUB_REPO.format(variant=variant).replace("/", "--"))
-    commit = "1" * 40
-    (repo_dir / "snapshots" / commit).mkdir(parents=True)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    swiftformer.save_checkpoint(model, repo_dir / "snapshots" / commit / "model.safetensors", format="timm")
+    _hub_cache(model, tmp_path / "hub", variant)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -28,7 +28,7 @@ _ONE_BY_ONE = ([0, 0], [1, 1], [1, 1], 1)  # padding, stride, dilation, groups
 _SHAPES_PER_LAYER = 4
 _X86 = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
         and not torch.ops.mkldnn._is_mkldnn_acl_supported())
-# layer -> {input shape: (weight it was packed from, its data pointer, its version, packed weight)}
+# layer -> {input shape: (weight it was packed from, (its data pointer, its version), packed weight)}
 _packed: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple]] = weakref.WeakKeyDictionary()
 
 
@@ -54,18 +54,22 @@ def _packed_weight(layer: nn.Module, weight: torch.Tensor, conv_args: tuple, inp
 
     An entry holds the tensor it was packed from, so a new weight can neither be mistaken for it (identity, data
     pointer and version must all match) nor reuse its freed address; entries of an older weight are dropped."""
-    current = (layer.weight, layer.weight.data_ptr(), layer.weight._version)
+    source, stamp = layer.weight, (layer.weight.data_ptr(), layer.weight._version)
+
+    def is_current(entry: tuple) -> bool:
+        return entry[0] is source and entry[1] == stamp
+
     cache = _packed.setdefault(layer, {})
     entry = cache.get(tuple(input_shape))
-    if entry is not None and entry[0] is current[0] and entry[1:3] == current[1:]:
-        return entry[3]
-    for shape in [shape for shape, old in cache.items() if old[0] is not current[0] or old[1:3] != current[1:]]:
+    if entry is not None and is_current(entry):
+        return entry[2]
+    for shape in [shape for shape, old in cache.items() if not is_current(old)]:
         del cache[shape]
     if len(cache) >= _SHAPES_PER_LAYER:
         cache.clear()
     weight = weight.detach().contiguous(memory_format=torch.channels_last)
     packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *conv_args, list(input_shape))
-    cache[tuple(input_shape)] = (*current, packed)
+    cache[tuple(input_shape)] = (source, stamp, packed)
     return packed
 
 
