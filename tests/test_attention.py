@@ -10,8 +10,8 @@ from swiftformer.models.attention import (
     SeparableSelfAttention,
     TransposedSelfAttention,
     build_attention,
-    l2_normalize_,
 )
+from swiftformer.models.fused import l2_normalize_
 
 B, N, C = 2, 13, 16
 

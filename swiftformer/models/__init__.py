@@ -1,6 +1,6 @@
 """SwiftFormer models, attentions and inference-time fusion."""
 from .attention import ATTENTIONS, build_attention
-from .fusion import reparameterize
+from .fused import reparameterize
 from .registry import create_model, list_models, resolve_variant
 from .swiftformer import PUBLISHED_TOP1, VARIANTS, SwiftFormer
 

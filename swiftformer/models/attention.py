@@ -16,22 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-EPS = 1e-12  # F.normalize's default, the official code's
-
-
-def is_graph_capture() -> bool:
-    """True while ``torch.export`` / ``torch.compile`` / ``torch.jit.trace`` records the forward."""
-    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
-
-
-def l2_normalize_(x: torch.Tensor, dim: int, eps: float = EPS) -> torch.Tensor:
-    """``F.normalize`` in place for eager inference: two passes over ``x`` (norm, divide) instead of four.
-
-    Same value as ``x / max(||x||, eps)``. A tensor that autograd tracks is left unchanged (a new one is returned).
-    """
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(eps)
-    return x / norm if x.requires_grad else x.div_(norm)  # autograd needs x unchanged
+from .fused import FusedAdditiveAttention
 
 
 class EfficientAdditiveAttention(nn.Module):
@@ -68,71 +53,9 @@ class EfficientAdditiveAttention(nn.Module):
         key = F.normalize(self.to_key(x), dim=-1)
         return self.final(self.proj(self.global_query(query) * key) + query)
 
-    def reparameterize(self, output_scale: torch.Tensor | None = None) -> "FusedAdditiveAttention":
+    def reparameterize(self, output_scale: torch.Tensor | None = None) -> FusedAdditiveAttention:
         """The inference form; ``output_scale`` (C,) is a layer scale folded into its output."""
         return FusedAdditiveAttention(self, output_scale)
-
-
-class FusedAdditiveAttention(nn.Module):
-    """Inference form of :class:`EfficientAdditiveAttention`, same function, fewer and larger ops.
-
-    - ``to_query`` and ``to_key`` are one linear layer ``(B, N, C) -> (B, N, 2C)``, normalised in one op.
-    - ``final(proj(G ⊙ k) + q) = (W_f W_p diag(G)) k + W_f q + (W_f b_p + b_f)``: ``W_f W_p`` is
-      precomputed, so the two output projections become one batched matmul of ``[q, k]`` ``(B, N, 2C)``
-      with a per-image ``(2C, C)`` matrix, with the bias (and any layer scale) folded in.
-    """
-
-    def __init__(self, attn: EfficientAdditiveAttention, output_scale: torch.Tensor | None = None) -> None:
-        super().__init__()
-        dim = attn.to_query.in_features
-        scale = torch.ones(dim) if output_scale is None else output_scale.detach().reshape(dim)
-        with torch.no_grad():
-            w_final = attn.final.weight * scale[:, None]  # (C_out, C)
-            self.legacy = attn.legacy
-            self.qk_weight = nn.Parameter(torch.cat([attn.to_query.weight, attn.to_key.weight]))
-            self.qk_bias = nn.Parameter(torch.cat([attn.to_query.bias, attn.to_key.bias]))
-            self.score_weight = nn.Parameter(attn.w_g.t() * attn.scale)  # (1, C): a linear layer to one score
-            # out = q Wq^T + (G ⊙ k) Wk^T + bias, with Wq, Wk (C_out, C) as linear-layer weights.
-            self.query_out = nn.Parameter(w_final.clone())
-            self.key_out = nn.Parameter(w_final @ attn.proj.weight)
-            self.bias = nn.Parameter(w_final @ attn.proj.bias + attn.final.bias * scale)
-            self.register_buffer("ones", self.qk_weight.new_ones(1, dim), persistent=False)  # sums over channels as a GEMM
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_graph_capture():
-            return self.forward_exportable(x)
-        batch, tokens, dim = x.shape
-        qk = l2_normalize_(F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim), dim=-1)
-        qk = qk.view(batch, tokens, 2 * dim)
-        query = qk[..., :dim]
-        if self.legacy:
-            global_query = query.sum(dim=1)  # (B, C)
-        else:
-            scores = l2_normalize_(F.linear(query, self.score_weight), dim=1)  # (B, N, 1)
-            global_query = torch.bmm(scores.transpose(1, 2), query).squeeze(1)  # (B, C)
-        key_out = global_query.unsqueeze(-1) * self.key_out.t()  # (B, C, C_out)
-        out_weight = torch.cat([self.query_out.t().expand(batch, -1, -1), key_out], dim=1)  # (B, 2C, C_out)
-        return torch.baddbmm(self.bias, qk, out_weight)
-
-    def forward_exportable(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function from ops every export backend runs in its fast path (what graph capture sees).
-
-        L2 normalisations are ``x * rsqrt(clamp(sum(x²)))``: no ``l2_norm``-style op, which not every backend
-        (the Neural Engine) takes. Reductions are matrix products (XNNPACK delegates GEMMs, not ``sum``), no
-        operand is 1-D (coremltools' matmul rejects one), and nothing is expanded per image:
-        ``out = q W_q + (G ⊙ k) W_k + b``.
-        """
-        batch, tokens, dim = x.shape
-        qk = F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim)
-        qk = (qk * torch.rsqrt(F.linear(qk * qk, self.ones).clamp_min(EPS * EPS))).view(batch, tokens, 2 * dim)
-        query, key = qk[..., :dim], qk[..., dim:]  # (B, N, C) each
-        if self.legacy:
-            global_query = query.sum(dim=1, keepdim=True)  # (B, 1, C)
-        else:
-            scores = F.linear(query, self.score_weight)  # (B, N, 1)
-            scores_t = scores.transpose(1, 2)  # (B, 1, N)
-            global_query = torch.bmm(scores_t, query) * torch.rsqrt(torch.bmm(scores_t, scores).clamp_min(EPS * EPS))
-        return F.linear(query, self.query_out, self.bias) + F.linear(global_query * key, self.key_out)
 
 
 class _HeadedQKV(nn.Module):

@@ -7,7 +7,7 @@ The network is a 4-stage hierarchy (strides 4/8/16/32). Each stage is ``ConvEnco
 ``SwiftFormerEncoder`` (local representation, additive attention, MLP). Parameter names follow timm's
 ``swiftformer.py``, so timm checkpoints load as they are; :mod:`swiftformer.convert` maps the official and
 Hugging Face layouts. Every block owns its inference-time fusion in ``reparameterize()`` and
-:func:`swiftformer.models.fusion.reparameterize` walks the model once.
+:func:`swiftformer.models.fused.reparameterize` walks the model once.
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import build_attention
-from .fused import FusedConvEncoder, FusedDownsample, FusedHead, FusedStem, FusedSwiftFormerEncoder, TokenScale
-from .fusion import conv1x1_to_linear, fold_bn_after_conv, fold_bn_before_conv, fold_output_scale, reparameterize_children
+from .fused import (
+    FusedConvEncoder, FusedDownsample, FusedHead, FusedStem, FusedSwiftFormerEncoder, TokenScale, average_linears,
+    conv1x1_to_linear, fold_bn_after_conv, fold_bn_before_linear, fold_output_scale, reparameterize_children,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -243,7 +245,7 @@ class SwiftFormerEncoder(nn.Module):
         return FusedSwiftFormerEncoder(
             self.local_representation.reparameterize(),
             attn,
-            conv1x1_to_linear(fold_bn_before_conv(self.linear.norm1, self.linear.fc1)),
+            fold_bn_before_linear(self.linear.norm1, conv1x1_to_linear(self.linear.fc1)),
             conv1x1_to_linear(fold_output_scale(self.linear.fc2, self.layer_scale_2.gamma)),
         )
 
@@ -414,18 +416,10 @@ class SwiftFormer(nn.Module):
 
     def _fused_head(self) -> FusedHead:
         """The final BN and the twin heads as one linear layer on pooled features."""
-        heads = [h for h in (self.head, self.head_dist) if h is not None]
         if not isinstance(self.head, nn.Linear):
             raise ValueError("a model without a classifier (num_classes=0) has no head to fuse")
-        weight = torch.stack([h.weight for h in heads]).mean(0)
-        bias = torch.stack([h.bias for h in heads]).mean(0)
-        bn_scale = self.norm.weight / torch.sqrt(self.norm.running_var + self.norm.eps)
-        bn_shift = self.norm.bias - self.norm.running_mean * bn_scale
-        head = nn.Linear(self.num_features, self.num_classes)
-        with torch.no_grad():
-            head.weight.copy_(weight * bn_scale)
-            head.bias.copy_(bias + weight @ bn_shift)
-        return FusedHead(head)
+        heads = [h for h in (self.head, self.head_dist) if h is not None]
+        return FusedHead(fold_bn_before_linear(self.norm, average_linears(heads)))
 
 
 def _stage_indices(num_stages: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
