@@ -25,8 +25,7 @@ from torch import nn
 
 from .data_config import check_image_size
 from .errors import SwiftFormerError
-from .models.fused import set_layout
-from .models.fusion import FusedModel, reparameterize
+from .models.fused import FusedModel, reparameterize, set_layout
 
 if TYPE_CHECKING:
     import openvino

@@ -1,6 +1,7 @@
 """Every export format is written from the fused model and matches PyTorch when run by its own runtime."""
 from __future__ import annotations
 
+import copy
 import functools
 import sys
 
@@ -132,9 +133,20 @@ def test_onnx_graph_is_nchw_without_layout_transposes(tmp_path):
     assert ops.count("Conv") >= 2 + 3 + 2 * 16  # stem, downsamples, and each block's 3x3 and 1x1 convolutions
 
 
-def test_a_wrong_artefact_is_reported(tmp_path):
-    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
-        export_model(randomized("swiftformer_xs"), "torchscript", tmp_path / "xs.pt", img_size=IMG_SIZE, atol=-1.0)
+def test_a_wrong_artefact_is_reported(tmp_path, monkeypatch):
+    """A converter that gets the graph wrong (here: tracing records a model whose head bias is off by 0.01) is
+    caught by the check at the default tolerance."""
+    trace = torch.jit.trace
+
+    def wrong_trace(model, example, **kwargs):
+        broken = copy.deepcopy(model)
+        with torch.no_grad():
+            broken.body[-1].head.bias.add_(0.01)
+        return trace(broken, example, **kwargs)
+
+    monkeypatch.setattr(torch.jit, "trace", wrong_trace)
+    with pytest.raises(ExportCheckError, match="differs from PyTorch by 0.01"):
+        export_model(randomized("swiftformer_xs"), "torchscript", tmp_path / "xs.pt", img_size=IMG_SIZE)
 
 
 def test_bad_arguments_are_user_errors(tmp_path):
