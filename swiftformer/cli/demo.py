@@ -15,9 +15,14 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..data import CheckedLoader
+    from ..recipes import TrainConfig
 
 # (format, file name, the runtime that checks it, the package that runtime needs)
 EXPORTS = (("onnx", "model.onnx", "ONNX Runtime", "onnxruntime"), ("openvino", "model.xml", "OpenVINO", "openvino"))
@@ -50,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes import load_recipe
 
     overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress}
-    overrides.update({key: value for key, value in (("epochs", args.epochs), ("img_size", args.img_size)) if value is not None})
+    budget = {"epochs": args.epochs, "img_size": args.img_size}
+    overrides.update({key: value for key, value in budget.items() if value is not None})
     config = load_recipe("demo_digits", overrides)
-    print(f"demo     {config.model} from scratch on scikit-learn's digits, recipe swiftformer/configs/demo_digits.yaml, "
-          f"run directory {config.output_dir}", flush=True)
+    print(f"demo     {config.model} from scratch on scikit-learn's digits, "
+          f"recipe swiftformer/configs/demo_digits.yaml, run directory {config.output_dir}", flush=True)
     with quiet_library(getattr(args, "verbose", False)):
         checkpoint = train_step(config)
         model, loader = evaluate_step(checkpoint)
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_step(config) -> Path:
+def train_step(config: TrainConfig) -> Path:
     """``swiftformer.train.main``; returns the run's ``last.pth``."""
     from ..data import build_dataset
     from ..train import main
@@ -80,7 +86,7 @@ def train_step(config) -> Path:
     return Path(config.output_dir) / "last.pth"
 
 
-def evaluate_step(checkpoint: Path) -> tuple[nn.Module, object]:
+def evaluate_step(checkpoint: Path) -> tuple[nn.Module, CheckedLoader]:
     """What ``swiftformer eval --checkpoint RUN/last.pth`` does: reload the run, rebuild its validation data."""
     from ..data import build_dataset, eval_loader
     from ..distributed import DistInfo
@@ -98,7 +104,7 @@ def evaluate_step(checkpoint: Path) -> tuple[nn.Module, object]:
 
 
 @torch.no_grad()
-def fuse_step(model: nn.Module, loader) -> nn.Module:
+def fuse_step(model: nn.Module, loader: CheckedLoader) -> nn.Module:
     """:func:`swiftformer.reparameterize`, compared with the unfused model on the first validation batch."""
     from ..engine import evaluate
     from ..models import reparameterize
@@ -108,8 +114,9 @@ def fuse_step(model: nn.Module, loader) -> nn.Module:
     difference = float((fused(images) - model(images)).abs().max())
     result = evaluate(fused, loader, torch.device("cpu"), model.num_classes, channels_last=True)
     batch_norms = [sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) for net in (model, fused)]
-    print(f"fuse     {batch_norms[0]} BatchNorms, the layer scales and the twin heads folded ({batch_norms[1]} BatchNorms "
-          f"left): max |Δlogit| {difference:.1e} on {len(images)} images, fused top-1 {result.top1:.2f} %", flush=True)
+    print(f"fuse     {batch_norms[0]} BatchNorms, the layer scales and the twin heads folded "
+          f"({batch_norms[1]} BatchNorms left): max |Δlogit| {difference:.1e} on {len(images)} images, "
+          f"fused top-1 {result.top1:.2f} %", flush=True)
     return fused
 
 
@@ -121,7 +128,8 @@ def export_step(model: nn.Module, fmt: str, out: Path, runtime: str, package: st
     from ..export import export_model
 
     result = export_model(model, fmt, out, img_size=(img_size, img_size))
-    print(f"export   {fmt:<8} checked by {runtime}: max |Δ| {result.max_abs_diff:.1e} vs PyTorch -> {result.path}", flush=True)
+    print(f"export   {fmt:<8} checked by {runtime}: max |Δ| {result.max_abs_diff:.1e} vs PyTorch -> {result.path}",
+          flush=True)
 
 
 def latency_step(model: nn.Module, fused: nn.Module, img_size: int, rounds: int) -> None:
