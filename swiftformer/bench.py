@@ -29,7 +29,7 @@ from .errors import SwiftFormerError
 from .export import CHANNELS_LAST, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
-from .profile import count_macs, count_params
+from .profiling import count_macs, count_params
 
 # Published ImageNet-1K top-1 (224 px unless noted) of the timm peers, from their papers:
 PEER_TOP1 = {

@@ -15,13 +15,8 @@ from typing import Any
 
 import yaml
 
+from .distributed import DIST_TIMEOUT_SECONDS
 from .errors import SwiftFormerError
-
-
-# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
-# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
-# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
-DIST_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass

@@ -178,8 +178,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
 
     # Data, model, EMA, teacher
-    probe = create_model(config.model)  # transforms need the model's data config only
-    datasets = build_datasets(probe, config)
+    datasets = build_datasets(config)
     num_classes = config.num_classes or len(datasets.class_names)
     config = dataclasses.replace(config, num_classes=num_classes)
     model = build_model(config, num_classes).to(device, memory_format=memory_format(config.channels_last))

@@ -20,12 +20,11 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.functional import normalize, pil_to_tensor
 
-from ..data import open_rgb
+from ..data import IMAGE_EXTENSIONS, open_rgb
 from ..errors import DataError
 from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def read_image(path: Path, exif_orientation: bool = False) -> torch.Tensor:
@@ -136,7 +135,7 @@ class SegmentationFolder(Dataset):
         self.samples = [
             (path, label_dir / f"{path.stem}.png")
             for path in sorted(image_dir.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
+            if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
         missing = [str(label) for _, label in self.samples if not label.is_file()]
         if missing:
