@@ -13,7 +13,7 @@ from swiftformer.cli import main
 from swiftformer.cli.bench import _summary_lines
 from swiftformer.errors import SwiftFormerError
 from swiftformer.models import PUBLISHED_TOP1
-from swiftformer.profile import count_params
+from swiftformer.profiling import count_params
 
 RECORD_FIELDS = {"model", "backend", "batch", "img_size", "median_ms", "p90_ms", "params", "macs"}
 

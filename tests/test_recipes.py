@@ -1,8 +1,6 @@
 """Recipe files: the official recipe per variant, what differs between variants, overrides."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import yaml
 
@@ -91,4 +89,5 @@ def test_cli_flags_override_the_recipe_and_set_overrides_flags():
     assert config.epochs == 7 and config.lr == 0.02
     assert config.channels_last is False and config.compile is True  # switches turn recipe values off and on
     assert config.batch_size == 128  # untouched recipe values stay
-    assert isinstance(args, argparse.Namespace)
+    untouched = resolve_config(build_parser().parse_args(["train", "--model", "swiftformer_l1"]))
+    assert untouched.epochs == 300 and untouched.lr == 2e-3 and untouched.channels_last is True  # flags not given
