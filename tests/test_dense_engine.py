@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from swiftformer.cli import main as cli_main
-from swiftformer.dense.config import DenseConfig, config_from_dict, list_configs, load_config
+from swiftformer.dense.config import DenseConfig, config_from_dict, configs_dir, list_configs, load_config
 from swiftformer.dense.data import SegmentationFolder
 from swiftformer.dense.engine import lr_factor, train
 from swiftformer.dense.metrics import ConfusionMatrix
@@ -34,7 +35,7 @@ def segmentation_run(pennfudan, tmp_path_factory) -> tuple[DenseConfig, dict, Pa
     """The CI version of the README's semantic-FPN run: the shipped recipe, shortened."""
     output = tmp_path_factory.mktemp("seg_run")
     config = load_config("pennfudan_semantic_fpn_xs", {
-        "data": str(pennfudan / "ade"), "output": str(output), "iterations": SEG_ITERATIONS,
+        "data": str(pennfudan / "ade"), "output_dir": str(output), "iterations": SEG_ITERATIONS,
         "eval_interval": SEG_ITERATIONS, "warmup_iters": 10, "img_size": 160, "crop_size": 160, "workers": 0,
     })
     torch.manual_seed(0)
@@ -126,7 +127,13 @@ def test_shipped_recipes_load() -> None:
     assert (mask_rcnn.min_size, mask_rcnn.max_size, mask_rcnn.lr, mask_rcnn.epochs, mask_rcnn.milestones) == (800, 1333, 2e-4, 12, (8, 11))
     fpn = load_config("semantic_fpn_ade20k_swiftformer_l3")
     assert (fpn.crop_size, fpn.iterations, fpn.sched, fpn.num_classes, fpn.model) == (512, 40000, "poly", 150, "swiftformer_l3")
+    for family in ("maskrcnn_1x", "semantic_fpn_ade20k"):  # the paper's recipe once, per backbone what differs
+        l1, l3 = (load_config(f"{family}_swiftformer_{v}").to_dict() for v in ("l1", "l3"))
+        assert {k for k in l1 if l1[k] != l3[k]} == {"model", "output_dir"}
+        written = yaml.safe_load((configs_dir() / f"{family}_swiftformer_l3.yaml").read_text())
+        assert set(written) == {"base", "model", "output_dir"}
     with pytest.raises(SwiftFormerError, match="unknown config key"):
         load_config("pennfudan_semantic_fpn_xs", {"learning_rate": 1})
     with pytest.raises(SwiftFormerError, match="exactly one of epochs and iterations"):
         load_config("pennfudan_semantic_fpn_xs", {"epochs": 3})
+    assert config_from_dict({"output": "runs/old"}).output_dir == "runs/old"  # the key of configs in old checkpoints

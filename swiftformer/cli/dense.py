@@ -42,7 +42,7 @@ def run_task(args: argparse.Namespace, task: str) -> int:
         from ..dense.engine import summary, train
 
         if args.output:
-            overrides["output"] = args.output
+            overrides["output_dir"] = args.output
         config = load_config(args.config, overrides)
         if config.task != task:
             raise SwiftFormerError(f"{args.config} is a {config.task} recipe, not {task}")

@@ -223,7 +223,7 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
     device = dist_info.device
     torch.manual_seed(config.seed + dist_info.rank)
     random.seed(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
-    output = Path(config.output)
+    output = Path(config.output_dir)
     runlog = RunLog(output, enabled=dist_info.is_main)
     datasets = build_datasets(config)
     num_classes = len(datasets.classes) if config.task == "detection" else config.num_classes
