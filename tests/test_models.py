@@ -227,3 +227,19 @@ def test_attention_zoo_inside_model(attention):
         built = stage.blocks[-1].attn
         assert type(built) is type(build_attention(attention, 8))
         assert getattr(built, "legacy", False) == (attention == "additive_legacy")
+
+
+def test_the_model_package_knows_no_file_formats():
+    """Weights from files are read a layer above (swiftformer.pretrained); the networks stay format-free."""
+    import ast
+    from pathlib import Path
+
+    package = Path(swiftformer.__file__).parent / "models"
+    imported = {
+        f"{'.' * node.level}{node.module or ''}"
+        for path in package.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert not {name for name in imported if name.lstrip(".").startswith(("checkpoint", "convert", "pretrained"))}
+    assert swiftformer.create_model.__module__ == "swiftformer.pretrained"
