@@ -2,7 +2,8 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data_config import resolve_data_config
 from .errors import CheckpointError, DataError, SwiftFormerError, UnknownModelError
-from .models import ATTENTIONS, VARIANTS, SwiftFormer, create_model, list_models, reparameterize
+from .models import ATTENTIONS, VARIANTS, SwiftFormer, list_models, reparameterize
+from .pretrained import create_model
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """Latency and throughput of SwiftFormer beside its mobile peers, per backend, measured side by side.
 
     swiftformer bench --threads 2 --batch 32 --json docs/bench.json --csv docs/bench.csv --plot docs/bench.png
-    swiftformer bench --attention --plot docs/attention.png
+    swiftformer bench-attention --plot docs/attention.png
 
 Every (model, backend) pair becomes a *runner*: a callable that runs one forward pass on a fixed input
 and returns its wall time. All runners are warmed up, then timed in interleaved rounds (each round runs
@@ -29,7 +29,7 @@ from .errors import SwiftFormerError
 from .export import CHANNELS_LAST, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
-from .profile import count_macs, count_params
+from .profiling import count_macs, count_params
 
 # Published ImageNet-1K top-1 (224 px unless noted) of the timm peers, from their papers:
 PEER_TOP1 = {
@@ -82,7 +82,7 @@ def is_peer(name: str) -> bool:
     return name.startswith("timm/")
 
 
-def build_model(name: str) -> nn.Module:
+def benchmark_model(name: str) -> nn.Module:
     """Ours by plain name (``swiftformer_s``), timm peers as ``timm/<name>``, in eval mode.
 
     Weights are random (no download); ours get the weights of timm's model of the same variant (seeded
@@ -322,7 +322,7 @@ def run_benchmark(
         built = {}
         for name in models:
             log(f"building {name}")
-            model = build_model(name)
+            model = benchmark_model(name)
             built[name] = (model, count_params(model), count_macs(model, img_size))
         for size in batches:
             runners: dict[str, Runner] = {}

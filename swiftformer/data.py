@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -29,9 +29,13 @@ from .distributed import DistInfo, ShardSampler
 from .errors import DataError
 from .recipes import TrainConfig
 
+if TYPE_CHECKING:
+    from .dense.config import DenseConfig
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("folder", "digits", "cifar10")
+# The image files PIL reads; the one list of every task (classification folders, dense datasets, predict).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DIGITS_SIZE = 32  # the 8×8 digits are upsampled to this before the model's own resize
 
@@ -66,17 +70,19 @@ class DigitsDataset(Dataset):
 
 @dataclass
 class Datasets:
-    train: Dataset
+    """The splits of a run, classification or dense (``train`` is ``None`` for evaluation only)."""
+
+    train: Dataset | None
     val: Dataset
     class_names: list[str]
 
 
-def model_data_config(model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+def model_data_config(model: nn.Module | None, config: TrainConfig) -> dict[str, Any]:
     """The model's preprocessing at the run's image size, crop and interpolation."""
     return resolve_data_config(model, config.img_size, crop_pct=config.crop_pct, interpolation=config.interpolation)
 
 
-def train_transform(model: nn.Module, config: TrainConfig) -> Callable:
+def train_transform(model: nn.Module | None, config: TrainConfig) -> Callable:
     """Random resized crop, flip, RandAugment or colour jitter, normalise, random erasing (timm)."""
     data_config = model_data_config(model, config)
     return create_transform(
@@ -95,7 +101,7 @@ def train_transform(model: nn.Module, config: TrainConfig) -> Callable:
     )
 
 
-def eval_transform(model: nn.Module, config: TrainConfig) -> Callable:
+def eval_transform(model: nn.Module | None, config: TrainConfig) -> Callable:
     """Resize to ``img_size / crop_pct``, center crop, normalise."""
     return create_transform(**model_data_config(model, config), is_training=False)
 
@@ -192,8 +198,11 @@ def _subset(dataset: Dataset, size: int | None) -> Dataset:
     return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
 
 
-def build_dataset(model: nn.Module, config: TrainConfig, split: str) -> tuple[Dataset, list[str]]:
-    """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names."""
+def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> tuple[Dataset, list[str]]:
+    """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names.
+
+    ``model`` only lends its preprocessing config (mean, std); ``None`` takes the SwiftFormer family's.
+    """
     is_train = split == "train"
     transform = train_transform(model, config) if is_train else eval_transform(model, config)
     if config.dataset == "digits":
@@ -211,10 +220,21 @@ def build_dataset(model: nn.Module, config: TrainConfig, split: str) -> tuple[Da
     return _subset(dataset, config.train_subset if is_train else config.val_subset), names
 
 
-def build_datasets(model: nn.Module, config: TrainConfig) -> Datasets:
-    """Train and val datasets; their class folders must agree."""
-    train, names = build_dataset(model, config, "train")
-    val, val_names = build_dataset(model, config, "val")
+def build_datasets(config: TrainConfig | DenseConfig, train: bool = True) -> Datasets:
+    """The splits of a run of either task family (``train=False``: validation only).
+
+    Classification: train and val of ``config.dataset``, whose class folders must agree. Dense prediction:
+    :func:`swiftformer.dense.data.dense_datasets`.
+    """
+    if not isinstance(config, TrainConfig):
+        from .dense.data import dense_datasets
+
+        return dense_datasets(config, train)
+    if not train:
+        val, names = build_dataset(None, config, "val")
+        return Datasets(None, val, names)
+    train, names = build_dataset(None, config, "train")
+    val, val_names = build_dataset(None, config, "val")
     if names != val_names:
         only_train, only_val = sorted(set(names) - set(val_names)), sorted(set(val_names) - set(names))
         differences = [f"only in train/: {', '.join(only_train)}"] * bool(only_train)

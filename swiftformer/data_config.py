@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.data import create_transform, resolve_data_config as timm_resolve_data_config
+from timm.data import resolve_data_config as timm_resolve_data_config
 from torch import nn
 
 from .errors import SwiftFormerError
+from .models.swiftformer import default_pretrained_cfg
 
 # SwiftFormer downsamples 32x (stem 4x, three 2x downsamplings): a smaller side leaves the last stage with less
 # than one pixel of image, all padding. Any size from 32 up works; multiples of 32 waste no padding.
@@ -23,15 +24,16 @@ def check_image_size(*sides: int) -> None:
             )
 
 
-def resolve_data_config(model: nn.Module, img_size: int | None = None, **overrides: Any) -> dict[str, Any]:
-    """The model's preprocessing config (timm's ``resolve_data_config``), optionally at another size."""
+def resolve_data_config(model: nn.Module | None = None, img_size: int | None = None, **overrides: Any) -> dict[str, Any]:
+    """The model's preprocessing config (timm's ``resolve_data_config``), optionally at another size.
+
+    Without a model, the SwiftFormer family's own (every variant shares it): building the data of a run
+    needs no model.
+    """
     args = dict(overrides)
     if img_size is not None:
         check_image_size(img_size)
         args["input_size"] = (3, img_size, img_size)
-    return timm_resolve_data_config(args, model=model)
+    pretrained_cfg = default_pretrained_cfg() if model is None else None
+    return timm_resolve_data_config(args, pretrained_cfg=pretrained_cfg, model=model)
 
-
-def eval_transform(model: nn.Module, img_size: int | None = None):
-    """Resize + center crop + normalise, exactly as the model's config says."""
-    return create_transform(**resolve_data_config(model, img_size), is_training=False)

@@ -17,7 +17,11 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .errors import SwiftFormerError
-from .recipes import DIST_TIMEOUT_SECONDS
+
+# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
+# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
+# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
+DIST_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from torch import nn
 
 from .checkpoint import load_native_state_dict, safe_torch_load
 from .errors import CheckpointError
-from .models import create_model
+from .pretrained import create_model
 from .recipes import TrainConfig, apply_overrides
 
 

@@ -74,7 +74,7 @@ def build_teacher(name: str, checkpoint: str | None, num_classes: int, device: t
     """
     from .checkpoint import read_checkpoint
     from .models import list_models
-    from .models.registry import create_model
+    from .pretrained import create_model
 
     if name.split(".")[0] in list_models():
         teacher = create_model(name, pretrained=checkpoint or True)

@@ -1,31 +1,47 @@
-"""Training recipes: one small YAML file per variant, overridden from the command line.
+"""Recipes: one small YAML file per run, a typed dataclass, overrides from the command line.
 
-A recipe is a :class:`TrainConfig`. The shipped files (``swiftformer/configs/<name>.yaml``) reproduce the
-official ImageNet recipe per variant and say in their header what differs and why;
-``demo_digits.yaml`` is the short recipe behind ``swiftformer demo``. Resolution order: dataclass defaults,
-then the recipe file, then command-line overrides; the resolved config is saved with every run.
+One mechanism serves both task families: :class:`TrainConfig` (classification, ``swiftformer/configs``)
+and :class:`swiftformer.dense.config.DenseConfig` (``swiftformer/configs/dense``). A recipe file states
+only what differs from the recipe it names in ``base:`` (a shipped name such as ``_base_/imagenet``, or a
+YAML path relative to the file); the paper's ImageNet recipe is written once, in
+``configs/_base_/imagenet.yaml``. Resolution order: dataclass defaults, the base chain, the recipe file,
+then command-line overrides (``--set key=value``). Values are checked against the dataclass field types
+and unknown keys are an error naming them. The resolved config is saved with every run and loads back.
 """
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from .distributed import DIST_TIMEOUT_SECONDS
 from .errors import SwiftFormerError
 
+BASE_KEY = "base"
 
-# How long a collective waits for the other ranks before failing. A rank that dies closes its connections and
-# the others fail at once; this bounds the wait for a rank that hangs (stuck I/O, a stopped process, a lost
-# node). It must exceed the longest stretch one rank works alone: rank 0 writing a checkpoint.
-DIST_TIMEOUT_SECONDS = 600.0
+
+class Recipe:
+    """What the config dataclasses of both task families share: plain-value export."""
+
+    # keys of older versions -> their current name (configs stored in old checkpoints still load)
+    renamed_keys: typing.ClassVar[dict[str, str]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists for tuples): safe for YAML and for ``torch.load(weights_only=True)``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+R = TypeVar("R", bound=Recipe)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Recipe):
     """Everything that defines a training run. Defaults are the official SwiftFormer-XS recipe."""
 
     # model
@@ -93,73 +109,107 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (lists for tuples): safe for YAML and for ``torch.load(weights_only=True)``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+# The loader (both task families) --------------------------------------------------------------------------
+def _describe(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind).replace("typing.", ""))
 
 
-FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
-
-
-def _configs_dir():
-    return resources.files("swiftformer") / "configs"
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped in ``swiftformer/configs``."""
-    return sorted(p.name[: -len(".yaml")] for p in _configs_dir().iterdir() if p.name.endswith(".yaml"))
-
-
-def recipe_text(name_or_path: str | Path) -> str:
-    """The YAML text of a shipped recipe (by name) or of a file (by path)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SwiftFormerError(f"config file not found: {path}")
-        return path.read_text()
-    shipped = _configs_dir() / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise SwiftFormerError(f"unknown recipe {str(name_or_path)!r} (shipped: {', '.join(list_recipes())}; or give a .yaml path)")
-    return shipped.read_text()
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Check a value against the field's default type; YAML already gives ints, floats, bools, null."""
-    default = FIELDS[name].default
-    if value is None or default is None:
+def _check(name: str, kind: Any, value: Any) -> Any:
+    """``value`` as the field type ``kind`` says; YAML gives ints, floats, bools, null, lists and dicts."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return _check(name, kind, value)
+    if kind is Any:
         return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(default):
-            raise SwiftFormerError(f"config {name}: expected a list of {len(default)} numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if isinstance(default, bool):
+    if value is None:
+        raise SwiftFormerError(f"config {name}: expected {_describe(kind)}, got null")
+    if origin is tuple:
+        fixed = args[-1] is not Ellipsis
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
+            count = f"{len(args)} " if fixed else ""
+            raise SwiftFormerError(f"config {name}: expected a list of {count}{_describe(args[0])} values, got {value!r}")
+        return tuple(_check(name, args[0], v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SwiftFormerError(f"config {name}: expected a mapping, got {value!r}")
+        return dict(value)
+    if kind is bool:
         if not isinstance(value, bool):
             raise SwiftFormerError(f"config {name}: expected true or false, got {value!r}")
         return value
-    if isinstance(default, float) and not isinstance(value, bool):
+    if kind is float and not isinstance(value, bool):
         try:
             return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
         except (TypeError, ValueError):
             raise SwiftFormerError(f"config {name}: expected a number, got {value!r}") from None
-    if not isinstance(value, type(default)):
-        raise SwiftFormerError(f"config {name}: expected {type(default).__name__}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise SwiftFormerError(f"config {name}: expected {_describe(kind)}, got {value!r}")
     return value
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A copy of ``config`` with ``overrides`` applied; unknown keys are an error naming the key."""
-    unknown = sorted(set(overrides) - set(FIELDS))
+def apply_overrides(config: R, overrides: dict[str, Any]) -> R:
+    """A copy of ``config`` with ``overrides`` applied, each checked against its field's type; unknown keys
+    are an error naming them."""
+    cls = type(config)
+    overrides = {cls.renamed_keys.get(k, k): v for k, v in overrides.items()}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return dataclasses.replace(config, **{k: _coerce(k, v) for k, v in overrides.items()})
+    return dataclasses.replace(config, **{k: _check(k, hints[k], v) for k, v in overrides.items()})
 
 
-def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The :class:`TrainConfig` of a recipe, then ``overrides`` (e.g. from the command line) on top."""
-    values = yaml.safe_load(recipe_text(name_or_path)) or {}
+def config_from_dict(cls: type[R], values: dict[str, Any], overrides: dict[str, Any] | None = None) -> R:
+    """A ``cls`` from the defaults, ``values`` (e.g. a stored config), then ``overrides``."""
+    return apply_overrides(cls(), {**values, **(overrides or {})})
+
+
+def list_shipped(directory: Any) -> list[str]:
+    """Names of the recipes shipped in ``directory`` (bases under ``_base_/`` are not listed)."""
+    return sorted(p.name[: -len(".yaml")] for p in directory.iterdir() if p.name.endswith(".yaml"))
+
+
+def _locate(name_or_path: str | Path, directory: Any, relative_to: Path | None = None) -> Any:
+    """The file of a recipe: a YAML path (relative to the including file for a ``base:``) or a shipped name."""
+    path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute() and path.suffix in (".yaml", ".yml"):
+        path = relative_to / path
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SwiftFormerError(f"config file not found: {path}")
+        return path
+    shipped = directory / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise SwiftFormerError(
+            f"unknown recipe {str(name_or_path)!r} (shipped: {', '.join(list_shipped(directory))}; or give a .yaml path)"
+        )
+    return shipped
+
+
+def read_recipe(name_or_path: str | Path, directory: Any, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of a recipe with its ``base:`` chain resolved (the file's own values win)."""
+    file = _locate(name_or_path, directory, Path(_chain[-1]).parent if _chain else None)
+    if str(file) in _chain:
+        raise SwiftFormerError(f"config {file}: base recipes form a cycle ({' -> '.join([*_chain, str(file)])})")
+    values = yaml.safe_load(file.read_text()) or {}
     if not isinstance(values, dict):
         raise SwiftFormerError(f"config {name_or_path}: expected a mapping of keys to values")
-    return apply_overrides(apply_overrides(TrainConfig(), values), overrides or {})
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise SwiftFormerError(f"config {name_or_path}: {BASE_KEY} must name a recipe, got {base!r}")
+    return {**read_recipe(base, directory, (*_chain, str(file))), **values}
+
+
+def load_config(cls: type[R], name_or_path: str | Path, directory: Any, overrides: dict[str, Any] | None = None) -> R:
+    """The ``cls`` of a shipped recipe (by name, from ``directory``) or a YAML file, then ``overrides``."""
+    return config_from_dict(cls, read_recipe(name_or_path, directory), overrides)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -173,9 +223,29 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable again with :func:`load_recipe`)."""
+def save_config(config: Recipe, path: str | Path) -> None:
+    """Write the resolved config as YAML (every key, no ``base``: loadable again on its own)."""
     from .checkpoint import atomic_write
 
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# Classification ---------------------------------------------------------------------------------------------
+def _configs_dir() -> Any:
+    return resources.files("swiftformer") / "configs"
+
+
+def list_recipes() -> list[str]:
+    """Names of the classification recipes shipped in ``swiftformer/configs``."""
+    return list_shipped(_configs_dir())
+
+
+def recipe_text(name_or_path: str | Path) -> str:
+    """The YAML text of a shipped recipe (by name) or of a file (by path), as written (``base:`` unresolved)."""
+    return _locate(name_or_path, _configs_dir()).read_text()
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a recipe, then ``overrides`` (e.g. from the command line) on top."""
+    return load_config(TrainConfig, name_or_path, _configs_dir(), overrides)

@@ -33,13 +33,13 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import atomic_torch_save, checkpoint_num_classes, load_native_state_dict, read_native_state_dict
+from .checkpoint import atomic_torch_save, load_native_state_dict
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError
 from .losses import DistillationLoss, base_criterion, build_teacher
-from .models import create_model
+from .pretrained import create_model
 from .recipes import TrainConfig, save_config
 from .runlog import RunLog, plot_curves
 
@@ -83,11 +83,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # Building blocks -------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The student; ``finetune`` loads weights of any format, replacing the head if the classes differ."""
-    model = create_model(config.model, num_classes=num_classes, attention=config.attention, drop_path_rate=config.drop_path)
-    if config.finetune:
-        state_dict, fmt, _ = read_native_state_dict(config.finetune)
-        dropped = load_native_state_dict(model, state_dict, drop_head=checkpoint_num_classes(state_dict) != num_classes)
-        log.info("fine-tuning from %s (%s format)%s", config.finetune, fmt, "; new classifier head" if dropped else "")
+    model = create_model(config.model, pretrained=config.finetune, num_classes=num_classes, attention=config.attention,
+                         drop_path_rate=config.drop_path)
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.set_distilled_training(config.distillation != "none")
     return model
@@ -178,8 +175,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
 
     # Data, model, EMA, teacher
-    probe = create_model(config.model)  # transforms need the model's data config only
-    datasets = build_datasets(probe, config)
+    datasets = build_datasets(config)
     num_classes = config.num_classes or len(datasets.class_names)
     config = dataclasses.replace(config, num_classes=num_classes)
     model = build_model(config, num_classes).to(device, memory_format=memory_format(config.channels_last))

@@ -13,7 +13,7 @@ from swiftformer.cli import main
 from swiftformer.cli.bench import _summary_lines
 from swiftformer.errors import SwiftFormerError
 from swiftformer.models import PUBLISHED_TOP1
-from swiftformer.profile import count_params
+from swiftformer.profiling import count_params
 
 RECORD_FIELDS = {"model", "backend", "batch", "img_size", "median_ms", "p90_ms", "params", "macs"}
 
@@ -77,11 +77,12 @@ def test_peers_and_published_accuracy():
     assert bench.published_top1("swiftformer_s") == PUBLISHED_TOP1["swiftformer_s"]
     assert {f"timm/{name}" for name in PUBLISHED_TOP1} <= set(bench.DEFAULT_MODELS)
     with pytest.raises(SwiftFormerError, match="unknown peer"):
-        bench.build_model("timm/resnet50")
+        bench.benchmark_model("timm/resnet50")
 
 
 def test_ours_and_timm_swiftformer_share_weights():
-    ours, theirs = bench.build_model("swiftformer_xs").state_dict(), bench.build_model("timm/swiftformer_xs").state_dict()
+    ours = bench.benchmark_model("swiftformer_xs").state_dict()
+    theirs = bench.benchmark_model("timm/swiftformer_xs").state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
@@ -100,7 +101,7 @@ def test_available_backends():
 def test_deployment_backends_write_and_time_their_artefact(name, backend, tmp_path):
     if backend not in bench.available_backends([backend]):
         pytest.skip(f"the {backend} package is not installed")
-    model, x = bench.build_model(name), torch.randn(1, 3, 64, 64)
+    model, x = bench.benchmark_model(name), torch.randn(1, 3, 64, 64)
     run = bench.build_runner(name, model, backend, x, tmp_path, threads=1)
     assert 0.0 < run() < 60.0
     suffix = {"onnxruntime": ".onnx", "openvino": ".xml", "executorch": ".pte"}[backend]
@@ -132,7 +133,7 @@ def test_run_benchmark_tiny_case_and_outputs(tmp_path):
     backends = bench.available_backends(["eager", "fused", "cuda"])  # cuda only where a GPU is
     assert [(r.backend, r.batch) for r in result.records] == [(b, n) for n in (1, 2) for b in backends]
     first = result.records[0]
-    assert first.params == count_params(bench.build_model("swiftformer_xs"))
+    assert first.params == count_params(bench.benchmark_model("swiftformer_xs"))
     assert first.macs > 0 and first.top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
     assert result.matmul_gflops is not None and result.matmul_gflops > 0
     bench.write_json(result.records, tmp_path / "b.json", {"matmul_gflops": result.matmul_gflops})
@@ -150,6 +151,21 @@ def test_attention_benchmark_tiny_case(tmp_path):
     assert {row["tokens"] for row in rows} == {16, 64}
     bench.plot_attention_scaling(rows, tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bench_attention_and_its_old_spelling(tmp_path, capsys, monkeypatch):
+    tiny = ["--rounds", "1", "--iters", "1", "--threads", "1"]
+    assert main(["bench-attention", "--tokens", "16,64", *tiny, "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["attention", "N=16", "N=64", "exp", "all", "exp", "16+"]
+    assert "additive vs mhsa at N=64:" in out
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert {row["tokens"] for row in result["rows"]} == {16, 64} and set(result["exponent_all"]) >= set(bench.ATTENTION_NAMES)
+    monkeypatch.setattr(bench, "ATTENTION_TOKENS", (16, 32))  # bench --attention: the default token counts
+    assert main(["bench", "--attention", *tiny, "--json", str(tmp_path / "old.json")]) == 0
+    assert "additive vs mhsa at N=32:" in capsys.readouterr().out
+    assert {row["tokens"] for row in json.loads((tmp_path / "old.json").read_text())["rows"]} == {16, 32}
+    assert main(["bench-attention", "--tokens", "64"]) == 2 and "at least two" in capsys.readouterr().err
 
 
 def test_cli_bench_writes_json(tmp_path, capsys):

@@ -95,3 +95,22 @@ def test_train_sampler_resumes_mid_epoch() -> None:
     other = TrainSampler(10, rank=0, world_size=2, seed=3)
     other.set_epoch(4)
     assert sorted(order + list(other)) == list(range(10))
+
+
+def test_one_build_datasets_serves_both_task_families(converted, tmp_path) -> None:
+    from swiftformer.data import build_datasets
+    from swiftformer.dense.config import load_config
+    from swiftformer.recipes import load_recipe
+
+    _, output = converted
+    segmentation = build_datasets(load_config("pennfudan_semantic_fpn_xs", {"data": str(output / "ade")}), train=False)
+    assert segmentation.train is None and len(segmentation.val) == 24 and segmentation.class_names == ["0", "1"]
+    detection = build_datasets(load_config("pennfudan_maskrcnn_xs", {"data": str(output / "coco")}))
+    assert (len(detection.train), len(detection.val), detection.class_names) == (95, 24, ["person"])
+    digits = build_datasets(load_recipe("demo_digits"), train=False)
+    assert digits.train is None and len(digits.val) == 360 and digits.class_names == [str(d) for d in range(10)]
+    for folder in ("images", "annotations"):  # one image-suffix list for every task: TIFF photos count here too
+        (tmp_path / folder / "validation").mkdir(parents=True)
+    Image.new("RGB", (40, 32)).save(tmp_path / "images/validation/scan.tiff")
+    Image.new("L", (40, 32)).save(tmp_path / "annotations/validation/scan.png")
+    assert [path.name for path, _ in SegmentationFolder(tmp_path, "validation").samples] == ["scan.tiff"]

@@ -5,7 +5,7 @@ import torch
 import swiftformer
 from swiftformer.models import build_attention
 from swiftformer.models.swiftformer import PointwiseConv2d, elementwise
-from swiftformer.profile import count_macs, count_params
+from swiftformer.profiling import count_macs, count_params
 
 from .conftest import VARIANT_NAMES, OpRecorder, randomize
 
@@ -100,12 +100,18 @@ def test_reset_classifier():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 220)
 
 
-def test_gradient_checkpointing_gives_same_gradients():
+def test_gradient_checkpointing_recomputes_blocks_and_gives_same_gradients():
     torch.manual_seed(0)
     model = swiftformer.create_model("swiftformer_xs", num_classes=4)
     x = torch.randn(2, 3, 64, 64)
+    calls = []  # one entry per forward run of a block: checkpointing runs each again in backward
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.register_forward_pre_hook(lambda *_: calls.append(1))
+    blocks = sum(len(stage.blocks) for stage in model.stages)
 
     def grads():
+        calls.clear()
         model.zero_grad()
         model.train()
         torch.manual_seed(1)
@@ -113,9 +119,31 @@ def test_gradient_checkpointing_gives_same_gradients():
         return [p.grad.clone() for p in model.parameters()]
 
     plain = grads()
+    assert len(calls) == blocks
     model.set_grad_checkpointing(True)
     for a, b in zip(plain, grads()):
         torch.testing.assert_close(a, b)
+    assert len(calls) == 2 * blocks  # forward, then the recomputation in backward
+    with torch.no_grad():
+        calls.clear()
+        model(x)
+    assert len(calls) == blocks  # nothing to recompute without gradients
+
+
+@pytest.mark.parametrize("coarse, groups", [(True, 4), (False, 16)])
+def test_group_matcher_groups_stages_or_blocks(coarse, groups):
+    from timm.models import group_parameters
+
+    model = swiftformer.create_model("swiftformer_xs")  # depths 3, 3, 6, 4: 16 blocks in 4 stages
+    grouped = group_parameters(model, model.group_matcher(coarse=coarse))
+    stem, *middle, heads = grouped.values()
+    assert all(name.startswith("stem.") for name in stem)
+    assert len(middle) == groups and all(name.startswith("stages.") for group in middle for name in group[:-2])
+    assert middle[-1][-2:] == ["norm.weight", "norm.bias"]  # the final norm joins the last group (timm's 99999)
+    assert all(name.startswith("head") for name in heads)
+    if not coarse:  # a downsampling goes with the first block of its stage
+        assert any(name.startswith("stages.1.downsample.") for name in middle[3])
+        assert any(name.startswith("stages.1.blocks.0.") for name in middle[3])
 
 
 def test_pointwise_conv_is_one_matrix_product_on_channels_last_maps():
@@ -199,3 +227,19 @@ def test_attention_zoo_inside_model(attention):
         built = stage.blocks[-1].attn
         assert type(built) is type(build_attention(attention, 8))
         assert getattr(built, "legacy", False) == (attention == "additive_legacy")
+
+
+def test_the_model_package_knows_no_file_formats():
+    """Weights from files are read a layer above (swiftformer.pretrained); the networks stay format-free."""
+    import ast
+    from pathlib import Path
+
+    package = Path(swiftformer.__file__).parent / "models"
+    imported = {
+        f"{'.' * node.level}{node.module or ''}"
+        for path in package.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert not {name for name in imported if name.lstrip(".").startswith(("checkpoint", "convert", "pretrained"))}
+    assert swiftformer.create_model.__module__ == "swiftformer.pretrained"

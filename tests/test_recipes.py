@@ -1,8 +1,6 @@
 """Recipe files: the official recipe per variant, what differs between variants, overrides."""
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import yaml
 
@@ -47,13 +45,43 @@ def test_per_variant_augmentation(name, auto_augment, mixup, cutmix):
     assert (config.auto_augment, config.mixup, config.cutmix) == (auto_augment, mixup, cutmix)
 
 
-def test_variants_differ_only_in_model_and_augmentation():
-    values = {name: yaml.safe_load(recipe_text(name)) for name in VARIANT_RECIPES}
-    reference = values["swiftformer_xs"]
-    for name, other in values.items():
-        assert set(other) == set(reference)
-        differing = {k for k in reference if reference[k] != other[k]}
+def test_variant_recipes_state_only_what_differs_from_the_imagenet_base():
+    base = load_recipe("_base_/imagenet")
+    assert "2048" in recipe_text("_base_/imagenet"), "the effective-batch arithmetic is written out once"
+    assert "_base_/imagenet" not in list_recipes()  # a base, not a recipe to train with
+    for name in VARIANT_RECIPES:
+        written = yaml.safe_load(recipe_text(name))
+        assert written["base"] == "_base_/imagenet"
+        assert set(written) <= {"base", "model", "auto_augment", "mixup", "cutmix"}, name
+        differing = {k for k, v in load_recipe(name).to_dict().items() if v != base.to_dict()[k]}
         assert differing <= {"model", "auto_augment", "mixup", "cutmix"}, name
+
+
+def test_base_chains_resolve_in_order_and_cycles_are_an_error(tmp_path):
+    (tmp_path / "parent.yaml").write_text("base: swiftformer_l1\nepochs: 30\nlr: 1.0e-3\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nlr: 5.0e-4\n")  # relative to the including file
+    config = load_recipe(tmp_path / "child.yaml", {"batch_size": 8})
+    assert (config.model, config.mixup, config.epochs, config.lr, config.batch_size) == ("swiftformer_l1", 0.8, 30, 5e-4, 8)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nepochs: 1\n")
+    with pytest.raises(SwiftFormerError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("base: [1, 2]\n")
+    with pytest.raises(SwiftFormerError, match="base must name a recipe"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+def test_types_come_from_the_dataclass_fields():
+    with pytest.raises(SwiftFormerError, match="config epochs: expected int"):
+        apply_overrides(TrainConfig(), {"epochs": 2.5})
+    with pytest.raises(SwiftFormerError, match="config epochs: expected int, got null"):
+        apply_overrides(TrainConfig(), {"epochs": None})  # not an optional field
+    with pytest.raises(SwiftFormerError, match="config crop_scale: expected a list of 2"):
+        apply_overrides(TrainConfig(), {"crop_scale": [0.5]})
+    with pytest.raises(SwiftFormerError, match="config teacher_checkpoint: expected str"):
+        apply_overrides(TrainConfig(), {"teacher_checkpoint": 3})
+    config = apply_overrides(TrainConfig(), {"num_classes": None, "clip_grad": 1, "crop_scale": [1, 1]})
+    assert config.num_classes is None and config.clip_grad == 1.0 and config.crop_scale == (1.0, 1.0)
 
 
 def test_overrides_apply_on_top_and_are_checked():
@@ -91,4 +119,5 @@ def test_cli_flags_override_the_recipe_and_set_overrides_flags():
     assert config.epochs == 7 and config.lr == 0.02
     assert config.channels_last is False and config.compile is True  # switches turn recipe values off and on
     assert config.batch_size == 128  # untouched recipe values stay
-    assert isinstance(args, argparse.Namespace)
+    untouched = resolve_config(build_parser().parse_args(["train", "--model", "swiftformer_l1"]))
+    assert untouched.epochs == 300 and untouched.lr == 2e-3 and untouched.channels_last is True  # flags not given

@@ -12,7 +12,7 @@ from PIL import Image
 
 from swiftformer.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TRAIN = ["train", "--config", "demo_digits", "--dataset", "folder", "--img-size", "32", "--epochs", "1",
          "--batch-size", "4", "--distillation", "none", "--no-progress", "--device", "cpu",
@@ -34,9 +34,6 @@ def _folder(root: Path, classes: dict[str, dict[str, list[str]]]) -> Path:
             for index, file in enumerate(files):
                 (root / split / name / file).write_bytes(_jpeg(hash((split, name, index)) % 1000))
     return root
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -25,17 +25,13 @@ from swiftformer.cli import main
 
 from . import fault_injection
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # 24 digits, batch 8: 3 updates per epoch; EMA on, so its state must survive the crash as well.
 RUN = ["train", "--config", "demo_digits", "--dataset", "digits", "--img-size", "32", "--batch-size", "8",
        "--workers", "0", "--no-progress", "--device", "cpu", "--seed", "3",
        "--set", "train_subset=24", "--set", "val_subset=8", "--set", "warmup_epochs=1"]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _swiftformer(args: list[str]) -> subprocess.Popen:

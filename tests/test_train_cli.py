@@ -1,6 +1,8 @@
 """The train, eval and predict commands end to end, and a short real run on CIFAR-10 photographs."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from swiftformer.cli import main
+from swiftformer.runlog import read_log
 
 pytestmark = pytest.mark.slow
 
@@ -18,21 +21,38 @@ TINY = ["--dataset", "digits", "--img-size", "32", "--epochs", "1", "--batch-siz
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def trained(tmp_path_factory) -> tuple[Path, str]:
+    """The run directory of a tiny CLI training run, and what the command printed."""
     output_dir = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--config", "demo_digits", *TINY, "--output-dir", str(output_dir)]) == 0
-    return output_dir
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--config", "demo_digits", *TINY, "--output-dir", str(output_dir)]) == 0
+    return output_dir, printed.getvalue()
 
 
-def test_train_prints_accuracy_and_writes_the_run(run_dir, capsys):
+@pytest.fixture(scope="module")
+def run_dir(trained) -> Path:
+    return trained[0]
+
+
+def test_train_prints_accuracy_and_writes_the_run(trained):
+    run_dir, printed = trained
     assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "log.jsonl", "last.pth", "best.pth", "curves.png"}
+    last = read_log(run_dir / "log.jsonl")[-1]
+    assert printed.splitlines()[-1] == (
+        f"top-1: {last['val_top1']:.2f}  top-5: {last['val_top5']:.2f}  EMA top-1: {last['ema_top1']:.2f}"
+    )
 
 
 def test_eval_reports_top1_top5_per_class_and_json(run_dir, capsys):
     assert main(["eval", "--checkpoint", str(run_dir / "last.pth"), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "images: 360" in out and out.strip().splitlines()[-1].startswith("top-1: ")
-    assert out.count("\n9 ") + out.startswith("class") >= 1  # one row per digit class
+    lines = out.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["class", "images", "top-1"])
+    rows = [line.split() for line in lines[header + 1 : header + 11]]  # one row per digit class: name, images, top-1
+    assert [row[0] for row in rows] == [str(d) for d in range(10)] and sum(int(row[1]) for row in rows) == 360
+    assert all(0 <= float(row[2]) <= 100 for row in rows) and lines[header + 11] == "images: 360"
     assert main(["eval", "--checkpoint", str(run_dir / "last.pth"), "--ema", "--json", "--workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["count"] == 360 and sum(result["class_total"]) == 360 and 0 <= result["top1"] <= result["top5"] <= 100
@@ -44,7 +64,8 @@ def test_predict_names_the_dataset_classes(run_dir, tmp_path, capsys):
     folder.mkdir()
     for index in range(3):
         Image.fromarray(np.full((32, 32, 3), 40 * index, dtype=np.uint8)).save(folder / f"{index}.png")
-    assert main(["predict", str(folder), "--checkpoint", str(run_dir / "last.pth"), "--topk", "3", "--json"]) == 0
+    assert main(["predict", str(folder), "--checkpoint", str(run_dir / "last.pth"), "--topk", "3", "--json",
+                 "--device", "cpu"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path(line["image"]).name for line in lines] == ["0.png", "1.png", "2.png"]
     for line in lines:

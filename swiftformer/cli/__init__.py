@@ -15,7 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
     "export": ("swiftformer.cli.export", "the fused model as ONNX, OpenVINO IR, Core ML, TorchScript or ExecuTorch, checked against PyTorch"),
-    "bench": ("swiftformer.cli.bench", "latency and throughput beside the mobile peers per backend, or attention scaling"),
+    "bench": ("swiftformer.cli.bench", "latency and throughput beside the mobile peers per backend"),
+    "bench-attention": ("swiftformer.cli.bench_attention", "time of each token mixer vs token count, and its scaling exponent"),
     "train": ("swiftformer.cli.train", "train or fine-tune with a recipe (one process, or torchrun for DDP)"),
     "eval": ("swiftformer.cli.eval", "top-1/top-5 and per-class accuracy of a checkpoint"),
     "predict": ("swiftformer.cli.predict", "top-k classes with probabilities for image files or folders"),

@@ -1,13 +1,13 @@
-"""``swiftformer bench``: latency/throughput of SwiftFormer and its peers per backend, or attention scaling.
+"""``swiftformer bench``: latency/throughput of SwiftFormer and its peers per backend.
 
     swiftformer bench --threads 2 --batch 32 --json bench.json --csv bench.csv --plot latency_vs_top1.png
     swiftformer bench --models swiftformer_s,timm/mobilevitv2_100 --backends fused,onnxruntime,openvino,executorch
-    swiftformer bench --attention --plot attention_scaling.png
+
+Attention scaling is its own command, ``swiftformer bench-attention`` (``bench --attention`` is its old spelling).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -17,20 +17,17 @@ log = logging.getLogger("swiftformer.bench")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..bench import BACKENDS, DEFAULT_BACKENDS
+    from .bench_attention import add_timing_arguments
 
-    parser.add_argument("--attention", action="store_true", help="time the four attentions vs token count instead")
+    parser.add_argument("--attention", action="store_true", help="the old spelling of `swiftformer bench-attention`")
     parser.add_argument("--models", default=None, help="comma-separated; ours by name, peers as timm/<name> (default: all)")
     parser.add_argument(
         "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}"
     )
     parser.add_argument("--batch", type=int, default=1, help="also measure throughput at this batch size (> 1)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend")
     parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
-    parser.add_argument("--iters", type=int, default=3, help="calls per runner and round at batch 1")
-    parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--csv", default=None, help="write the records here")
-    parser.add_argument("--plot", default=None, help="PNG: latency vs top-1, or attention time vs tokens")
+    add_timing_arguments(parser)
 
 
 def _summary_lines(result, batch: int) -> tuple[list[str], dict]:
@@ -87,32 +84,13 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     return 0
 
 
-def _run_attention(args: argparse.Namespace) -> int:
-    from ..bench import ATTENTION_TOKENS, attention_exponents, plot_attention_scaling, run_attention_benchmark
-
-    rows = run_attention_benchmark(threads=args.threads, rounds=args.rounds, iters=args.iters)
-    print(f"{'attention':<18}" + "".join(f"{f'N={n}':>12}" for n in ATTENTION_TOKENS) + f"{'exp all':>9}{'exp 3136+':>10}")
-    overall = attention_exponents(rows)
-    large = attention_exponents(rows, low=3136)
-    for name in overall:
-        times = [row["median_ms"] for row in rows if row["attention"] == name]
-        print(f"{name:<18}" + "".join(f"{t:>10.3f}ms" for t in times) + f"{overall[name]:>9.2f}{large[name]:>10.2f}")
-    top = max(ATTENTION_TOKENS)
-    at_top = {row["attention"]: row["median_ms"] for row in rows if row["tokens"] == top}
-    for name in ("additive", "additive (fused)"):
-        print(f"{name} vs mhsa at N={top}: {at_top['mhsa'] / at_top[name]:.1f}x faster")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "exponent_all": overall, "exponent_3136_12544": large,
-                       "threads": args.threads}, handle, indent=1)
-    if args.plot:
-        plot_attention_scaling(rows, args.plot, f"Token mixers at width 64, batch 1, {args.threads} threads")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     from ..allocator import describe_allocator, tune_malloc
 
     allocator = describe_allocator(tune_malloc())  # already applied by the CLI's main(); idempotent
     log.info("%d threads, %s", args.threads, allocator)
-    return _run_attention(args) if args.attention else _run_models(args, allocator)
+    if args.attention:
+        from .bench_attention import run as run_attention
+
+        return run_attention(args)
+    return _run_models(args, allocator)

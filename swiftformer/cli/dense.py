@@ -1,9 +1,30 @@
-"""Shared sub-commands of ``swiftformer detect`` and ``swiftformer segment``: train, eval, predict."""
+"""Shared sub-commands of ``swiftformer detect`` and ``swiftformer segment``: train, eval, predict.
+
+The vocabulary is the classification commands': ``--checkpoint`` (the run checkpoint to read),
+``--output-dir``, ``--config``, ``--set KEY=VALUE``, ``--data``, ``--batch-size``, ``--workers``, ``--device``.
+Older spellings stay as aliases: a positional checkpoint before the images, and ``--output``.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+# flag -> DenseConfig field, for the flags that override the recipe (train) or the stored config (eval)
+CONFIG_FLAGS = {"data": "data", "batch_size": "batch_size", "workers": "workers", "device": "device"}
+
+
+def _config_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
+    parser.add_argument("--data", help=data_help)
+    parser.add_argument("--batch-size", type=int, help="per process (default: the recipe's)")
+    parser.add_argument("--workers", type=int, help="data-loading processes per process (default: the recipe's)")
+    parser.add_argument("--device", help="auto, cpu, cuda (default: the recipe's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key (YAML value), e.g. --set iterations=200 --set epochs=null")
+
+
+def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="last.pth or best.pth of a training run")
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_config: str) -> None:
@@ -11,23 +32,37 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help=f"train a {task} model (torchrun for DDP)")
     train.add_argument("--config", default=default_config, help=f"shipped recipe name or YAML path (default {default_config})")
-    train.add_argument("--data", help="dataset root (overrides the recipe's data)")
-    train.add_argument("--output", help="run folder: log.jsonl, last.pt")
-    train.add_argument("--resume", help="continue from this last.pt")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe key (YAML value), e.g. --set iterations=200 --set epochs=null")
+    _config_flags(train, "dataset root (overrides the recipe's data)")
+    train.add_argument("--output-dir", "--output", dest="output_dir",
+                       help="run directory: config.yaml, log.jsonl, last.pth, best.pth (--output: the old spelling)")
+    train.add_argument("--resume", metavar="CKPT", help="continue a run from its last.pth")
     evaluate = actions.add_parser("eval", help="validation metrics of a trained checkpoint")
-    evaluate.add_argument("checkpoint", help="last.pt of a training run")
-    evaluate.add_argument("--data", help="dataset root (default: the one it was trained on)")
-    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _checkpoint_flag(evaluate)
+    evaluate.add_argument("legacy_checkpoint", nargs="?", help=argparse.SUPPRESS)  # the old positional spelling
+    _config_flags(evaluate, "dataset root (default: the one it was trained on)")
     evaluate.add_argument("--json", help="also write the metrics to this file")
     predict = actions.add_parser("predict", help="write PNGs of the predictions on images")
-    predict.add_argument("checkpoint", help="last.pt of a training run")
-    predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--output", default="predictions", help="folder for the PNGs")
+    _checkpoint_flag(predict)
+    predict.add_argument("images", nargs="+", help="image files (the old spelling: CHECKPOINT IMAGE...)")
+    predict.add_argument("--output-dir", "--output", dest="output_dir", default="predictions",
+                         help="folder for the PNGs (--output: the old spelling)")
     if task == "detection":
         predict.add_argument("--score-threshold", type=float, default=0.5)
     predict.add_argument("--device", default="cpu")
+
+
+def checkpoint_path(args: argparse.Namespace) -> str:
+    """``--checkpoint``, or the old positional spelling (eval: ``CHECKPOINT``; predict: ``CHECKPOINT IMAGE...``)."""
+    from ..errors import SwiftFormerError
+
+    legacy = getattr(args, "legacy_checkpoint", None)
+    if args.action == "predict" and args.checkpoint is None and len(args.images) > 1:
+        legacy, args.images = args.images[0], args.images[1:]
+    if args.checkpoint and legacy:
+        raise SwiftFormerError(f"two checkpoints given ({args.checkpoint} and {legacy}): pass one, with --checkpoint")
+    if not (args.checkpoint or legacy):
+        raise SwiftFormerError(f"{args.action} needs --checkpoint PATH (a last.pth or best.pth of a training run)")
+    return args.checkpoint or legacy
 
 
 def run_task(args: argparse.Namespace, task: str) -> int:
@@ -35,29 +70,28 @@ def run_task(args: argparse.Namespace, task: str) -> int:
     from ..errors import SwiftFormerError
     from ..recipes import parse_set
 
-    overrides = parse_set(args.overrides) if hasattr(args, "overrides") else {}
-    if getattr(args, "data", None):
-        overrides["data"] = args.data
+    if args.action == "predict":
+        return _predict(args, task)
+    overrides = {field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items() if getattr(args, flag) is not None}
+    overrides.update(parse_set(args.overrides))
     if args.action == "train":
         from ..dense.engine import summary, train
 
-        if args.output:
-            overrides["output"] = args.output
+        if args.output_dir:
+            overrides["output_dir"] = args.output_dir
         config = load_config(args.config, overrides)
         if config.task != task:
             raise SwiftFormerError(f"{args.config} is a {config.task} recipe, not {task}")
         metrics = train(config, resume=args.resume)
         print(f"final: {summary(metrics)}")
         return 0
-    if args.action == "eval":
-        from ..dense.engine import evaluate_checkpoint, summary
+    from ..dense.engine import evaluate_checkpoint, summary
 
-        metrics = evaluate_checkpoint(args.checkpoint, overrides)
-        print(summary(metrics))
-        if args.json:
-            Path(args.json).write_text(json.dumps(metrics, indent=2))
-        return 0
-    return _predict(args, task)
+    metrics = evaluate_checkpoint(checkpoint_path(args), overrides)
+    print(summary(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
 
 
 def _predict(args: argparse.Namespace, task: str) -> int:
@@ -65,24 +99,25 @@ def _predict(args: argparse.Namespace, task: str) -> int:
     from ..dense.engine import load_trained
     from ..dense.predict import detect, draw_detections, draw_segmentation, save_png, segment
 
-    model, config, classes = load_trained(args.checkpoint)
+    checkpoint = checkpoint_path(args)
+    model, config, class_names = load_trained(checkpoint)
     if config.task != task:
         from ..errors import SwiftFormerError
 
-        raise SwiftFormerError(f"{args.checkpoint} holds a {config.task} model, not {task}")
+        raise SwiftFormerError(f"{checkpoint} holds a {config.task} model, not {task}")
     model = model.to(args.device)
     for name in args.images:
         image = read_image(Path(name), exif_orientation=True)
         if task == "detection":
             detections = detect(model, image, args.score_threshold)
-            picture = draw_detections(image, detections, classes["names"])
+            picture = draw_detections(image, detections, class_names)
             found = f"{len(detections['boxes'])} objects"
         else:
             prediction = segment(model, image, config.img_size)
             # label 0 is background unless ADE20K's reduce_zero_label made it a real class (wall)
             skip = () if config.reduce_zero_label else (0,)
-            picture = draw_segmentation(image, prediction, len(classes["names"]), skip)
+            picture = draw_segmentation(image, prediction, len(class_names), skip)
             found = ", ".join(f"class {c}: {100 * float((prediction == c).float().mean()):.1f} %" for c in prediction.unique().tolist())
-        path = save_png(picture, Path(args.output) / f"{Path(name).stem}.png")
+        path = save_png(picture, Path(args.output_dir) / f"{Path(name).stem}.png")
         print(f"{path}: {found}")
     return 0

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import PUBLISHED_TOP1, create_model, list_models, resolve_variant
-    from ..profile import count_macs, count_params
+    from ..profiling import count_macs, count_params
 
     names = [resolve_variant(args.model)] if args.model else list_models()
     print(f"{'model':<16}{'params':>12}{'GMACs':>8}{'stage widths':>22}  published top-1")

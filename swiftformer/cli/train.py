@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..recipes import DIST_TIMEOUT_SECONDS
+from ..distributed import DIST_TIMEOUT_SECONDS
 
 # flag -> TrainConfig field; only flags the user gives override the recipe
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -1,25 +1,26 @@
 """Dense-prediction recipes: a :class:`DenseConfig` per YAML file in ``swiftformer/configs/dense/``.
 
-Resolution order: dataclass defaults, the recipe file, then command-line overrides (``--set key=value``).
-The resolved config is stored in every checkpoint, so ``eval`` and ``predict`` rebuild the same model.
+The loader is classification's (:mod:`swiftformer.recipes`): ``base:`` chains (the paper's COCO and ADE20K
+recipes are in ``_base_/``), type checks from the fields, ``--set key=value``. The resolved config is
+stored in every checkpoint and run directory, so ``eval`` and ``predict`` rebuild the same model.
 """
 from __future__ import annotations
 
-import dataclasses
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import recipes
 from ..errors import SwiftFormerError
+from ..recipes import Recipe
 
 TASKS = ("detection", "segmentation")
 
 
 @dataclass
-class DenseConfig:
+class DenseConfig(Recipe):
     """Everything that defines a detection or segmentation run; defaults are the paper's Mask R-CNN 1×."""
 
     task: str = "detection"
@@ -72,7 +73,9 @@ class DenseConfig:
     log_interval: int = 20  # iterations between log records
     seed: int = 0
     device: str = "auto"
-    output: str = "runs/dense"
+    output_dir: str = "runs/dense"
+
+    renamed_keys: typing.ClassVar[dict[str, str]] = {"output": "output_dir"}  # configs in checkpoints before 0.2
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -84,49 +87,10 @@ class DenseConfig:
     def by_iteration(self) -> bool:
         return self.iterations is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values only (lists for tuples), loadable by ``safe_torch_load`` and YAML alike."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(DenseConfig)}
-
-
-def _default(name: str) -> Any:
-    f = FIELDS[name]
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Check one value against its field's type (YAML gives ints, floats, bools, null, lists, dicts)."""
-    default = _default(name)
-    if value is None:
-        return None
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise SwiftFormerError(f"config {name}: expected a list, got {value!r}")
-        return tuple(type(default[0])(v) for v in value)
-    if isinstance(default, bool) or isinstance(value, bool):
-        if not isinstance(value, bool) or not isinstance(default, bool):
-            raise SwiftFormerError(f"config {name}: expected true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        try:
-            return float(value)  # YAML 1.1 reads "2e-4" (no dot) as a string
-        except (TypeError, ValueError):
-            raise SwiftFormerError(f"config {name}: expected a number, got {value!r}") from None
-    if default is not None and not isinstance(value, type(default)):
-        raise SwiftFormerError(f"config {name}: expected {type(default).__name__}, got {value!r}")
-    return value
-
 
 def config_from_dict(values: dict[str, Any], overrides: dict[str, Any] | None = None) -> DenseConfig:
     """A :class:`DenseConfig` from ``values`` then ``overrides``; unknown keys are an error naming them."""
-    merged = {**values, **(overrides or {})}
-    unknown = sorted(set(merged) - set(FIELDS))
-    if unknown:
-        raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return DenseConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    return recipes.config_from_dict(DenseConfig, values, overrides)
 
 
 def configs_dir() -> Any:
@@ -135,22 +99,9 @@ def configs_dir() -> Any:
 
 def list_configs() -> list[str]:
     """Names of the shipped dense recipes."""
-    return sorted(p.name[: -len(".yaml")] for p in configs_dir().iterdir() if p.name.endswith(".yaml"))
+    return recipes.list_shipped(configs_dir())
 
 
 def load_config(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> DenseConfig:
     """A shipped recipe (by name) or a YAML file (by path), with ``overrides`` on top."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SwiftFormerError(f"config file not found: {path}")
-        text = path.read_text()
-    else:
-        shipped = configs_dir() / f"{name_or_path}.yaml"
-        if not shipped.is_file():
-            raise SwiftFormerError(f"unknown dense recipe {str(name_or_path)!r} (shipped: {', '.join(list_configs())})")
-        text = shipped.read_text()
-    values = yaml.safe_load(text) or {}
-    if not isinstance(values, dict):
-        raise SwiftFormerError(f"config {name_or_path}: expected a mapping of keys to values")
-    return config_from_dict(values, overrides)
+    return recipes.load_config(DenseConfig, name_or_path, configs_dir(), overrides)

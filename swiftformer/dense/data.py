@@ -20,12 +20,12 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.functional import normalize, pil_to_tensor
 
-from ..data import open_rgb
-from ..errors import DataError
+from ..data import IMAGE_EXTENSIONS, Datasets, open_rgb
+from ..errors import DataError, SwiftFormerError
 from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
+from .config import DenseConfig
 
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def read_image(path: Path, exif_orientation: bool = False) -> torch.Tensor:
@@ -136,7 +136,7 @@ class SegmentationFolder(Dataset):
         self.samples = [
             (path, label_dir / f"{path.stem}.png")
             for path in sorted(image_dir.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
+            if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
         missing = [str(label) for _, label in self.samples if not label.is_file()]
         if missing:
@@ -221,3 +221,28 @@ class TrainSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.dataset_size // self.world_size - self.start
+
+
+# The splits of a run ---------------------------------------------------------------------------------------
+def dense_datasets(config: DenseConfig, train: bool = True) -> Datasets:
+    """Training (optional) and validation sets of the config's task (:func:`swiftformer.data.build_datasets`)."""
+    if config.data is None:
+        raise DataError("no dataset: set data=PATH (--data)")
+    root = Path(config.data)
+    if config.task == "detection":
+        val = CocoInstances(root / config.val_images, root / config.val_annotations, masks=config.masks)
+        training = (
+            CocoInstances(root / config.train_images, root / config.train_annotations, config.hflip, config.masks)
+            if train else None
+        )
+        return Datasets(training, val, val.class_names)
+    if config.num_classes is None:
+        raise SwiftFormerError("segmentation needs num_classes (classes in the label PNGs, background included)")
+    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index)
+    val = SegmentationFolder(root, config.val_split, **common)
+    training = (
+        SegmentationFolder(root, config.train_split, crop_size=config.crop_size, scale_range=config.scale_range,
+                           hflip=config.hflip, **common)
+        if train else None
+    )
+    return Datasets(training, val, [str(i) for i in range(config.num_classes)])

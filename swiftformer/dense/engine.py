@@ -8,9 +8,12 @@ DDP (one process per GPU; the batch size is per process)::
     torchrun --nproc_per_node 8 -m swiftformer detect train --config maskrcnn_1x_swiftformer_l1 --set data=/coco
 
 Epoch-based recipes (Mask R-CNN 1×) are converted to iterations; the learning rate follows a per-iteration
-warm-up then step or poly decay. The checkpoint is a plain dict (``model``, ``optimizer``, ``lr_scheduler``,
-``scaler``, ``iteration``, ``config``, ``classes``) written atomically; a resumed run continues at the exact
-batch it stopped at (:class:`TrainSampler`).
+warm-up then step or poly decay. The run directory and checkpoint are classification's (:mod:`swiftformer.train`):
+``config.yaml``, ``log.jsonl``, ``last.pth`` and ``best.pth`` (best ``bbox_AP`` / ``mIoU``), plain dicts
+(``model``, ``ema``, ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``config``,
+``class_names``, ``rng``, the best metric) written atomically; a resumed run continues at the exact batch it
+stopped at (:class:`TrainSampler`). Checkpoints of older versions (``last.pt``: ``lr_scheduler``,
+``iteration``, ``classes``) still load (:func:`read_checkpoint`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ import random
 import time
 from collections.abc import Callable
 from itertools import islice
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..checkpoint import atomic_torch_save, safe_torch_load
-from ..distributed import DistInfo, ShardSampler, cleanup, init_distributed
+from ..data import Datasets, build_datasets
+from ..distributed import DistInfo, ShardSampler, all_gather_object, cleanup, init_distributed
 from ..engine import AMP_DTYPES, autocast, unwrap_model
 from ..errors import DataError, SwiftFormerError
+from ..recipes import save_config
 from ..runlog import RunLog
+from ..train import rng_state, set_rng_state
 from .config import DenseConfig, config_from_dict
-from .data import CocoInstances, SegmentationFolder, TrainSampler, collate_detection, collate_eval_segmentation
+from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation
 from .metrics import ConfusionMatrix, coco_evaluate, detections_to_coco, gather_detections
 from .models import build_maskrcnn, build_semantic_fpn
 
 
 # Building --------------------------------------------------------------------------------------------------
-@dataclass
-class Datasets:
-    train: Dataset | None
-    val: Dataset
-    classes: list[str]
-
-
-def build_datasets(config: DenseConfig, train: bool = True) -> Datasets:
-    """Training (optional) and validation sets of the config's task."""
-    if config.data is None:
-        raise DataError("no dataset: set data=PATH (--data)")
-    root = Path(config.data)
-    if config.task == "detection":
-        val = CocoInstances(root / config.val_images, root / config.val_annotations, masks=config.masks)
-        training = (
-            CocoInstances(root / config.train_images, root / config.train_annotations, config.hflip, config.masks)
-            if train else None
-        )
-        return Datasets(training, val, val.class_names)
-    if config.num_classes is None:
-        raise SwiftFormerError("segmentation needs num_classes (classes in the label PNGs, background included)")
-    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index)
-    val = SegmentationFolder(root, config.val_split, **common)
-    training = (
-        SegmentationFolder(root, config.train_split, crop_size=config.crop_size, scale_range=config.scale_range,
-                           hflip=config.hflip, **common)
-        if train else None
-    )
-    return Datasets(training, val, [str(i) for i in range(config.num_classes)])
-
-
-def build_model(config: DenseConfig, num_classes: int) -> nn.Module:
+def build_task_model(config: DenseConfig, num_classes: int) -> nn.Module:
     """Mask R-CNN / Faster R-CNN (``num_classes`` objects) or semantic FPN (``num_classes`` labels)."""
     if config.task == "detection":
         return build_maskrcnn(
@@ -223,11 +197,11 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
     device = dist_info.device
     torch.manual_seed(config.seed + dist_info.rank)
     random.seed(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
-    output = Path(config.output)
+    output = Path(config.output_dir)
     runlog = RunLog(output, enabled=dist_info.is_main)
     datasets = build_datasets(config)
-    num_classes = len(datasets.classes) if config.task == "detection" else config.num_classes
-    model = build_model(config, num_classes).to(device)
+    num_classes = len(datasets.class_names) if config.task == "detection" else config.num_classes
+    model = build_task_model(config, num_classes).to(device)
     if dist_info.enabled and config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, config)
@@ -238,19 +212,25 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_iters, iters_per_unit))
     amp_dtype = AMP_DTYPES[config.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    iteration = 0
+    iteration, best = 0, -math.inf
+    headline = HEADLINE_METRIC[config.task]
     if resume is not None:
-        checkpoint = safe_torch_load(resume)
+        checkpoint = read_checkpoint(resume)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        iteration = int(checkpoint["iteration"])
+        iteration = int(checkpoint["step"])
+        best = float(checkpoint.get(f"best_{headline}", -math.inf))
+        states = checkpoint.get("rng") or []
+        if len(states) == dist_info.world_size:
+            set_rng_state(states[dist_info.rank])
         runlog.write({"event": "resume", "from": str(resume), "iteration": iteration})
     ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
     eval_every = config.eval_interval * iters_per_unit
     if dist_info.is_main:
         output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "config.yaml")
         print(f"{config.task}: {config.model}, {len(datasets.train)} train / {len(datasets.val)} val images, "
               f"{total_iters} iterations of {config.batch_size}x{dist_info.world_size} ({iters_per_epoch} per epoch)")
     metrics: dict[str, Any] = {}
@@ -288,49 +268,68 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
                 metrics = evaluate(ddp_model, config, datasets, val_loader, device, runlog)
                 ddp_model.train()
                 runlog.write({"iteration": iteration, "epoch": epoch, **metrics, "seconds": time.perf_counter() - start})
+                is_best = metrics.get(headline, -math.inf) > best
+                best = max(best, metrics.get(headline, -math.inf))
+                checkpoint = build_checkpoint(model, optimizer, scheduler, scaler, iteration // iters_per_epoch,
+                                              iteration, best, config, datasets, metrics, all_gather_object(rng_state()))
                 if dist_info.is_main:
                     print(f"iteration {iteration}/{total_iters}: {summary(metrics)}", flush=True)
-                    save_training_checkpoint(output / "last.pt", model, optimizer, scheduler, scaler, iteration,
-                                             config, datasets, metrics)
+                    if is_best:
+                        atomic_torch_save(checkpoint, output / "best.pth")
+                    atomic_torch_save(checkpoint, output / "last.pth")
     runlog.close()
     return metrics
 
 
-def dataset_classes(datasets: Datasets) -> dict[str, list]:
-    """Class names and (detection) the COCO category id of each contiguous label, for eval and predict."""
-    category_ids = list(getattr(datasets.val, "category_ids", []))
-    return {"names": list(datasets.classes), "category_ids": category_ids}
+# Checkpoints: classification's layout --------------------------------------------------------------------
+HEADLINE_METRIC = {"detection": "bbox_AP", "segmentation": "mIoU"}  # what best.pth is the best of
+# Keys of the dense checkpoints before 0.2 (``last.pt``) -> classification's names
+LEGACY_KEYS = {"lr_scheduler": "scheduler", "iteration": "step"}
 
 
-def save_training_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-    iteration: int, config: DenseConfig, datasets: Datasets, metrics: dict[str, Any],
-) -> None:
-    """The plain-dict checkpoint, written atomically."""
-    atomic_torch_save({
+def build_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler, epoch: int,
+    step: int, best: float, config: DenseConfig, datasets: Datasets, metrics: dict[str, Any], rng: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The plain dict ``--resume``, ``eval`` and ``predict`` read; the keys of :func:`swiftformer.train.build_checkpoint`."""
+    return {
         "model": unwrap_model(model).state_dict(),
+        "ema": None,  # the dense runs keep no EMA
         "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "iteration": iteration,
+        "epoch": epoch,  # epochs completed
+        "step": step,  # iterations completed
+        f"best_{HEADLINE_METRIC[config.task]}": best,
         "config": config.to_dict(),
-        "classes": dataset_classes(datasets),
+        "class_names": list(datasets.class_names),
+        "category_ids": list(getattr(datasets.val, "category_ids", [])),  # detection: the COCO id of each label
+        "rng": rng,  # one entry per rank
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-    }, path)
+    }
 
 
-def load_trained(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[nn.Module, DenseConfig, dict[str, list]]:
-    """Model (eval mode, on CPU), config and classes of a training checkpoint written by :func:`train`."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A dense training checkpoint in today's layout; older ones (``lr_scheduler``, ``iteration``, ``classes``)
+    are mapped to it."""
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
         raise SwiftFormerError(f"{path} is not a dense training checkpoint (no 'config' and 'model' entries)")
+    checkpoint = {LEGACY_KEYS.get(k, k): v for k, v in checkpoint.items()}
+    if "classes" in checkpoint:
+        classes = checkpoint.pop("classes")
+        checkpoint.update(class_names=classes["names"], category_ids=classes["category_ids"])
+    return checkpoint
+
+
+def load_trained(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[nn.Module, DenseConfig, list[str]]:
+    """Model (eval mode, on CPU), config and class names of a training checkpoint written by :func:`train`."""
+    checkpoint = read_checkpoint(path)
     stored = {k: v for k, v in checkpoint["config"].items() if k != "pretrained"}  # the weights come from the checkpoint
     config = config_from_dict(stored, overrides)
-    classes = checkpoint["classes"]
-    num_classes = len(classes["names"])
-    model = build_model(config, num_classes)
+    model = build_task_model(config, len(checkpoint["class_names"]))
     model.load_state_dict(checkpoint["model"])
-    return model.eval(), config, classes
+    return model.eval(), config, checkpoint["class_names"]
 
 
 def evaluate_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -113,22 +114,8 @@ class PointwiseConv2d(nn.Conv2d):
         return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample while training."""
-
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
 def drop_path_or_identity(rate: float) -> nn.Module:
+    """Stochastic depth (timm's ``DropPath``: the whole residual branch per sample while training)."""
     return DropPath(rate) if rate > 0 else nn.Identity()
 
 
@@ -368,7 +355,15 @@ class SwiftFormer(nn.Module):
         return set()
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return {"stem": r"^stem", "blocks": [(r"^stages\.(\d+)", None), (r"^norm", (99999,))]}
+        """Parameter groups for layer-wise decay (timm's convention): ``coarse`` one per stage, else one per block.
+
+        A stage's downsampling goes with its first block; the final norm and the heads come last.
+        """
+        if coarse:
+            blocks: list[tuple[str, tuple[int, ...] | None]] = [(r"^stages\.(\d+)", None)]
+        else:
+            blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)]
+        return {"stem": r"^stem", "blocks": [*blocks, (r"^norm", (99999,))]}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.stages(self.stem(x)))

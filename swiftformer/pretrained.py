@@ -1,0 +1,47 @@
+"""``create_model(name, pretrained=...)``: a model of the model package with weights read from a checkpoint.
+
+The model package (:mod:`swiftformer.models`) builds networks and knows no file formats; this layer above
+it reads weights of any format :mod:`swiftformer.checkpoint` understands (official, timm, Hugging Face,
+native) into what it builds. Training's ``finetune`` and the inference commands load weights through it too.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import checkpoint_num_classes, load_native_state_dict, pretrained_source, read_native_state_dict
+from .models import registry
+from .models.swiftformer import SwiftFormer
+
+log = logging.getLogger(__name__)
+
+
+def create_model(
+    name: str,
+    pretrained: bool | str | Path | None = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> SwiftFormer:
+    """Build a SwiftFormer variant (see :func:`swiftformer.list_models`), optionally with weights.
+
+    Args:
+        pretrained: ``True`` for the released ImageNet-1K weights (through the Hugging Face Hub cache),
+            or a path to any checkpoint :func:`swiftformer.load_checkpoint` reads.
+        num_classes: classifier size; ``None`` takes the checkpoint's (1000 without one). A ``num_classes``
+            that differs from the checkpoint's (or a checkpoint without heads) keeps fresh heads (fine-tuning).
+        kwargs: the builder's arguments (:func:`swiftformer.models.create_model`): ``attention`` (``additive``,
+            ``additive_legacy``, ``mhsa``, ``transposed``, ``separable``), ``distillation``, ``drop_path_rate``,
+            and further :class:`SwiftFormer` arguments (``drop_rate``, ``in_chans``, ``layer_scale_init``, ...).
+    """
+    if not pretrained:
+        return registry.create_model(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
+    variant = registry.resolve_variant(name)
+    source = pretrained_source(variant, pretrained)
+    state_dict, fmt, _ = read_native_state_dict(source)
+    checkpoint_classes = checkpoint_num_classes(state_dict)
+    fresh_head = num_classes is not None and checkpoint_classes != num_classes
+    model = registry.create_model(variant, num_classes=num_classes or checkpoint_classes or 1000, **kwargs)
+    load_native_state_dict(model, state_dict, drop_head=fresh_head)
+    log.info("weights from %s (%s format)%s", source, fmt, "; new classifier head" if fresh_head else "")
+    return model
