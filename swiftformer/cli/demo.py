@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes import load_recipe
     from ..train import main
 
-    overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress}
+    overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress, "overwrite": True}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     config = load_recipe("demo_digits", overrides)
