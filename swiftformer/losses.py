@@ -121,6 +121,15 @@ def _check_teacher_classes(name: str, teacher_classes: int, num_classes: int) ->
         )
 
 
+def _create_timm(name: str, **kwargs: object) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except (RuntimeError, OSError) as error:
+        raise SwiftFormerError(f"cannot build teacher {name!r}: {str(error).splitlines()[0]}") from None
+
+
 def _last_weight(state_dict: dict[str, torch.Tensor]) -> str:
     """The classifier weight: the last 2-D tensor of the state dict."""
     return [k for k, v in state_dict.items() if k.endswith("weight") and v.ndim == 2][-1]

@@ -175,7 +175,7 @@ def _last_good(path: Path | None) -> str:
 
 
 # The run directory and the checks against the data, all before any training work ---------------------------
-RUN_FILES = ("config.yaml", "log.jsonl", "last.pth", "best.pth", "curves.png")
+RUN_FILES = ("last.pth", "best.pth", "log.jsonl")  # a folder with one of them holds at least one saved epoch
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -192,13 +192,14 @@ def check_run_directory(output_dir: Path, config: TrainConfig) -> list[Path]:
     log appended to. ``resume`` continues the run in place."""
     existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
     if not existing or config.resume:
-        return []
+        return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
     if not config.overwrite:
         raise SwiftFormerError(
             f"{output_dir} already holds a run ({', '.join(path.name for path in existing)}): --resume "
             f"{output_dir / 'last.pth'} to continue it, --overwrite to replace it, or give another --output-dir"
         )
-    return existing
+    curves = output_dir / "curves.png"
+    return existing + [curves] * curves.exists()
 
 
 def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainConfig, class_names: list[str]) -> None:
