@@ -189,9 +189,9 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
 def check_run_directory(output_dir: Path, config: TrainConfig) -> list[Path]:
     """The files of an earlier run in ``output_dir`` that ``overwrite`` lets this new run delete (before its first
     write, after every check); without it a new run there is an error: its checkpoints would be replaced and its
-    log appended to. ``resume`` continues the run in place."""
+    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too)."""
     existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
-    if not existing or config.resume:
+    if not existing or (config.resume and Path(config.resume).parent == output_dir):
         return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
     if not config.overwrite:
         raise SwiftFormerError(

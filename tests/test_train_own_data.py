@@ -131,6 +131,9 @@ def test_a_new_run_into_a_run_is_refused_unless_overwrite(base, tmp_path, capsys
     before = (run / "last.pth").read_bytes()
     user_error(["train", *TINY, "--data", str(base / "photos"), "--output-dir", str(run)], capsys,
                 f"{run} already holds a run", "--resume", "--overwrite")
+    other = _copy_run(base, tmp_path / "other")  # resuming another run into this one's folder is no exception
+    user_error(["train", "--resume", str(other / "last.pth"), "--output-dir", str(run), "--epochs", "2"], capsys,
+               f"{run} already holds a run")
     assert (run / "last.pth").read_bytes() == before and _epochs(run) == [1]
     assert main(["train", *TINY, "--data", str(base / "photos"), "--output-dir", str(run), "--overwrite"]) == 0
     assert _epochs(run) == [1] and (run / "last.pth").read_bytes() != before
