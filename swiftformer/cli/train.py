@@ -21,7 +21,7 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
                                     "with --resume default: the checkpoint's folder"}),
     "--resume": ("resume", {"metavar": "CKPT", "help": "continue a run from its last.pth, writing beside it"}),
     "--finetune": ("finetune", {"metavar": "CKPT", "help": "start from these weights (official, timm, HF or ours)"}),
-    "--num-classes": ("num_classes", {"type": int, "help": "default: the dataset's class count"}),
+    "--num-classes": ("num_classes", {"type": int, "help": "must equal the data's class count (default: taken from the data)"}),
     "--device": ("device", {"help": "auto, cpu, cuda"}),
     "--dist-timeout": ("dist_timeout", {"type": float, "metavar": "SECONDS",
                                         "help": f"fail when other processes stay silent this long (default {DIST_TIMEOUT_SECONDS:g})"}),
