@@ -210,24 +210,53 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_head: bool = False,
     return LoadReport(fmt, dropped)
 
 
-def hub_checkpoint_path(variant: str) -> Path:
-    """Local path of the released weights: from the Hugging Face Hub cache when they are there (no network
-    request, so an offline machine does not wait for the Hub's retries), else downloaded from the Hub."""
+HUB_PROBE_SECONDS = 5.0  # one request without retries; the Hub client retries five times with back-off (~30 s)
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached now (``None`` when it answers), found with one request."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        from httpx2 import TransportError  # the HTTP client of huggingface_hub 2.x
+    except ImportError:
+        from httpx import TransportError
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS)
+    except (TransportError, OSError) as error:
+        return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def hub_file(repo_id: str, filename: str = "model.safetensors") -> Path:
+    """Local path of a Hub file: from the Hub cache when it is there (no request), else downloaded; fails at once,
+    without the Hub client's retries, when the Hub cannot be reached."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    repo_id = HUB_REPO.format(variant=variant)
-    cached = try_to_load_from_cache(repo_id, "model.safetensors")
+    cached = try_to_load_from_cache(repo_id, filename)
     if isinstance(cached, str):
         return Path(cached)
-    try:
-        return Path(hf_hub_download(repo_id, "model.safetensors"))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        reason = str(error).splitlines()[0].rstrip(".")
-        raise CheckpointError(
-            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): {reason}. "
-            "Pass pretrained=PATH (library) or --checkpoint PATH (command line) to use weights you have."
-        ) from None
+    unreachable = hub_unreachable()
+    reason = f"not in the Hub cache and the Hub is not reachable ({unreachable})"
+    if unreachable is None:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+            reason = str(error).splitlines()[0].rstrip(".")
+    raise CheckpointError(
+        f"cannot get the pretrained weights {repo_id}: {reason}. "
+        "Pass pretrained=PATH (library) or --checkpoint PATH (command line) to use weights you have."
+    )
+
+
+def hub_checkpoint_path(variant: str) -> Path:
+    """Local path of a variant's released weights (:func:`hub_file`)."""
+    return hub_file(HUB_REPO.format(variant=variant))
 
 
 def pretrained_source(variant: str, pretrained: bool | str | Path) -> Path:

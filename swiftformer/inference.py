@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_native_state_dict, safe_torch_load
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 from .pretrained import create_model
 from .recipes import TrainConfig, apply_overrides
 
@@ -61,6 +61,19 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
     return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
+
+
+def check_class_names(expected: list[str], found: list[str], model_source: str, data_source: str) -> None:
+    """A :class:`DataError` naming the classes that differ when data and model do not share their class list:
+    class index ``i`` must mean the same class to both, else every per-class figure is under the wrong name."""
+    if list(expected) == list(found):
+        return
+    only_model, only_data = [n for n in expected if n not in found], [n for n in found if n not in expected]
+    parts = [f"only in {model_source}: {', '.join(only_model)}"] * bool(only_model)
+    parts += [f"only in {data_source}: {', '.join(only_data)}"] * bool(only_data)
+    if not parts:
+        parts = [f"the same {len(found)} names in another order"]
+    raise DataError(f"the classes of {data_source} differ from those of {model_source} ({'; '.join(parts)})")
 
 
 def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:

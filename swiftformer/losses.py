@@ -66,20 +66,41 @@ class DistillationLoss(nn.Module):
         ) * (tau * tau)
 
 
+def released_teacher_classes(name: str) -> int:
+    """Class count of the released weights of teacher ``name``, from its config alone (no download): 1000 for a
+    SwiftFormer variant (ImageNet-1K), else timm's pretrained config of ``name``."""
+    from timm.models import get_pretrained_cfg
+
+    from .models import list_models
+
+    if name.split(".")[0] in list_models():
+        return 1000
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise SwiftFormerError(f"unknown teacher {name!r}: timm has no pretrained weights of that name")
+    return int(cfg.num_classes)
+
+
 def build_teacher(name: str, checkpoint: str | None, num_classes: int, device: torch.device) -> nn.Module:
     """A frozen teacher in eval mode: a SwiftFormer variant or any timm model.
 
-    ``checkpoint=None`` takes timm's released weights for ``name`` (e.g. ``regnety_160.deit_in1k``, the DeiT
-    teacher); otherwise the file is read safely (tensors only).
+    ``checkpoint=None`` takes the released weights of ``name`` (e.g. ``regnety_160.deit_in1k``, the DeiT
+    teacher) from the Hub cache or the Hub, after checking their class count against ``num_classes``;
+    otherwise the file is read safely (tensors only).
     """
-    from .checkpoint import read_checkpoint
+    from .checkpoint import hub_file, read_checkpoint
     from .models import list_models
     from .pretrained import create_model
 
+    if checkpoint is None:
+        _check_teacher_classes(name, released_teacher_classes(name), num_classes)
     if name.split(".")[0] in list_models():
         teacher = create_model(name, pretrained=checkpoint or True)
     elif checkpoint is None:
-        teacher = _create_timm(name, pretrained=True)
+        from timm.models import get_pretrained_cfg
+
+        weights = hub_file(get_pretrained_cfg(name).hf_hub_id)
+        teacher = _create_timm(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
     else:
         state_dict, _ = read_checkpoint(checkpoint)
         teacher = _create_timm(name, num_classes=int(state_dict[_last_weight(state_dict)].shape[0]))
@@ -87,14 +108,17 @@ def build_teacher(name: str, checkpoint: str | None, num_classes: int, device: t
             teacher.load_state_dict(state_dict)
         except RuntimeError as error:
             raise SwiftFormerError(f"teacher checkpoint {checkpoint} does not fit {name}: {str(error).splitlines()[0]}") from None
-    teacher_classes = teacher.num_classes
+    _check_teacher_classes(name, teacher.num_classes, num_classes)
+    teacher.requires_grad_(False)
+    return teacher.eval().to(device)
+
+
+def _check_teacher_classes(name: str, teacher_classes: int, num_classes: int) -> None:
     if teacher_classes != num_classes:
         raise SwiftFormerError(
             f"the teacher {name} predicts {teacher_classes} classes, the dataset has {num_classes}: give "
             f"--teacher-checkpoint of a teacher trained on these classes, or --distillation none"
         )
-    teacher.requires_grad_(False)
-    return teacher.eval().to(device)
 
 
 def _create_timm(name: str, **kwargs: object) -> nn.Module:

@@ -87,6 +87,7 @@ class TrainConfig(Recipe):
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     ema_decay: float | None = 0.99996  # None: no EMA
+    ema_warmup: bool = True  # decay ramps up to ema_decay (train.EMA_WARMUP_GAMMA): the EMA tracks short runs too
     # distillation
     distillation: str = "hard"  # none, soft, hard
     distillation_alpha: float = 0.5
@@ -104,6 +105,7 @@ class TrainConfig(Recipe):
     seed: int = 0
     output_dir: str = "runs/train"
     resume: str | None = None
+    overwrite: bool = False  # a new run may replace the run already in output_dir
     stop_after: int | None = None  # leave after this many epochs in this invocation (job time limits); --resume goes on
     eval_every: int = 1
     tensorboard: bool = False

@@ -48,6 +48,18 @@ class RunLog:
                     self.writer.add_scalar(key.replace("_", "/", 1), value, step)
             self.writer.flush()
 
+    def keep_epochs(self, epochs: int) -> None:
+        """Drop the records of epochs after ``epochs`` (those a resumed checkpoint does not hold), atomically."""
+        if not self.enabled or not self.path.is_file():
+            return
+        records = read_log(self.path)
+        kept = [record for record in records if record.get("epoch", 0) <= epochs]
+        if len(kept) < len(records):
+            from .checkpoint import atomic_write
+
+            text = "".join(json.dumps(record) + "\n" for record in kept)
+            atomic_write(self.path, lambda tmp: tmp.write_text(text))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -33,12 +34,15 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import atomic_torch_save, load_native_state_dict
+from .checkpoint import (
+    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, read_native_state_dict, safe_torch_load,
+)
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
-from .errors import CheckpointError
-from .losses import DistillationLoss, base_criterion, build_teacher
+from .errors import CheckpointError, DataError, SwiftFormerError
+from .inference import check_class_names
+from .losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 from .pretrained import create_model
 from .recipes import TrainConfig, save_config
 from .runlog import RunLog, plot_curves
@@ -88,6 +92,22 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.set_distilled_training(config.distillation != "none")
     return model
+
+
+# EMA decay warm-up (timm): decay(step) = min(ema_decay, 1 - (1 + step / gamma) ** -power). With power 1 it is
+# step / (step + gamma): the EMA averages about the last 1/gamma of the updates so far, so it tracks the model on a
+# run of any length, and it reaches the recipe's decay after gamma * (1 / (1 - ema_decay) - 1) updates (250,000 for
+# ImageNet's 0.99996: the last third of a 300-epoch run at batch 1024 averages exactly as the recipe says).
+EMA_WARMUP_GAMMA = 10.0
+EMA_WARMUP_POWER = 1.0
+
+
+def build_ema(model: nn.Module, config: TrainConfig) -> ModelEmaV3 | None:
+    """timm's EMA of weights and buffers, with the decay warm-up above unless ``ema_warmup`` is off."""
+    if not config.ema_decay:
+        return None
+    return ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup,
+                      warmup_gamma=EMA_WARMUP_GAMMA, warmup_power=EMA_WARMUP_POWER)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -151,6 +171,74 @@ def _last_good(path: Path | None) -> str:
     return f"the last good checkpoint is {path}: --resume it with a lower --lr"
 
 
+# The run directory and the checks against the data, all before any training work ---------------------------
+RUN_FILES = ("last.pth", "best.pth", "log.jsonl")  # a folder with one of them holds at least one saved epoch
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its run directory and file paths absolute, so the saved config means the same from any
+    working directory (``eval`` of a run elsewhere, ``--resume`` of a copied run)."""
+    paths = {name: os.path.abspath(getattr(config, name))
+             for name in ("output_dir", "data", "resume", "finetune", "teacher_checkpoint") if getattr(config, name)}
+    return dataclasses.replace(config, **paths)
+
+
+def check_run_directory(output_dir: Path, config: TrainConfig) -> list[Path]:
+    """The files of an earlier run in ``output_dir`` that ``overwrite`` lets this new run delete (before its first
+    write, after every check); without it a new run there is an error: its checkpoints would be replaced and its
+    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too)."""
+    existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
+    if not existing or (config.resume and Path(config.resume).parent == output_dir):
+        return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
+    if not config.overwrite:
+        raise SwiftFormerError(
+            f"{output_dir} already holds a run ({', '.join(path.name for path in existing)}): --resume "
+            f"{output_dir / 'last.pth'} to continue it, --overwrite to replace it, or give another --output-dir"
+        )
+    curves = output_dir / "curves.png"
+    return existing + [curves] * curves.exists()
+
+
+def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainConfig, class_names: list[str]) -> None:
+    """The data of a resumed run must have the checkpoint's classes, in its order."""
+    stored = list(checkpoint.get("class_names") or [])
+    stored_count = len(stored) or checkpoint_num_classes(checkpoint["model"])
+    if stored_count != len(class_names):
+        raise DataError(
+            f"{path} was trained on {stored_count} classes, {config.data or config.dataset} has {len(class_names)}: "
+            "resume on the run's own data, or start a new run (--finetune the checkpoint)"
+        )
+    if stored:
+        check_class_names(stored, class_names, path, config.data or config.dataset)
+
+
+def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
+    """The class count to build the head with: the data's. A ``num_classes`` that differs is an error, also a
+    larger one (its extra outputs would never be trained, and predictions could name classes that do not exist)."""
+    if config.num_classes is not None and config.num_classes != len(class_names):
+        shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+        raise DataError(
+            f"--num-classes {config.num_classes} does not match the data: {config.data or config.dataset} has "
+            f"{len(class_names)} classes ({shown}); leave --num-classes out to take the data's"
+        )
+    return len(class_names)
+
+
+def without_unfit_teacher(config: TrainConfig) -> TrainConfig:
+    """``config`` without distillation when the released teacher (no ``teacher_checkpoint``) predicts other classes
+    than the data has, e.g. the ImageNet recipe's RegNetY on one's own folder; decided from the teacher's config,
+    before anything is downloaded. A teacher checkpoint of the wrong class count stays an error."""
+    if config.distillation == "none" or config.teacher_checkpoint:
+        return config
+    teacher_classes = released_teacher_classes(config.teacher)
+    if teacher_classes == config.num_classes:
+        return config
+    log.warning("training without distillation: the teacher %s predicts %d classes, the data has %d "
+                "(give --teacher-checkpoint of a teacher trained on these classes to distil)",
+                config.teacher, teacher_classes, config.num_classes)
+    return dataclasses.replace(config, distillation="none")
+
+
 # The run ---------------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -171,15 +259,25 @@ def main(config: TrainConfig) -> TrainResult:
 
 
 def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
+    config = absolute_paths(config)
     device, output_dir = dist_info.device, Path(config.output_dir)
+    replaced = check_run_directory(output_dir, config)
+    config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
+    if dist_info.is_main:
+        log.info("run directory: %s", output_dir)
+    resumed = read_training_checkpoint(config.resume) if config.resume else None
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
 
-    # Data, model, EMA, teacher
+    # Data and the checks against it (before any training work), model, EMA, teacher
     datasets = build_datasets(config)
-    num_classes = config.num_classes or len(datasets.class_names)
-    config = dataclasses.replace(config, num_classes=num_classes)
-    model = build_model(config, num_classes).to(device, memory_format=memory_format(config.channels_last))
-    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+    if resumed is not None:
+        check_resumed_classes(config.resume, resumed, config, datasets.class_names)
+    num_classes = check_num_classes(config, datasets.class_names)
+    config = without_unfit_teacher(dataclasses.replace(config, num_classes=num_classes))
+    # a resumed run takes every weight from its checkpoint, the --finetune file is not read again
+    model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
+    model = model.to(device, memory_format=memory_format(config.channels_last))
+    ema = build_ema(model, config)
     teacher = None
     if config.distillation != "none":
         teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
@@ -209,13 +307,17 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
     start_epoch, step, best_top1 = 0, 0, -1.0
     last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
-    if config.resume:
-        start_epoch, step, best_top1 = resume(config.resume, model, ema, optimizer, scheduler, scaler, dist_info)
+    if resumed is not None:
+        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler, dist_info)
     else:
         seed_everything(config.seed + dist_info.rank)
+    del resumed  # its tensors are in the model, EMA and optimizer now
 
     runlog = RunLog(output_dir, enabled=dist_info.is_main, tensorboard=config.tensorboard, progress=config.progress)
     if dist_info.is_main:
+        for path in replaced:
+            path.unlink()
+        runlog.keep_epochs(start_epoch)  # records of epochs after the resumed checkpoint were never saved
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
         log.info(
@@ -250,7 +352,6 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         is_best = record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", -1.0))
         record["time"] = time.time()
-        runlog.write(record)
         rng = all_gather_object(rng_state())
         checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
                                       config, datasets.class_names, rng)
@@ -265,6 +366,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
             if is_best:
                 atomic_torch_save(checkpoint, output_dir / "best.pth")
             atomic_torch_save(checkpoint, output_dir / "last.pth")
+        runlog.write(record)  # only once the checkpoint holds the epoch: the log never claims an unsaved one
         last_good = output_dir / "last.pth"
     if dist_info.is_main and runlog.path.is_file():
         plot_curves(runlog.path, output_dir / "curves.png")
@@ -272,20 +374,23 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     return TrainResult(record, model, ema.module if ema is not None else None)
 
 
-def resume(
-    path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer, scheduler: Any,
-    scaler: torch.amp.GradScaler, dist_info: DistInfo,
-) -> tuple[int, int, float]:
-    """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``."""
-    from .checkpoint import safe_torch_load
-
+def read_training_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from; a :class:`CheckpointError` if it is not one of our runs."""
     checkpoint = safe_torch_load(path)
     missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng") if k not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); use --finetune for weights")
+    return checkpoint
+
+
+def resume(
+    checkpoint: dict[str, Any], path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
+    scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo,
+) -> tuple[int, int, float]:
+    """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``."""
     load_native_state_dict(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
-        if checkpoint["ema"] is None:
+        if checkpoint.get("ema") is None:
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
         load_native_state_dict(ema.module, checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])

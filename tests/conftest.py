@@ -61,6 +61,18 @@ def shared_data(name: str) -> Path:
     return path
 
 
+def user_error(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
+    """Run the command line on ``argv``: exit code 2 and one stderr line holding each of ``expected``."""
+    from swiftformer.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"swiftformer {argv[0]}: error: "), err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
 @pytest.fixture
 def small_images() -> torch.Tensor:
     """Non-square and small, to keep the parity tests fast; parity does not depend on the size."""

@@ -8,7 +8,7 @@ from torch import nn
 
 from swiftformer import create_model, save_checkpoint
 from swiftformer.errors import SwiftFormerError
-from swiftformer.losses import DistillationLoss, base_criterion, build_teacher
+from swiftformer.losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 
 
 class FixedTeacher(nn.Module):
@@ -90,3 +90,30 @@ def test_teacher_from_a_checkpoint_is_frozen_and_must_fit_the_classes(tmp_path):
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(SwiftFormerError, match="predicts 10 classes"):
         build_teacher("swiftformer_xs", str(path), 7, torch.device("cpu"))
+
+
+def test_a_released_timm_teacher_is_checked_before_any_download_and_read_from_the_hub_cache(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    name = "resnet10t.c3_in1k"  # a small timm model standing in for the RegNetY-160 of the ImageNet recipe
+    source = timm.create_model(name)
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--timm--resnet10t.c3_in1k"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(source.state_dict(), str(repo / "snapshots" / commit / "model.safetensors"))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the Hub was asked for a teacher")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_download)
+    monkeypatch.setattr("timm.models._hub.hf_hub_download", no_download)
+    assert released_teacher_classes(name) == 1000 and released_teacher_classes("swiftformer_s") == 1000
+    with pytest.raises(SwiftFormerError, match="predicts 1000 classes, the dataset has 3"):
+        build_teacher(name, None, 3, torch.device("cpu"))
+    teacher = build_teacher(name, None, 1000, torch.device("cpu"))
+    for key, tensor in source.state_dict().items():
+        assert torch.equal(teacher.state_dict()[key], tensor), key

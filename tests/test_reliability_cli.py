@@ -12,6 +12,8 @@ import torch
 import swiftformer
 from swiftformer.cli import main
 
+from .conftest import user_error as _user_error
+
 TINY_TRAIN = ["--config", "demo_digits", "--dataset", "digits", "--img-size", "32", "--epochs", "1",
               "--batch-size", "8", "--workers", "0", "--no-progress", "--device", "cpu",
               "--set", "train_subset=16", "--set", "val_subset=8"]
@@ -36,15 +38,6 @@ def run(tmp_path_factory) -> Path:
     assert main(["train", *TINY_TRAIN, "--output-dir", str(output_dir)]) == 0
     torch.set_num_threads(threads)
     return output_dir
-
-
-def _user_error(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"swiftformer {argv[0]}: error: "), err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def test_unknown_model_suggests_the_closest_names(tmp_path, capsys):
@@ -88,7 +81,7 @@ def test_a_checkpoint_with_another_class_count_is_refused(weights, run, tmp_path
     _user_error(["eval", "--model", "swiftformer_xs", "--dataset", "digits", "--checkpoint", str(weights)], capsys,
                 "the data has 10 classes, the model predicts 7")
     _user_error(["train", *TINY_TRAIN, "--num-classes", "7", "--resume", str(run / "last.pth"), "--epochs", "2",
-                 "--output-dir", str(tmp_path / "r")], capsys, "classifier head does not fit", "head.weight")
+                 "--output-dir", str(tmp_path / "r")], capsys, "--num-classes 7 does not match the data", "has 10 classes")
 
 
 def test_unsupported_export_combinations(tmp_path, capsys):

@@ -7,9 +7,11 @@ import pytest
 import torch
 import yaml
 
+import swiftformer.train
 from swiftformer import create_model, save_checkpoint
+from swiftformer.cli import main as cli_main
 from swiftformer.recipes import load_recipe
-from swiftformer.train import build_model, main
+from swiftformer.train import build_ema, build_model, main
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +58,40 @@ def test_finetune_loads_any_format_and_replaces_the_head(tmp_path):
     assert model.head.out_features == 10
     assert torch.equal(model.state_dict()["stem.0.weight"], source.state_dict()["stem.0.weight"])
     assert torch.equal(model.stages[3].blocks[-1].attn.proj.weight, source.stages[3].blocks[-1].attn.proj.weight)
+
+
+def test_the_ema_tracks_a_short_run_at_the_imagenet_decay(tmp_path, monkeypatch):
+    """With ImageNet's decay 0.99996 and no warm-up, the EMA of 8 updates is the weights of update 1 (chance);
+    with the warm-up it follows the model, and the decay still reaches the recipe's on an ImageNet-length run."""
+    built = {}
+    real_build_model = swiftformer.train.build_model
+
+    def remember_initial_weights(config, num_classes):
+        model = real_build_model(config, num_classes)
+        built.update({k: v.detach().clone() for k, v in model.named_parameters()})
+        return model
+
+    monkeypatch.setattr(swiftformer.train, "build_model", remember_initial_weights)
+    overrides = {**TINY, "epochs": 1, "warmup_epochs": 0, "mixup": 0.0, "cutmix": 0.0, "batch_size": 8,
+                 "ema_decay": 0.99996, "output_dir": str(tmp_path / "run")}
+    result = main(load_recipe("demo_digits", overrides))
+    assert result.record["step"] == 8
+    model, ema = dict(result.model.named_parameters()), dict(result.ema.named_parameters())
+    to_ema = sum((ema[k] - model[k]).double().square().sum() for k in built).sqrt()
+    travelled = sum((built[k] - model[k]).double().square().sum() for k in built).sqrt()
+    assert to_ema < 0.5 * travelled, f"EMA {to_ema:.4g} from the model, which moved {travelled:.4g} from its start"
+
+    ema_module = build_ema(create_model("swiftformer_xs", num_classes=10), load_recipe("swiftformer_xs"))
+    assert ema_module.get_decay(100) < 0.95 and ema_module.get_decay(300_000) == 0.99996
+
+
+def test_a_checkpoint_written_before_the_ema_warmup_resumes(tmp_path):
+    run = tmp_path / "run"
+    main(load_recipe("demo_digits", {**TINY, "epochs": 1, "output_dir": str(run)}))
+    checkpoint = torch.load(run / "last.pth", weights_only=True)
+    for key in ("ema_warmup", "overwrite"):  # config keys of later versions
+        del checkpoint["config"][key]
+    torch.save(checkpoint, run / "last.pth")
+    assert cli_main(["train", "--resume", str(run / "last.pth"), "--epochs", "2"]) == 0
+    resumed = torch.load(run / "last.pth", weights_only=True)
+    assert resumed["epoch"] == 2 and resumed["ema"].keys() == checkpoint["ema"].keys()

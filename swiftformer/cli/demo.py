@@ -54,7 +54,7 @@ def quiet_library(verbose: bool) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     from ..recipes import load_recipe
 
-    overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress}
+    overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress, "overwrite": True}
     budget = {"epochs": args.epochs, "img_size": args.img_size}
     overrides.update({key: value for key, value in budget.items() if value is not None})
     config = load_recipe("demo_digits", overrides)

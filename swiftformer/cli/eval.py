@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
     from ..engine import evaluate, memory_format
-    from ..inference import load_model, run_config
+    from ..inference import check_class_names, load_model, run_config
 
     dist_info = init_distributed(args.device)
     try:
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})
         dataset, class_names = build_dataset(loaded.model, config, "val")
+        if loaded.run_config is not None:  # our runs know their class names; other checkpoints only their count
+            check_class_names(loaded.class_names, class_names, args.checkpoint, config.data or config.dataset)
         if len(class_names) != loaded.model.num_classes:
             from ..errors import DataError
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..distributed import DIST_TIMEOUT_SECONDS
@@ -16,10 +17,11 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--accum-steps": ("accum_steps", {"type": int, "help": "micro-batches per optimizer update"}),
     "--img-size": ("img_size", {"type": int}),
     "--lr": ("lr", {"type": float}),
-    "--output-dir": ("output_dir", {"help": "run directory (config.yaml, log.jsonl, last.pth, best.pth, curves.png)"}),
-    "--resume": ("resume", {"metavar": "CKPT", "help": "continue a run from its last.pth"}),
+    "--output-dir": ("output_dir", {"help": "run directory (config.yaml, log.jsonl, last.pth, best.pth, curves.png); "
+                                    "with --resume default: the checkpoint's folder"}),
+    "--resume": ("resume", {"metavar": "CKPT", "help": "continue a run from its last.pth, writing beside it"}),
     "--finetune": ("finetune", {"metavar": "CKPT", "help": "start from these weights (official, timm, HF or ours)"}),
-    "--num-classes": ("num_classes", {"type": int, "help": "default: the dataset's class count"}),
+    "--num-classes": ("num_classes", {"type": int, "help": "must equal the data's class count (default: taken from the data)"}),
     "--device": ("device", {"help": "auto, cpu, cuda"}),
     "--dist-timeout": ("dist_timeout", {"type": float, "metavar": "SECONDS",
                                         "help": f"fail when other processes stay silent this long (default {DIST_TIMEOUT_SECONDS:g})"}),
@@ -39,6 +41,7 @@ SWITCHES = {
     "--grad-checkpointing": ("grad_checkpointing", "recompute activations in backward to save memory"),
     "--tensorboard": ("tensorboard", "also write TensorBoard scalars to RUN/tensorboard"),
     "--progress": ("progress", "progress bars (default: on)"),
+    "--overwrite": ("overwrite", "replace the run already in --output-dir (default: refuse)"),
 }
 
 
@@ -62,6 +65,8 @@ def resolve_config(args: argparse.Namespace):
     if args.progress is not None:
         overrides["progress"] = args.progress
     overrides.update(parse_set(args.set))
+    if args.resume and "output_dir" not in overrides:  # a resumed run goes on beside its checkpoint (also a copied one)
+        overrides["output_dir"] = str(Path(args.resume).absolute().parent)
     if args.config is None and args.resume:
         saved = safe_torch_load(args.resume).get("config")
         if saved is None:
