@@ -166,6 +166,7 @@ def test_cli_bench_attention_and_its_old_spelling(tmp_path, capsys, monkeypatch)
     assert "additive vs mhsa at N=32:" in capsys.readouterr().out
     assert {row["tokens"] for row in json.loads((tmp_path / "old.json").read_text())["rows"]} == {16, 32}
     assert main(["bench-attention", "--tokens", "64"]) == 2 and "at least two" in capsys.readouterr().err
+    assert main(["bench-attention", "--tokens", "64,many"]) == 2 and "comma-separated integers" in capsys.readouterr().err
 
 
 def test_cli_bench_writes_json(tmp_path, capsys):

@@ -27,10 +27,13 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import bench
 
-    tokens = tuple(int(n) for n in args.tokens.split(",")) if getattr(args, "tokens", None) else bench.ATTENTION_TOKENS
-    if len(tokens) < 2:
-        from ..errors import SwiftFormerError
+    from ..errors import SwiftFormerError
 
+    try:
+        tokens = tuple(int(n) for n in args.tokens.split(",")) if getattr(args, "tokens", None) else bench.ATTENTION_TOKENS
+    except ValueError:
+        raise SwiftFormerError(f"--tokens {args.tokens}: expected comma-separated integers, e.g. 196,784") from None
+    if len(tokens) < 2:
         raise SwiftFormerError(f"--tokens {args.tokens}: give at least two token counts to fit an exponent")
     low = sorted(tokens)[min(len(tokens) // 2, len(tokens) - 2)]  # the upper half: where the asymptote shows
     rows = bench.run_attention_benchmark(tokens, threads=args.threads, rounds=args.rounds, iters=args.iters)
