@@ -99,6 +99,13 @@ class TrainConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+# The range of each numeric field whose other values break a run (None stays allowed where the default is None).
+AT_LEAST_ONE = ("epochs", "batch_size", "accum_steps", "repeated_aug", "eval_every", "stop_after", "num_classes")
+NON_NEGATIVE = ("workers", "seed", "drop_path", "warmup_epochs", "warmup_lr", "min_lr", "weight_decay", "mixup",
+                "cutmix", "distillation_tau", "train_subset", "val_subset")
+POSITIVE = ("lr", "opt_eps", "dist_timeout", "ema_decay", "clip_grad")
+UNIT_INTERVAL = ("crop_pct", "hflip", "reprob", "color_jitter", "smoothing", "mixup_prob", "mixup_switch_prob",
+                 "distillation_alpha", "ema_decay")
 
 
 def _configs_dir():
@@ -146,12 +153,25 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def _check_range(name: str, value: Any) -> Any:
+    """A :class:`SwiftFormerError` naming the key for a number outside the range a run can use."""
+    if value is None or isinstance(value, (bool, str, tuple)):
+        return value
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SwiftFormerError(f"config {name}: expected a finite number, got {value!r}")
+    for names, ok, wanted in ((AT_LEAST_ONE, value >= 1, "at least 1"), (NON_NEGATIVE, value >= 0, "0 or more"),
+                              (POSITIVE, value > 0, "above 0"), (UNIT_INTERVAL, 0 <= value <= 1, "between 0 and 1")):
+        if name in names and not ok:
+            raise SwiftFormerError(f"config {name}: must be {wanted}, got {value!r}")
+    return value
+
+
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """A copy of ``config`` with ``overrides`` applied; unknown keys are an error naming the key."""
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return dataclasses.replace(config, **{k: _coerce(k, v) for k, v in overrides.items()})
+    return dataclasses.replace(config, **{k: _check_range(k, _coerce(k, v)) for k, v in overrides.items()})
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -95,7 +95,7 @@ def test_unsupported_export_combinations(tmp_path, capsys):
     _user_error(["export", "--model", "swiftformer_xs", "--format", "coreml", "--out", str(tmp_path / "m.onnx")],
                 capsys, "coreml writes a .mlpackage file")
     _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
-                 "--batch", "0"], capsys, "--batch must be at least 1")
+                 "--batch", "0"], capsys, "argument --batch: must be a positive integer, got 0")
     assert not list(tmp_path.iterdir())
 
 
@@ -132,3 +132,56 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
                            "onnx", "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "swiftformer_xs" in done.stderr, done.stderr
+
+
+# Corrupt images are refused, or skipped when asked (issue 15, item 1) ---------------------------------------
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (48, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save(path)
+    return path
+
+
+def _garbage_in_the_middle(path: Path) -> Path:
+    data = _png(path).read_bytes()
+    noise = bytes(torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(1)).tolist())
+    path.write_bytes(data[: len(data) // 2] + noise + data[len(data) // 2 :])
+    return path
+
+
+def _garbage_idat(path: Path) -> Path:
+    """A well-formed PNG (valid chunk CRCs) whose compressed pixel data is noise."""
+    import struct
+    import zlib
+
+    data = bytearray(_png(path).read_bytes())
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    noise = bytes(torch.randint(0, 256, (length,), generator=torch.Generator().manual_seed(2)).tolist())
+    chunk = b"IDAT" + noise
+    data[start + 4 : start + 12 + length] = chunk + struct.pack(">I", zlib.crc32(chunk))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("corrupt", [_garbage_in_the_middle, _garbage_idat])
+def test_predict_refuses_a_corrupt_image_and_can_skip_it(corrupt, run, tmp_path, capsys, caplog):
+    bad, good = corrupt(tmp_path / "bad.png"), _png(tmp_path / "good.png")
+    _user_error(["predict", str(bad), "--checkpoint", str(run / "last.pth")], capsys, f"cannot read image {bad}: ",
+                "--skip-bad-images")
+    assert main(["predict", str(bad), str(good), "--checkpoint", str(run / "last.pth"), "--skip-bad-images"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}: ") and len(out.splitlines()) == 1, out
+    assert "skipped 1 unreadable image(s) of 2" in err and f"skipping image {bad}: " in caplog.text, (err, caplog.text)
+    _user_error(["predict", str(bad), "--checkpoint", str(run / "last.pth"), "--skip-bad-images"], capsys,
+                "none of the 1 image(s) could be read")
+
+
+def test_predict_on_a_decompression_bomb_is_one_line(run, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    image = _png(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 48 // 3)  # 48x48 is then over twice the limit: a bomb
+    _user_error(["predict", str(image), "--checkpoint", str(run / "last.pth")], capsys,
+                f"cannot read image {image}: ", "decompression bomb")

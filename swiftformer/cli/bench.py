@@ -17,17 +17,18 @@ log = logging.getLogger("swiftformer.bench")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..bench import BACKENDS, DEFAULT_BACKENDS
+    from .numbers import image_side, positive_int
 
     parser.add_argument("--attention", action="store_true", help="time the four attentions vs token count instead")
     parser.add_argument("--models", default=None, help="comma-separated; ours by name, peers as timm/<name> (default: all)")
     parser.add_argument(
         "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}"
     )
-    parser.add_argument("--batch", type=int, default=1, help="also measure throughput at this batch size (> 1)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
-    parser.add_argument("--iters", type=int, default=3, help="calls per runner and round at batch 1")
+    parser.add_argument("--batch", type=positive_int, default=1, help="also measure throughput at this batch size (> 1)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="intra-op threads of every backend")
+    parser.add_argument("--img-size", type=image_side, default=224)
+    parser.add_argument("--rounds", type=positive_int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--iters", type=positive_int, default=3, help="calls per runner and round at batch 1")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--csv", default=None, help="write the records here")
     parser.add_argument("--plot", default=None, help="PNG: latency vs top-1, or attention time vs tokens")

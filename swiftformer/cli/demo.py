@@ -6,8 +6,10 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .numbers import positive_int
+
     parser.add_argument("--output-dir", default="runs/demo", help="run directory (default: runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the demo recipe's")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: the demo recipe's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_config: str) -> None:
     """``train`` / ``eval`` / ``predict`` sub-parsers of one task."""
+    from .numbers import probability
+
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help=f"train a {task} model (torchrun for DDP)")
     train.add_argument("--config", default=default_config, help=f"shipped recipe name or YAML path (default {default_config})")
@@ -25,8 +27,10 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
     predict.add_argument("checkpoint", help="last.pt of a training run")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--output", default="predictions", help="folder for the PNGs")
+    for sub in (train, evaluate, predict):
+        sub.set_defaults(parser=sub)  # argparse errors name "swiftformer detect train", not "swiftformer detect"
     if task == "detection":
-        predict.add_argument("--score-threshold", type=float, default=0.5)
+        predict.add_argument("--score-threshold", type=probability, default=0.5)
     predict.add_argument("--device", default="cpu")
 
 

@@ -9,6 +9,8 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .numbers import image_side, positive_int, workers
+
     parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
                         "(default: the released ImageNet weights of --model)")
     parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
@@ -18,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")
     parser.add_argument("--skip-bad-images", action="store_true", default=None,
                         help="leave unreadable images out (logged and counted) instead of stopping")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the run's, else 224")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--img-size", type=image_side, default=None, help="default: the run's, else 224")
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--workers", type=workers, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -15,19 +15,21 @@ CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltool
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..export import FORMATS, MAX_DYNAMIC_BATCH
+    from ..models.attention import ATTENTIONS
+    from .numbers import image_side, positive_float, positive_int
 
     parser.add_argument("--model", required=True, help="variant, e.g. swiftformer_s")
     parser.add_argument("--checkpoint", default=None, help="weights (official, timm, Hugging Face or native)")
-    parser.add_argument("--attention", default="additive", help="token mixer the checkpoint was trained with")
+    parser.add_argument("--attention", default="additive", choices=ATTENTIONS, help="token mixer the checkpoint was trained with")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="output file (.onnx, .xml for OpenVINO IR with its .bin beside it, .mlpackage, .pt, .pte)")
     batch = parser.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=1, help="fixed batch size of the artefact (default 1)")
+    batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size of the artefact (default 1)")
     batch.add_argument(
         "--dynamic-batch", action="store_true", help=f"any batch size from 1 to {MAX_DYNAMIC_BATCH}"
     )
-    parser.add_argument("--img-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted max abs difference of the logits")
+    parser.add_argument("--img-size", type=image_side, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--atol", type=positive_float, default=1e-4, help="largest accepted max abs difference of the logits")
 
 
 def run(args: argparse.Namespace) -> int:

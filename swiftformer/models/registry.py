@@ -51,7 +51,7 @@ def create_model(
     state_dict, checkpoint_classes = None, None
     if pretrained:
         source = pretrained_source(variant, pretrained)
-        state_dict, _, _ = read_native_state_dict(source)
+        state_dict, _, _ = read_native_state_dict(source, attention=attention)
         checkpoint_classes = checkpoint_num_classes(state_dict)
     if num_classes is None:
         num_classes = checkpoint_classes or 1000
