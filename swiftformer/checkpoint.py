@@ -101,6 +101,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def check_destination(path: str | Path, folder: bool = False) -> Path:
+    """``path`` if a file (``folder=True``: a folder) can be written there, else an :class:`OutputError` naming it.
+
+    Called before the work that produces the output, so a read-only folder or a name taken by the other kind
+    fails at once instead of after a run."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wanted, found = ("a folder", "a file") if folder else ("a file", "a folder")
+        raise OutputError(f"cannot write {path}: it is {found}, {wanted} is wanted there")
+    directory = path if folder and path.is_dir() else path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error} ({error.filename or directory})") from None
+    return path
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` with :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
@@ -317,14 +335,37 @@ def hub_checkpoint_path(variant: str) -> Path:
     cached = try_to_load_from_cache(repo_id, "model.safetensors")
     if isinstance(cached, str):
         return Path(cached)
+    advice = "Pass pretrained=PATH (library) or --checkpoint PATH (command line) to use weights you have."
+    unreachable = _hub_unreachable()
+    if unreachable:  # hf_hub_download would retry for half a minute before saying so
+        raise CheckpointError(f"cannot get the pretrained weights {repo_id}: not in the Hub cache and {unreachable}. {advice}")
     try:
         return Path(hf_hub_download(repo_id, "model.safetensors"))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         reason = str(error).splitlines()[0].rstrip(".")
         raise CheckpointError(
-            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): {reason}. "
-            "Pass pretrained=PATH (library) or --checkpoint PATH (command line) to use weights you have."
+            f"cannot get the pretrained weights {repo_id} (offline and not in the Hub cache?): {reason}. {advice}"
         ) from None
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached (offline mode, no route to it), or ``None`` when it can or a
+    proxy decides. One connection attempt, instead of the Hub client's retries with back-off."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as error:
+        return f"{url.hostname} cannot be reached ({error.strerror or error})"
+    return None
 
 
 def pretrained_source(variant: str, pretrained: bool | str | Path) -> Path:

@@ -185,3 +185,24 @@ def test_predict_on_a_decompression_bomb_is_one_line(run, tmp_path, capsys, monk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 48 // 3)  # 48x48 is then over twice the limit: a bomb
     _user_error(["predict", str(image), "--checkpoint", str(run / "last.pth")], capsys,
                 f"cannot read image {image}: ", "decompression bomb")
+
+
+def test_predict_runs_legacy_hugging_face_weights_with_their_attention(tmp_path, capsys):
+    """Weights of transformers' port need ``--attention additive_legacy``; predict takes it (issue 15, item 10)."""
+    legacy = swiftformer.create_model("swiftformer_xs", num_classes=3, attention="additive_legacy")
+    folder = swiftformer.save_checkpoint(legacy, tmp_path / "hf", format="hf")
+    image = _png(tmp_path / "image.png")
+    outputs = {}
+    for attention in ("additive_legacy", "additive"):
+        assert main(["predict", str(image), "--model", "swiftformer_xs", "--checkpoint", str(folder), "--json",
+                     "--attention", attention]) == 0
+        outputs[attention] = capsys.readouterr().out
+    import json
+
+    from swiftformer.data import eval_transform, load_image
+    from swiftformer.inference import predict
+    from swiftformer.recipes import TrainConfig
+
+    expected, _ = predict(legacy.eval(), eval_transform(legacy, TrainConfig())(load_image(image))[None], 3)
+    got = [entry["probability"] for entry in json.loads(outputs["additive_legacy"])["top"]]
+    assert got == pytest.approx(expected[0].tolist(), abs=1e-6) and outputs["additive"] != outputs["additive_legacy"]

@@ -9,11 +9,14 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.attention import ATTENTIONS
     from .numbers import image_side, positive_int, workers
 
     parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
                         "(default: the released ImageNet weights of --model)")
     parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
+    parser.add_argument("--attention", choices=ATTENTIONS, default="additive", help="token mixer the weights were "
+                        "trained with, for checkpoints that are not our runs (additive_legacy: transformers' weights)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
     parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     dist_info = init_distributed(args.device)
     try:
-        loaded = load_model(args.checkpoint, args.model, ema=args.ema)
+        loaded = load_model(args.checkpoint, args.model, ema=args.ema, attention=args.attention)
         config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})

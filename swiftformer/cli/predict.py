@@ -7,12 +7,15 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.attention import ATTENTIONS
     from .numbers import image_side, positive_int
 
     parser.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
                         "(default: the released ImageNet weights of --model)")
     parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
+    parser.add_argument("--attention", choices=ATTENTIONS, default="additive", help="token mixer the weights were "
+                        "trained with, for checkpoints that are not our runs (additive_legacy: transformers' weights)")
     parser.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     parser.add_argument("--img-size", type=image_side, default=None, help="default: the run's, else 224")
     parser.add_argument("--topk", type=positive_int, default=5)
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import batch_images, eval_transform, list_images
     from ..inference import load_model, predict, run_config
 
-    loaded = load_model(args.checkpoint, args.model, ema=args.ema)
+    loaded = load_model(args.checkpoint, args.model, ema=args.ema, attention=args.attention)
     transform = eval_transform(loaded.model, run_config(loaded, {"img_size": args.img_size}))
     paths = list_images(args.inputs)
     skipped = 0
