@@ -191,6 +191,10 @@ def _cifar10(config: TrainConfig, train: bool, transform: Callable) -> Dataset:
         return CIFAR10(root, train=train, transform=transform, download=config.download)
     except RuntimeError as error:
         raise DataError(f"CIFAR-10 not found under {root} ({error}); add --download to fetch it") from None
+    except OSError as error:  # urllib's URLError when offline, or a root that cannot be written
+        reason = getattr(error, "reason", None) or error.strerror or error
+        raise DataError(f"cannot download CIFAR-10 into {root}: {reason} (offline? put the extracted "
+                        "cifar-10-batches-py folder there and leave out --download)") from None
 
 
 def _subset(dataset: Dataset, size: int | None) -> Dataset:

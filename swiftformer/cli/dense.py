@@ -35,6 +35,7 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
 
 
 def run_task(args: argparse.Namespace, task: str) -> int:
+    from ..checkpoint import check_destination
     from ..dense.config import load_config
     from ..errors import SwiftFormerError
     from ..recipes import parse_set
@@ -42,6 +43,10 @@ def run_task(args: argparse.Namespace, task: str) -> int:
     overrides = parse_set(args.overrides) if hasattr(args, "overrides") else {}
     if getattr(args, "data", None):
         overrides["data"] = args.data
+    if getattr(args, "output", None):  # a read-only folder, or a file where the folder goes, fails before any work
+        check_destination(args.output, folder=True)
+    if getattr(args, "json", None):
+        check_destination(args.json)
     if args.action == "train":
         from ..dense.engine import summary, train
 

@@ -79,9 +79,12 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from ..checkpoint import check_destination
     from ..train import main
 
-    record = main(resolve_config(args)).record
+    config = resolve_config(args)
+    check_destination(config.output_dir, folder=True)  # a read-only folder or a file there fails before training
+    record = main(config).record
     if os.environ.get("RANK", "0") == "0" and "val_top1" in record:
         ema = f"  EMA top-1: {record['ema_top1']:.2f}" if "ema_top1" in record else ""
         print(f"top-1: {record['val_top1']:.2f}  top-5: {record['val_top5']:.2f}{ema}")

@@ -324,6 +324,9 @@ def load_trained(path: str | Path, overrides: dict[str, Any] | None = None) -> t
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
         raise SwiftFormerError(f"{path} is not a dense training checkpoint (no 'config' and 'model' entries)")
+    if "classes" not in checkpoint and "class_names" in checkpoint:
+        raise SwiftFormerError(f"{path} is a classification run (swiftformer train), not a detection or segmentation "
+                               "one: use swiftformer eval / predict with it")
     stored = {k: v for k, v in checkpoint["config"].items() if k != "pretrained"}  # the weights come from the checkpoint
     config = config_from_dict(stored, overrides)
     classes = checkpoint["classes"]
