@@ -8,6 +8,7 @@ then the recipe file, then command-line overrides; the resolved config is saved 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -99,13 +100,21 @@ class TrainConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
-# The range of each numeric field whose other values break a run (None stays allowed where the default is None).
-AT_LEAST_ONE = ("epochs", "batch_size", "accum_steps", "repeated_aug", "eval_every", "stop_after", "num_classes")
-NON_NEGATIVE = ("workers", "seed", "drop_path", "warmup_epochs", "warmup_lr", "min_lr", "weight_decay", "mixup",
-                "cutmix", "distillation_tau", "train_subset", "val_subset")
-POSITIVE = ("lr", "opt_eps", "dist_timeout", "ema_decay", "clip_grad")
-UNIT_INTERVAL = ("crop_pct", "hflip", "reprob", "color_jitter", "smoothing", "mixup_prob", "mixup_switch_prob",
-                 "distillation_alpha", "ema_decay")
+# What a number must be to make sense (None stays allowed where the default is None); see check_range.
+RANGE_TESTS = {
+    "at least 1": lambda v: v >= 1, "0 or more": lambda v: v >= 0, "above 0": lambda v: v > 0,
+    "between 0 and 1": lambda v: 0 <= v <= 1, "above 0 and at most 1": lambda v: 0 < v <= 1,
+}
+RANGES = {
+    **dict.fromkeys(("epochs", "batch_size", "accum_steps", "repeated_aug", "eval_every", "stop_after", "num_classes"),
+                    "at least 1"),
+    **dict.fromkeys(("workers", "seed", "drop_path", "warmup_epochs", "warmup_lr", "min_lr", "weight_decay", "mixup",
+                     "cutmix", "distillation_tau", "train_subset", "val_subset"), "0 or more"),
+    **dict.fromkeys(("lr", "opt_eps", "dist_timeout", "clip_grad"), "above 0"),
+    **dict.fromkeys(("hflip", "reprob", "color_jitter", "smoothing", "mixup_prob", "mixup_switch_prob",
+                     "distillation_alpha"), "between 0 and 1"),
+    **dict.fromkeys(("crop_pct", "ema_decay"), "above 0 and at most 1"),
+}
 
 
 def _configs_dir():
@@ -153,16 +162,16 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def _check_range(name: str, value: Any) -> Any:
-    """A :class:`SwiftFormerError` naming the key for a number outside the range a run can use."""
-    if value is None or isinstance(value, (bool, str, tuple)):
+def check_range(name: str, value: Any, ranges: dict[str, str] = RANGES) -> Any:
+    """``value``, or a :class:`SwiftFormerError` naming the key when a number is not finite or out of its range
+    (``ranges``: field -> a key of :data:`RANGE_TESTS`); for values that come through YAML or ``--set``."""
+    if value is None or isinstance(value, (bool, str, tuple, list, dict)):
         return value
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise SwiftFormerError(f"config {name}: expected a finite number, got {value!r}")
-    for names, ok, wanted in ((AT_LEAST_ONE, value >= 1, "at least 1"), (NON_NEGATIVE, value >= 0, "0 or more"),
-                              (POSITIVE, value > 0, "above 0"), (UNIT_INTERVAL, 0 <= value <= 1, "between 0 and 1")):
-        if name in names and not ok:
-            raise SwiftFormerError(f"config {name}: must be {wanted}, got {value!r}")
+    wanted = ranges.get(name)
+    if wanted is not None and not RANGE_TESTS[wanted](value):
+        raise SwiftFormerError(f"config {name}: must be {wanted}, got {value!r}")
     return value
 
 
@@ -171,7 +180,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return dataclasses.replace(config, **{k: _check_range(k, _coerce(k, v)) for k, v in overrides.items()})
+    return dataclasses.replace(config, **{k: check_range(k, _coerce(k, v)) for k, v in overrides.items()})
 
 
 def load_recipe(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

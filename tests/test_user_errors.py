@@ -61,6 +61,8 @@ SET = [  # values that reach the config through --set (and so through YAML)
     ("epochs", "0"), ("epochs", "-1"), ("batch_size", "0"), ("lr", "-1"), ("lr", ".nan"), ("smoothing", "2"),
     ("workers", "-1"), ("accum_steps", "0"), ("hflip", "1.5"), ("ema_decay", "0"),
 ]
+DENSE_SET = [("detect", "batch_size", "0"), ("detect", "lr", "-1"), ("segment", "hflip", "2"),
+             ("segment", "crop_size", "0"), ("detect", "iterations", "-5")]
 CHECKPOINT_KINDS = ("zero-byte", "text", "truncated", "folder", "missing")
 CHECKPOINT_USERS = {
     "eval": ["eval", "--checkpoint", "{file}"],
@@ -175,6 +177,13 @@ def test_a_bad_number_through_set_is_one_line_naming_the_key(key, value, paths, 
     line = _one_line(_fill(["train", *TINY_TRAIN, "--set", f"{key}={value}", "--output-dir", "{tmp}/run"], paths), capsys)
     assert f"config {key}" in line, line
     assert not (paths["tmp"] / "run").exists()
+
+
+@pytest.mark.parametrize("task,key,value", DENSE_SET, ids=[f"{t} {k}={v}" for t, k, v in DENSE_SET])
+def test_a_bad_number_in_a_dense_recipe_is_one_line_naming_the_key(task, key, value, paths, capsys):
+    argv = [task, "train", "--data", "{tmp}", "--output", "{tmp}/dense-run", "--set", f"{key}={value}"]
+    assert f"config {key}" in _one_line(_fill(argv, paths), capsys)
+    assert not any((paths["tmp"] / "dense-run").glob("*"))
 
 
 @pytest.mark.parametrize("kind", CHECKPOINT_KINDS)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import SwiftFormerError
+from ..recipes import check_range
 
 TASKS = ("detection", "segmentation")
 
@@ -90,6 +91,14 @@ class DenseConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(DenseConfig)}
+RANGES = {  # see swiftformer.recipes.check_range
+    **dict.fromkeys(("out_channels", "min_size", "max_size", "head_channels", "img_size", "crop_size", "batch_size",
+                     "epochs", "iterations", "num_classes", "eval_interval", "log_interval"), "at least 1"),
+    **dict.fromkeys(("drop_path", "frozen_stages", "workers", "weight_decay", "min_lr", "warmup_iters", "power",
+                     "seed"), "0 or more"),
+    **dict.fromkeys(("lr", "clip_grad"), "above 0"),
+    **dict.fromkeys(("hflip", "gamma", "warmup_ratio"), "between 0 and 1"),
+}
 
 
 def _default(name: str) -> Any:
@@ -126,7 +135,7 @@ def config_from_dict(values: dict[str, Any], overrides: dict[str, Any] | None = 
     unknown = sorted(set(merged) - set(FIELDS))
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return DenseConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    return DenseConfig(**{k: check_range(k, _coerce(k, v), RANGES) for k, v in merged.items()})
 
 
 def configs_dir() -> Any:
