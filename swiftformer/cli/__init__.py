@@ -1,8 +1,8 @@
 """``swiftformer`` command line: a thin layer over the library.
 
 Each sub-command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``.
-Errors a user can fix (:class:`swiftformer.SwiftFormerError`, missing files) print one line on stderr
-and exit with code 2; anything else is a bug and keeps its traceback.
+Errors a user can fix (a bad option or number, :class:`swiftformer.SwiftFormerError`, a missing file, a read-only
+folder, a full disk) print one line on stderr and exit with code 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
