@@ -410,15 +410,14 @@ def format_table(records: Sequence[Record]) -> str:
     return "\n".join(lines)
 
 
-def write_json(records: Sequence[Record], path: str | Path, extra: dict | None = None) -> None:
-    """A list of records; ``extra`` (e.g. the matmul rate) goes in a last ``{"summary": ...}`` entry."""
-    rows: list[dict] = [asdict(r) for r in records]
-    if extra:
-        rows.append({"summary": extra})
-    Path(path).write_text(json.dumps(rows, indent=1))
+def write_json(records: Sequence[Record], path: str | Path, summary: dict | None = None) -> None:
+    """``{"records": [...], "summary": {...}}``: every record has the same fields; the run's comparisons, matmul
+    rate and machine go in ``summary``."""
+    Path(path).write_text(json.dumps({"records": [asdict(r) for r in records], "summary": summary or {}}, indent=1))
 
 
 def write_csv(records: Sequence[Record], path: str | Path) -> None:
+    """One row per record (the summary has its own shape: it is in the JSON only)."""
     rows = [asdict(r) for r in records]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["model"])

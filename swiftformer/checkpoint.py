@@ -1,17 +1,21 @@
 """Reading and writing SwiftFormer weights in every layout, safely.
 
-Loading never unpickles arbitrary objects: ``.safetensors`` files hold only tensors, and every other file
-goes through ``torch.load(weights_only=True)``, which refuses any object that is not a tensor or a plain
-container. Writing is atomic: a temp file in the target folder, fsync, then ``os.replace``, so a crash
-mid-write leaves the previous file intact.
+Loading never unpickles arbitrary objects: a file is read by what its bytes are, not by its name (a
+safetensors header holds only tensors; a PyTorch zip archive or a pickle goes through
+``torch.load(weights_only=True)``, which refuses any object that is not a tensor or a plain container).
+Writing is atomic: a temp file in the target folder, fsync, then ``os.replace``, so a crash or a full disk
+mid-write leaves the previous file intact; the file gets the permissions the umask gives any new file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import pickle
+import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,13 +26,14 @@ import torch
 from torch import nn
 
 from .convert import FORMATS, StateDict, detect_format, from_native, to_native, unwrap
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 
 log = logging.getLogger(__name__)
 
 HUB_REPO = "timm/{variant}.dist_in1k"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = ("head.", "head_dist.")
+HF_ATTENTION_KEY = "swiftformer_attention"  # written into the config.json of Hugging Face folders we save
 
 
 # Atomic writes ---------------------------------------------------------------------------------------------
@@ -40,22 +45,77 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``mkstemp``/``mkdtemp`` create 0600/0700."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def write_error(path: Path, error: BaseException) -> OutputError | None:
+    """The one-line error for a write of ``path`` that failed for a reason of the user's disk, else ``None``.
+
+    A full disk inside ``torch.save`` arrives as the C++ writer's RuntimeError ("file write failed"), with the
+    OSError, if any, chained to it."""
+    causes = [error, error.__cause__, error.__context__]
+    os_error = next((e for e in causes if isinstance(e, OSError)), None)
+    kept = f"; the previous {path.name} is intact" if path.exists() else ""
+    if (os_error is not None and os_error.errno in (errno.ENOSPC, errno.EDQUOT)) or "write failed" in str(error):
+        return OutputError(f"no space left on the device to write {path}{kept} (free some space, then run again)")
+    if os_error is not None and os_error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {path}: {os_error.strerror}{kept}")
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, and rename onto ``path``; ``path`` is never seen half-written."""
+    """Call ``write(tmp_path)``, fsync, and rename onto ``path``; ``path`` is never seen half-written.
+
+    A full disk or a read-only folder is an :class:`OutputError` that names the file and says the previous one
+    is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise (write_error(path, error) or error) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        follow_umask(tmp)  # after the write: a writer may create the file anew (safetensors does), still 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, Exception) and (mapped := write_error(path, error)) is not None:
+            raise mapped from None
         raise
     _fsync_dir(path.parent)
+    return path
+
+
+def check_destination(path: str | Path, folder: bool = False) -> Path:
+    """``path`` if a file (``folder=True``: a folder) can be written there, else an :class:`OutputError` naming it.
+
+    Called before the work that produces the output, so a read-only folder or a name taken by the other kind
+    fails at once instead of after a run."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wanted, found = ("a folder", "a file") if folder else ("a file", "a folder")
+        raise OutputError(f"cannot write {path}: it is {found}, {wanted} is wanted there")
+    directory = path if folder and path.is_dir() else path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error} ({error.filename or directory})") from None
     return path
 
 
@@ -65,21 +125,63 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 
 # Safe reading ----------------------------------------------------------------------------------------------
-def safe_torch_load(path: str | Path) -> Any:
-    """``torch.load`` that only accepts tensors and plain containers; a clear error for anything else."""
-    path = Path(path)
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def file_kind(path: Path) -> str | None:
+    """What the bytes of ``path`` are: ``safetensors``, ``zip`` (``torch.save``), ``pickle`` (legacy
+    ``torch.save``, plain pickles) or ``None`` (anything else: empty, text, an image ...)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":  # the PROTO opcode that starts every pickle of protocol 2 and later
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte little-endian header length, JSON header
+        (header_length,) = struct.unpack("<Q", head[:8])
+        if 0 < header_length <= path.stat().st_size - 8:
+            return "safetensors"
+    return None
+
+
+def _checkpoint_file(path: Path) -> str:
+    """The :func:`file_kind` of an existing checkpoint file, or a :class:`CheckpointError` naming the problem."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        kind = file_kind(path)
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from None
+    if kind is None:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path} is not a checkpoint: {'an empty file' if size == 0 else f'its {size} bytes are'} neither "
+            "safetensors, a PyTorch zip archive nor a pickle"
+        )
+    return kind
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` that only accepts tensors and plain containers; a clear error for anything else."""
+    path = Path(path)
+    if _checkpoint_file(path) == "safetensors":
+        raise CheckpointError(f"{path} is a safetensors file (weights only), not a training checkpoint")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        code = re.search(r"GLOBAL ([\w.]+)", str(error))  # only a global (a class or function) can run code
+        if code is None:
+            raise CheckpointError(f"cannot read checkpoint {path}: a corrupt pickle (truncated or not a checkpoint)") from None
         raise CheckpointError(
             f"refusing to load {path}: it holds pickled objects other than tensors, which could run code "
-            f"({first_line}). Only tensor state dicts and safetensors files are accepted."
+            f"({code.group(1)}). Only tensor state dicts and safetensors files are accepted."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)} (truncated or corrupt?)") from None
 
 
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -113,9 +215,7 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> tuple[StateDict
         path = _weights_file(path)
         state_dict, file_metadata = read_checkpoint(path, key)
         return state_dict, {**file_metadata, **metadata}
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if _checkpoint_file(path) == "safetensors":
         return _read_safetensors(path)
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, Mapping):
@@ -127,16 +227,31 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> tuple[StateDict
     return unwrap(checkpoint), {}
 
 
-def read_native_state_dict(path: str | Path, key: str | None = None) -> tuple[StateDict, str, dict[str, str]]:
-    """Read any supported checkpoint and convert it to native keys: ``(state_dict, format, metadata)``."""
+def hf_attention(metadata: Mapping[str, str]) -> str | None:
+    """The token mixer the weights of a Hugging Face checkpoint were trained with: the one this library wrote into
+    its ``config.json``, else ``None`` (transformers' own port: the pre-July-2023 weights, ``additive_legacy``)."""
+    config = json.loads(metadata.get("hf_config") or "{}")
+    return config.get(HF_ATTENTION_KEY)
+
+
+def read_native_state_dict(
+    path: str | Path, key: str | None = None, attention: str | None = None
+) -> tuple[StateDict, str, dict[str, str]]:
+    """Read any supported checkpoint and convert it to native keys: ``(state_dict, format, metadata)``.
+
+    For a Hugging Face checkpoint whose weights need another token mixer than ``attention`` (the model's; ``None``
+    when unknown) a warning says which one reproduces their outputs."""
     state_dict, metadata = read_checkpoint(path, key)
     fmt = detect_format(state_dict)
     if fmt == "hf":
-        log.warning(
-            "%s is a Hugging Face transformers checkpoint: those hold the pre-July-2023 weights; build the "
-            "model with attention='additive_legacy' to reproduce their outputs",
-            path,
-        )
+        written = hf_attention(metadata)
+        needed = written or "additive_legacy"
+        if attention != needed and (attention is not None or written is None):
+            origin = "" if written else " (transformers' port of the pre-July-2023 weights)"
+            log.warning(
+                "%s holds weights trained with attention=%r%s: build the model with attention=%r (--attention %s on "
+                "the command line) to reproduce their outputs", path, needed, origin, needed, needed,
+            )
     return to_native(state_dict), fmt, metadata
 
 
@@ -203,7 +318,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, drop_head: bool = False,
     otherwise a head of another size is a :class:`CheckpointError`. ``key`` picks an entry of a training
     checkpoint, e.g. ``"ema"``.
     """
-    state_dict, fmt, _ = read_native_state_dict(path, key)
+    state_dict, fmt, _ = read_native_state_dict(path, key, attention=getattr(model, "attention", None))
     dropped = load_native_state_dict(model, state_dict, drop_head)
     if dropped:
         log.info("not loaded from %s: %s", path, ", ".join(dropped))
@@ -303,15 +418,18 @@ def hf_config(model: nn.Module) -> dict[str, Any]:
         "batch_norm_eps": 1e-5,
         "id2label": {str(i): f"LABEL_{i}" for i in range(model.num_classes)},
         "label2id": {f"LABEL_{i}": i for i in range(model.num_classes)},
+        HF_ATTENTION_KEY: str(getattr(model, "attention", "additive")),
     }
 
 
 def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        follow_umask(staging, directory=True)
         (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
         _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
         for name in ("config.json", "model.safetensors"):
+            follow_umask(staging / name)
             with open(staging / name, "rb+") as handle:
                 os.fsync(handle.fileno())
         if directory.exists():
@@ -323,8 +441,10 @@ def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path)
         else:
             os.replace(staging, directory)
         _fsync_dir(directory.parent)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, Exception) and (mapped := write_error(directory, error)) is not None:
+            raise mapped from None
         raise
 
 
@@ -339,11 +459,17 @@ def save_checkpoint(model: nn.Module, path: str | Path, format: str = "native") 
     if format not in FORMATS:
         raise CheckpointError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    safetensors = path.suffix == ".safetensors"
+    if format == "native" and not safetensors:
+        raise CheckpointError(f"the native format is a safetensors file: name it {path.stem}.safetensors, not "
+                              f"{path.name} (or save format='timm' for a torch.save state dict)")
+    if format == "official" and safetensors:
+        raise CheckpointError(f"the official format is a torch.save file: name it {path.stem}.pth, not {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = from_native({k: v.detach().cpu() for k, v in model.state_dict().items()}, format)
     if format == "hf":
         _save_hf_directory(model, state_dict, path)
-    elif format == "native" or (format == "timm" and path.suffix == ".safetensors"):
+    elif format == "native" or (format == "timm" and safetensors):
         metadata = model_metadata(model) if format == "native" else {"format": "pt"}
         atomic_write(path, lambda tmp: _save_safetensors(state_dict, tmp, metadata))
     else:

@@ -118,6 +118,14 @@ class BadImage:
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def decode_failure(error: Exception) -> str:
+    """The reason a file could not be decoded, for one line of text."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file PIL can identify"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """``image`` as 8-bit RGB. 16-bit greyscale (``I;16*`` from 16-bit PNG/TIFF, ``I`` from older Pillow) is
     scaled down by 256 first: PIL's own conversion clips it, which turns most 16-bit images white."""
@@ -132,8 +140,10 @@ def open_rgb(path: str | Path, exif_orientation: bool = False) -> Image.Image:
 
     ``exif_orientation=True`` turns it upright as its EXIF Orientation tag says (phone photos), which is what a
     viewer shows; datasets keep the stored pixels, as torchvision and timm read them, so labels drawn on those
-    pixels stay valid."""
+    pixels stay valid. The pixels are decoded first, so a corrupt file fails here and not inside the EXIF
+    transpose, whose errors are forgiven."""
     with Image.open(path) as image:
+        image.load()
         return to_rgb(_upright(image) if exif_orientation else image)
 
 
@@ -157,10 +167,8 @@ class CheckedImageFolder(ImageFolder):
         path, target = self.samples[index]
         try:
             image = self.loader(path)
-        except UnidentifiedImageError:
-            return BadImage(path, "not an image file PIL can identify")
         except DECODE_ERRORS as error:
-            return BadImage(path, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+            return BadImage(path, decode_failure(error))
         return (self.transform(image) if self.transform else image), target
 
 
@@ -189,6 +197,10 @@ def _cifar10(config: TrainConfig, train: bool, transform: Callable) -> Dataset:
         return CIFAR10(root, train=train, transform=transform, download=config.download)
     except RuntimeError as error:
         raise DataError(f"CIFAR-10 not found under {root} ({error}); add --download to fetch it") from None
+    except OSError as error:  # urllib's URLError when offline, or a root that cannot be written
+        reason = getattr(error, "reason", None) or error.strerror or error
+        raise DataError(f"cannot download CIFAR-10 into {root}: {reason} (offline? put the extracted "
+                        "cifar-10-batches-py folder there and leave out --download)") from None
 
 
 def _subset(dataset: Dataset, size: int | None) -> Dataset:
@@ -355,10 +367,22 @@ def load_image(path: Path) -> Image.Image:
     """An upright 8-bit RGB PIL image of a photo to predict on, or a :class:`DataError` naming the file."""
     try:
         return open_rgb(path, exif_orientation=True)
-    except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from None
+    except DECODE_ERRORS as error:
+        raise DataError(f"cannot read image {path}: {decode_failure(error)}") from None
 
 
-def batch_images(paths: list[Path], transform: Callable) -> torch.Tensor:
-    """``(N, 3, H, W)`` tensor of the transformed images."""
-    return torch.stack([transform(load_image(p)) for p in paths])
+def batch_images(paths: list[Path], transform: Callable, skip_bad: bool = False) -> tuple[torch.Tensor | None, list[Path]]:
+    """``(N, 3, H, W)`` tensor of the transformed images and their paths (``None`` when none is readable).
+
+    An unreadable file is a :class:`DataError`; with ``skip_bad`` it is logged and left out instead."""
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(transform(load_image(path)))
+        except DataError as error:
+            if not skip_bad:
+                raise DataError(f"{error} (--skip-bad-images leaves such files out)") from None
+            log.warning("skipping %s", str(error).removeprefix("cannot read "))
+            continue
+        kept.append(path)
+    return (torch.stack(images) if images else None), kept

@@ -18,3 +18,7 @@ class CheckpointError(SwiftFormerError):
 
 class DataError(SwiftFormerError):
     """A dataset folder or image that cannot be used."""
+
+
+class OutputError(SwiftFormerError):
+    """A file or folder that cannot be written (read-only, full disk, a folder where a file is wanted)."""

@@ -13,6 +13,9 @@ The ``write_*`` functions only write an artefact; ``swiftformer bench`` uses the
 from __future__ import annotations
 
 import copy
+import os
+import secrets
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import check_destination
 from .data_config import check_image_size
 from .errors import SwiftFormerError
 from .models.fused import FusedModel, reparameterize, set_layout
@@ -219,6 +223,39 @@ _EXPORTERS = {
 }
 
 
+def check_output(fmt: str, out: str | Path) -> Path:
+    """``out`` as a :class:`Path` if ``fmt`` can be written there (its suffix, a writable folder, no folder in the
+    way of a file), else a :class:`SwiftFormerError`; cheap, so callers check before loading any weights."""
+    if fmt not in FORMATS:
+        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.suffix != SUFFIXES[fmt]:
+        raise SwiftFormerError(f"--format {fmt} writes a {SUFFIXES[fmt]} file, not {out.name!r}: name --out accordingly")
+    for path in _artefact_paths(out, fmt):
+        check_destination(path, folder=fmt == "coreml")
+    return out
+
+
+def _artefact_paths(path: Path, fmt: str) -> list[Path]:
+    """Every path an artefact occupies: OpenVINO IR is the ``.xml`` and the ``.bin`` beside it."""
+    return [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _publish(staging: Path, out: Path, fmt: str) -> None:
+    """Move a checked artefact from its staging name onto ``out`` (a Core ML package replaces the old folder)."""
+    for source, target in zip(_artefact_paths(staging, fmt), _artefact_paths(out, fmt)):
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(source, target)
+
+
 @torch.no_grad()
 def export_model(
     model: nn.Module,
@@ -235,15 +272,27 @@ def export_model(
     and checked at batch 3, so a batch size baked into the graph is caught. Raises
     :class:`ExportCheckError` when the max abs difference of the logits exceeds ``atol``.
     """
-    if fmt not in FORMATS:
-        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
     check_image_size(*img_size)
-    out = Path(out)
-    if out.suffix != SUFFIXES[fmt]:
-        raise SwiftFormerError(f"--format {fmt} writes a {SUFFIXES[fmt]} file, not {out.name!r}: name --out accordingly")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output(fmt, out)
+    # Written under a hidden name beside ``out`` and renamed only once checked: a failed check leaves nothing.
+    staging = out.with_name(f".{out.stem}.{secrets.token_hex(4)}{out.suffix}")
+    try:
+        result = _export_checked(model, fmt, staging, batch, dynamic_batch, img_size, atol)
+        _publish(staging, out, fmt)
+    except ExportCheckError as error:  # name the file the user asked for, not its staging name
+        raise ExportCheckError(str(error).replace(str(staging), str(out))) from None
+    finally:
+        for path in _artefact_paths(staging, fmt):
+            _remove(path)
+    result.path = out
+    return result
+
+
+def _export_checked(
+    model: nn.Module, fmt: str, out: Path, batch: int, dynamic_batch: bool, img_size: tuple[int, int], atol: float
+) -> ExportResult:
     if isinstance(model, FusedModel):
         fused = set_layout(copy.deepcopy(model), CHANNELS_LAST[fmt]).eval()
     else:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_native_state_dict, safe_torch_load
+from .checkpoint import file_kind, load_native_state_dict, safe_torch_load
 from .errors import CheckpointError, DataError
 from .pretrained import create_model
 from .recipes import TrainConfig, apply_overrides
@@ -36,7 +36,8 @@ def default_class_names(num_classes: int) -> list[str]:
 
 
 def _is_training_checkpoint(path: Path) -> dict[str, Any] | None:
-    if path.suffix not in (".pth", ".pt", ".bin", ".tar") or not path.is_file():
+    """The checkpoint dict when ``path`` is a training run of ours, whatever its name (decided by content)."""
+    if not path.is_file() or file_kind(path) not in ("zip", "pickle"):
         return None
     checkpoint = safe_torch_load(path)
     return checkpoint if isinstance(checkpoint, dict) and "config" in checkpoint and "model" in checkpoint else None

@@ -38,7 +38,7 @@ def create_model(
         return registry.create_model(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
     variant = registry.resolve_variant(name)
     source = pretrained_source(variant, pretrained)
-    state_dict, fmt, _ = read_native_state_dict(source)
+    state_dict, fmt, _ = read_native_state_dict(source, attention=kwargs.get("attention"))
     checkpoint_classes = checkpoint_num_classes(state_dict)
     fresh_head = num_classes is not None and checkpoint_classes != num_classes
     model = registry.create_model(variant, num_classes=num_classes or checkpoint_classes or 1000, **kwargs)

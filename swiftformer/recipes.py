@@ -11,6 +11,7 @@ and unknown keys are an error naming them. The resolved config is saved with eve
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ from .distributed import DIST_TIMEOUT_SECONDS
 from .errors import SwiftFormerError
 
 BASE_KEY = "base"
+# What a number must be to make sense (None stays allowed where the field admits it); see check_range.
+RANGE_TESTS = {
+    "at least 1": lambda v: v >= 1, "0 or more": lambda v: v >= 0, "above 0": lambda v: v > 0,
+    "between 0 and 1": lambda v: 0 <= v <= 1, "above 0 and at most 1": lambda v: 0 < v <= 1,
+}
 
 
 class Recipe:
@@ -31,6 +37,8 @@ class Recipe:
 
     # keys of older versions -> their current name (configs stored in old checkpoints still load)
     renamed_keys: typing.ClassVar[dict[str, str]] = {}
+    # field -> a key of RANGE_TESTS, for the numbers that have a sensible range
+    ranges: typing.ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists for tuples): safe for YAML and for ``torch.load(weights_only=True)``."""
@@ -43,6 +51,17 @@ R = TypeVar("R", bound=Recipe)
 @dataclass
 class TrainConfig(Recipe):
     """Everything that defines a training run. Defaults are the official SwiftFormer-XS recipe."""
+
+    ranges: typing.ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("epochs", "batch_size", "accum_steps", "repeated_aug", "eval_every", "stop_after",
+                         "num_classes"), "at least 1"),
+        **dict.fromkeys(("workers", "seed", "drop_path", "warmup_epochs", "warmup_lr", "min_lr", "weight_decay",
+                         "mixup", "cutmix", "distillation_tau", "train_subset", "val_subset"), "0 or more"),
+        **dict.fromkeys(("lr", "opt_eps", "dist_timeout", "clip_grad"), "above 0"),
+        **dict.fromkeys(("hflip", "reprob", "color_jitter", "smoothing", "mixup_prob", "mixup_switch_prob",
+                         "distillation_alpha"), "between 0 and 1"),
+        **dict.fromkeys(("crop_pct", "ema_decay"), "above 0 and at most 1"),
+    }
 
     # model
     model: str = "swiftformer_xs"
@@ -153,9 +172,22 @@ def _check(name: str, kind: Any, value: Any) -> Any:
     return value
 
 
+def check_range(name: str, value: Any, ranges: dict[str, str]) -> Any:
+    """``value``, or a :class:`SwiftFormerError` naming the key when a number is not finite or out of its range
+    (``ranges``: field -> a key of :data:`RANGE_TESTS`); for values that come through YAML or ``--set``."""
+    if value is None or isinstance(value, (bool, str, tuple, list, dict)):
+        return value
+    if not math.isfinite(value):
+        raise SwiftFormerError(f"config {name}: expected a finite number, got {value!r}")
+    wanted = ranges.get(name)
+    if wanted is not None and not RANGE_TESTS[wanted](value):
+        raise SwiftFormerError(f"config {name}: must be {wanted}, got {value!r}")
+    return value
+
+
 def apply_overrides(config: R, overrides: dict[str, Any]) -> R:
-    """A copy of ``config`` with ``overrides`` applied, each checked against its field's type; unknown keys
-    are an error naming them."""
+    """A copy of ``config`` with ``overrides`` applied, each checked against its field's type and range; unknown
+    keys are an error naming them."""
     cls = type(config)
     overrides = {cls.renamed_keys.get(k, k): v for k, v in overrides.items()}
     hints = typing.get_type_hints(cls)
@@ -163,7 +195,8 @@ def apply_overrides(config: R, overrides: dict[str, Any]) -> R:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return dataclasses.replace(config, **{k: _check(k, hints[k], v) for k, v in overrides.items()})
+    return dataclasses.replace(
+        config, **{k: check_range(k, _check(k, hints[k], v), cls.ranges) for k, v in overrides.items()})
 
 
 def config_from_dict(cls: type[R], values: dict[str, Any], overrides: dict[str, Any] | None = None) -> R:

@@ -26,8 +26,10 @@ class RunLog:
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:
-                raise ImportError("--tensorboard needs the tensorboard package: pip install 'swiftformer[tensorboard]'") from error
+            except ImportError:
+                from .errors import SwiftFormerError
+
+                raise SwiftFormerError("--tensorboard needs the tensorboard package: pip install 'swiftformer[tensorboard]'") from None
             self.writer = SummaryWriter(str(self.output_dir / "tensorboard"))
 
     def progress(self, iterable: Iterable[T], total: int, description: str) -> "Progress[T]":

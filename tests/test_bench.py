@@ -137,8 +137,8 @@ def test_run_benchmark_tiny_case_and_outputs(tmp_path):
     assert first.macs > 0 and first.top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
     assert result.matmul_gflops is not None and result.matmul_gflops > 0
     bench.write_json(result.records, tmp_path / "b.json", {"matmul_gflops": result.matmul_gflops})
-    rows = json.loads((tmp_path / "b.json").read_text())
-    assert RECORD_FIELDS <= set(rows[0]) and rows[-1]["summary"]["matmul_gflops"] > 0
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert all(RECORD_FIELDS <= set(row) and "summary" not in row for row in written["records"]) and written["summary"]["matmul_gflops"] > 0
     bench.write_csv(result.records, tmp_path / "b.csv")
     assert (tmp_path / "b.csv").read_text().splitlines()[0].startswith("model,backend,batch,img_size,median_ms")
     bench.plot_latency_vs_top1(result, tmp_path / "b.png")
@@ -177,6 +177,14 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     ])
     assert code == 0
     assert "swiftformer_xs" in capsys.readouterr().out
-    rows = json.loads(out.read_text())
-    assert rows[0]["backend"] == "fused" and rows[0]["img_size"] == 64 and "allocator" in rows[-1]["summary"]
+    written = json.loads(out.read_text())
+    assert [(r["model"], r["backend"], r["img_size"]) for r in written["records"]] == [("swiftformer_xs", "fused", 64)]
+    assert "allocator" in written["summary"] and "swiftformer" in written["summary"]["command"]
     assert main(["bench", "--backends", "tensorrt"]) == 2
+
+
+def test_cli_bench_refuses_a_backend_this_machine_cannot_run(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--models", "swiftformer_xs", "--backends", "fused,cuda", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "backend cuda cannot run on this machine (no CUDA GPU)" in err, err

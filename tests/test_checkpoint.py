@@ -206,3 +206,95 @@ def test_legacy_official_state_dict_without_wrapper(model, x, tmp_path):
     assert swiftformer.load_checkpoint(fresh, path).source_format == "official"
     torch.testing.assert_close(logits(fresh, x), logits(model, x))
     assert os.path.getsize(path) > 0
+
+
+# A file is read by its bytes, written as its name says (issue 15, item 8) --------------------------------
+def test_native_save_refuses_a_name_that_promises_another_format(model, tmp_path):
+    with pytest.raises(swiftformer.SwiftFormerError, match=r"native format is a safetensors file: name it x\.safetensors"):
+        swiftformer.save_checkpoint(model, tmp_path / "x.pth")
+    with pytest.raises(swiftformer.SwiftFormerError, match=r"official format is a torch.save file: name it x\.pth"):
+        swiftformer.save_checkpoint(model, tmp_path / "x.safetensors", format="official")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt,name", [("native", "w.safetensors"), ("timm", "w.pth"), ("official", "w.pth")])
+def test_a_renamed_checkpoint_is_read_by_its_content(model, x, tmp_path, fmt, name):
+    path = swiftformer.save_checkpoint(model, tmp_path / name, format=fmt)
+    for renamed in (tmp_path / "weights.ckpt", tmp_path / "weights"):
+        path = path.rename(renamed)
+        fresh = swiftformer.create_model("swiftformer_xs", pretrained=path)
+        torch.testing.assert_close(logits(fresh, x), logits(model, x), rtol=0, atol=0)
+
+
+def test_a_renamed_training_checkpoint_keeps_its_class_names_and_size(model, tmp_path):
+    from swiftformer.inference import load_model
+    from swiftformer.recipes import TrainConfig
+
+    config = TrainConfig(model="swiftformer_xs", num_classes=10, img_size=64).to_dict()
+    names = [f"n{i}" for i in range(10)]
+    atomic_torch_save({"model": model.state_dict(), "config": config, "class_names": names}, tmp_path / "run")
+    loaded = load_model(str(tmp_path / "run"))
+    assert loaded.class_names == names and loaded.run_config["img_size"] == 64
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "is not a checkpoint: an empty file"),
+    (b"model weights, not really\n", "is not a checkpoint: its 26 bytes are neither safetensors"),
+    (b"\x80\x04garbage", "a corrupt pickle"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, content, expected):
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(swiftformer.SwiftFormerError, match=expected) as raised:
+        swiftformer.create_model("swiftformer_xs", pretrained=path)
+    assert "could run code" not in str(raised.value)
+
+
+# Permissions follow the umask (item 12); a full disk is named (item 17) ------------------------------------
+@pytest.mark.parametrize("umask", [0o077, 0o002])
+def test_checkpoints_and_hf_folders_follow_the_umask(model, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        native = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
+        official = swiftformer.save_checkpoint(model, tmp_path / "w.pth", format="official")
+        folder = swiftformer.save_checkpoint(model, tmp_path / "hf", format="hf")
+    finally:
+        os.umask(old)
+    for path in (native, official, folder / "model.safetensors", folder / "config.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    path = atomic_torch_save({"epoch": 1}, tmp_path / "last.pth")
+
+    def full_disk(obj, target, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(swiftformer.SwiftFormerError, match="no space left.*last.pth; the previous last.pth is intact"):
+        atomic_torch_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1} and os.listdir(tmp_path) == ["last.pth"]
+
+
+# Hugging Face folders say which attention their weights need (item 10) -------------------------------------
+def test_the_legacy_warning_is_only_for_legacy_weights(model, tmp_path, caplog):
+    from swiftformer.checkpoint import HF_ATTENTION_KEY
+
+    folder = swiftformer.save_checkpoint(model, tmp_path / "hf", format="hf")
+    with caplog.at_level("WARNING", logger="swiftformer.checkpoint"):
+        swiftformer.create_model("swiftformer_xs", pretrained=folder)
+    assert "additive_legacy" not in caplog.text
+    config = json.loads((folder / "config.json").read_text())
+    del config[HF_ATTENTION_KEY]  # as transformers' own (pre-July-2023) folders are
+    (folder / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="swiftformer.checkpoint"):
+        swiftformer.create_model("swiftformer_xs", pretrained=folder)
+    assert "attention='additive_legacy'" in caplog.text and "--attention additive_legacy" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="swiftformer.checkpoint"):
+        swiftformer.create_model("swiftformer_xs", pretrained=folder, attention="additive_legacy")
+    assert not caplog.text

@@ -168,3 +168,70 @@ def test_cli_export_prints_the_check(tmp_path, capsys):
     assert code == 0 and out.is_file()
     assert "batch 3" in printed and "max abs diff vs PyTorch" in printed
     assert main(["export", "--model", "swiftformer_q", "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 2
+
+
+# A failed check leaves nothing; weights are never silently random; a run's image size (issue 15: 2, 11, 15) ---
+@pytest.mark.parametrize("fmt,name", [("torchscript", "xs.pt"), ("openvino", "xs.xml")])
+def test_a_failed_check_leaves_no_artefact_and_keeps_the_previous_one(fmt, name, tmp_path):
+    previous = tmp_path / name
+    previous.write_bytes(b"the artefact of an earlier export")
+    with pytest.raises(ExportCheckError, match=f"artefact {previous} differs from PyTorch"):
+        export_model(randomized("swiftformer_xs"), fmt, previous, img_size=IMG_SIZE, atol=-1.0)
+    assert [p.name for p in tmp_path.iterdir()] == [name] and previous.read_bytes() == b"the artefact of an earlier export"
+
+
+def _offline_hub(monkeypatch, cache) -> None:
+    def no_download(*args, **kwargs):
+        raise AssertionError("the Hub client was asked (it retries for half a minute offline)")
+
+    def no_route(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_download)
+    monkeypatch.setattr("socket.create_connection", no_route)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_export_without_checkpoint_takes_the_released_weights(tmp_path, capsys, monkeypatch):
+    from .test_checkpoint import _hub_cache
+
+    released = randomize(swiftformer.create_model("swiftformer_xs"), seed=5)
+    _hub_cache(released, tmp_path / "hub", "swiftformer_xs")
+    _offline_hub(monkeypatch, tmp_path / "hub")
+    out = tmp_path / "xs.pt"
+    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
+                 "--img-size", *map(str, IMG_SIZE)]) == 0
+    printed = capsys.readouterr().out
+    assert "the released ImageNet weights" in printed and printed.rstrip().endswith("- OK"), printed
+    x = check_inputs(1, IMG_SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out))(x), released(x), rtol=1e-4, atol=1e-4)
+
+
+def test_export_offline_without_weights_fails_at_once_or_says_random(tmp_path, capsys, monkeypatch):
+    _offline_hub(monkeypatch, tmp_path / "empty-hub")
+    out = tmp_path / "xs.pt"
+    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be reached" in err and "--checkpoint" in err, err
+    assert not out.exists()
+    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
+                 "--img-size", *map(str, IMG_SIZE), "--random-weights"]) == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and printed.rstrip().endswith("OK, but of random weights"), printed
+
+
+def test_export_of_a_training_run_takes_its_image_size(tmp_path, capsys):
+    from swiftformer.checkpoint import atomic_torch_save
+    from swiftformer.recipes import TrainConfig
+
+    config = TrainConfig(model="swiftformer_xs", num_classes=10, img_size=64).to_dict()
+    model = swiftformer.create_model("swiftformer_xs", num_classes=10)
+    run = atomic_torch_save({"model": model.state_dict(), "config": config, "class_names": list("abcdefghij")},
+                            tmp_path / "last.pth")
+    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(run), "--format", "torchscript",
+                 "--out", str(tmp_path / "xs.pt")]) == 0
+    assert "input [3, 64, 64] as trained" in capsys.readouterr().out

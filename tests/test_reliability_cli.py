@@ -88,7 +88,7 @@ def test_unsupported_export_combinations(tmp_path, capsys):
     _user_error(["export", "--model", "swiftformer_xs", "--format", "coreml", "--out", str(tmp_path / "m.onnx")],
                 capsys, "coreml writes a .mlpackage file")
     _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
-                 "--batch", "0"], capsys, "--batch must be at least 1")
+                 "--batch", "0"], capsys, "argument --batch: must be a positive integer, got 0")
     assert not list(tmp_path.iterdir())
 
 
@@ -125,3 +125,77 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
                            "onnx", "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "swiftformer_xs" in done.stderr, done.stderr
+
+
+# Corrupt images are refused, or skipped when asked (issue 15, item 1) ---------------------------------------
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (48, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save(path)
+    return path
+
+
+def _garbage_in_the_middle(path: Path) -> Path:
+    data = _png(path).read_bytes()
+    noise = bytes(torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(1)).tolist())
+    path.write_bytes(data[: len(data) // 2] + noise + data[len(data) // 2 :])
+    return path
+
+
+def _garbage_idat(path: Path) -> Path:
+    """A well-formed PNG (valid chunk CRCs) whose compressed pixel data is noise."""
+    import struct
+    import zlib
+
+    data = bytearray(_png(path).read_bytes())
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    noise = bytes(torch.randint(0, 256, (length,), generator=torch.Generator().manual_seed(2)).tolist())
+    chunk = b"IDAT" + noise
+    data[start + 4 : start + 12 + length] = chunk + struct.pack(">I", zlib.crc32(chunk))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("corrupt", [_garbage_in_the_middle, _garbage_idat])
+def test_predict_refuses_a_corrupt_image_and_can_skip_it(corrupt, run, tmp_path, capsys, caplog):
+    bad, good = corrupt(tmp_path / "bad.png"), _png(tmp_path / "good.png")
+    _user_error(["predict", str(bad), "--checkpoint", str(run / "last.pth")], capsys, f"cannot read image {bad}: ",
+                "--skip-bad-images")
+    assert main(["predict", str(bad), str(good), "--checkpoint", str(run / "last.pth"), "--skip-bad-images"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}: ") and len(out.splitlines()) == 1, out
+    assert "skipped 1 unreadable image(s) of 2" in err and f"skipping image {bad}: " in caplog.text, (err, caplog.text)
+    _user_error(["predict", str(bad), "--checkpoint", str(run / "last.pth"), "--skip-bad-images"], capsys,
+                "none of the 1 image(s) could be read")
+
+
+def test_predict_on_a_decompression_bomb_is_one_line(run, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    image = _png(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 48 * 48 // 3)  # 48x48 is then over twice the limit: a bomb
+    _user_error(["predict", str(image), "--checkpoint", str(run / "last.pth")], capsys,
+                f"cannot read image {image}: ", "decompression bomb")
+
+
+def test_predict_runs_legacy_hugging_face_weights_with_their_attention(tmp_path, capsys):
+    """Weights of transformers' port need ``--attention additive_legacy``; predict takes it (issue 15, item 10)."""
+    legacy = swiftformer.create_model("swiftformer_xs", num_classes=3, attention="additive_legacy")
+    folder = swiftformer.save_checkpoint(legacy, tmp_path / "hf", format="hf")
+    image = _png(tmp_path / "image.png")
+    outputs = {}
+    for attention in ("additive_legacy", "additive"):
+        assert main(["predict", str(image), "--model", "swiftformer_xs", "--checkpoint", str(folder), "--json",
+                     "--attention", attention]) == 0
+        outputs[attention] = capsys.readouterr().out
+    import json
+
+    from swiftformer.data import eval_transform, load_image
+    from swiftformer.inference import predict
+    from swiftformer.recipes import TrainConfig
+
+    expected, _ = predict(legacy.eval(), eval_transform(legacy, TrainConfig())(load_image(image))[None], 3)
+    got = [entry["probability"] for entry in json.loads(outputs["additive_legacy"])["top"]]
+    assert got == pytest.approx(expected[0].tolist(), abs=1e-6) and outputs["additive"] != outputs["additive_legacy"]

@@ -1,15 +1,21 @@
 """``swiftformer`` command line: a thin layer over the library.
 
 Each sub-command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``.
-Errors a user can fix (:class:`swiftformer.SwiftFormerError`, missing files) print one line on stderr
-and exit with code 2; anything else is a bug and keeps its traceback.
+Errors a user can fix (a bad option or number, :class:`swiftformer.SwiftFormerError`, a missing file, a read-only
+folder, a full disk) print one line on stderr and exit with code 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+
+# OSErrors that come from the user's files and folders (missing, read-only, full disk, a file where a folder is
+# wanted): one line naming the path. Any other OSError keeps its traceback.
+USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                         errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG})
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,29 +32,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line naming the option, raised as :class:`UsageError`.
+
+    argparse prints the whole usage and calls ``sys.exit``; the one line (with a pointer to ``--help``) says what
+    is wrong, and ``main`` turns it into exit code 2 like every other user error.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; ``str()`` is the line to print."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swiftformer", description=__doc__.splitlines()[0])
+    parser = Parser(prog="swiftformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, parser=sub)
     return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an option unknown to a sub-command is reported with that sub-command's name."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        (getattr(args, "parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..allocator import tune_malloc
     from ..errors import SwiftFormerError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
     tune_malloc()  # freed tensors stay in the process: no page faults on every batch (swiftformer/allocator.py)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return int(args.run(args) or 0)
-    except (SwiftFormerError, FileNotFoundError) as error:
+    except SwiftFormerError as error:
         print(f"swiftformer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in USER_ERRNOS:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"swiftformer {args.command}: error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"swiftformer {args.command}: interrupted", file=sys.stderr)

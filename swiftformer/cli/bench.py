@@ -18,14 +18,16 @@ log = logging.getLogger("swiftformer.bench")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..bench import BACKENDS, DEFAULT_BACKENDS
     from .bench_attention import add_timing_arguments
+    from .numbers import image_side, positive_int
 
     parser.add_argument("--attention", action="store_true", help="the old spelling of `swiftformer bench-attention`")
     parser.add_argument("--models", default=None, help="comma-separated; ours by name, peers as timm/<name> (default: all)")
     parser.add_argument(
-        "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}"
+        "--backends", default=None,
+        help=f"comma-separated subset of {','.join(BACKENDS)} (default: those of {','.join(DEFAULT_BACKENDS)} this machine runs)",
     )
-    parser.add_argument("--batch", type=int, default=1, help="also measure throughput at this batch size (> 1)")
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch", type=positive_int, default=1, help="also measure throughput at this batch size (> 1)")
+    parser.add_argument("--img-size", type=image_side, default=224)
     parser.add_argument("--csv", default=None, help="write the records here")
     add_timing_arguments(parser)
 
@@ -62,12 +64,29 @@ def _summary_lines(result, batch: int) -> tuple[list[str], dict]:
     return lines, summary
 
 
+def _backends(requested: str | None) -> list[str]:
+    """The backends to time; one the user names that this machine cannot run is an error, not a silent gap."""
+    from ..bench import BACKENDS, DEFAULT_BACKENDS, available_backends
+    from ..errors import SwiftFormerError
+
+    if requested is None:
+        return available_backends(DEFAULT_BACKENDS)
+    names = requested.split(",")
+    usable = available_backends(names)
+    missing = [name for name in names if name not in usable]
+    if missing:
+        reason = "no CUDA GPU" if missing[0] == "cuda" else f"the {missing[0]} package is not installed"
+        raise SwiftFormerError(f"backend {missing[0]} cannot run on this machine ({reason}); "
+                               f"available here: {', '.join(available_backends(BACKENDS))}")
+    return names
+
+
 def _run_models(args: argparse.Namespace, allocator: str) -> int:
     from ..bench import DEFAULT_MODELS, format_table, plot_latency_vs_top1, run_benchmark, write_csv, write_json
 
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
     result = run_benchmark(
-        models, args.backends.split(","), batch=args.batch, img_size=args.img_size, threads=args.threads,
+        models, _backends(args.backends), batch=args.batch, img_size=args.img_size, threads=args.threads,
         rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info,
     )
     print(format_table(result.records))
@@ -86,6 +105,11 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..allocator import describe_allocator, tune_malloc
+    from ..checkpoint import check_destination
+
+    for path in (args.json, args.csv, args.plot):
+        if path:
+            check_destination(path)  # before minutes of timing
 
     allocator = describe_allocator(tune_malloc())  # already applied by the CLI's main(); idempotent
     log.info("%d threads, %s", args.threads, allocator)

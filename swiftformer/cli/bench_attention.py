@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .numbers import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", default=None, help="comma-separated token counts (default: 196,784,3136,12544)")
@@ -17,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     """The options this command shares with ``swiftformer bench``."""
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every backend")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
-    parser.add_argument("--iters", type=int, default=3, help="calls per runner and round at batch 1")
+    parser.add_argument("--threads", type=positive_int, default=2, help="intra-op threads of every backend")
+    parser.add_argument("--rounds", type=positive_int, default=10, help="interleaved timing rounds")
+    parser.add_argument("--iters", type=positive_int, default=3, help="calls per runner and round at batch 1")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--plot", default=None, help="PNG: latency vs top-1, or attention time vs tokens")
 

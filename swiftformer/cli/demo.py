@@ -29,10 +29,12 @@ EXPORTS = (("onnx", "model.onnx", "ONNX Runtime", "onnxruntime"), ("openvino", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .numbers import image_side, positive_int
+
     parser.add_argument("--output-dir", default="runs/demo", help="run directory (default: runs/demo)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the demo recipe's (8)")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the demo recipe's (64)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds of the latency step")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: the demo recipe's (8)")
+    parser.add_argument("--img-size", type=image_side, default=None, help="default: the demo recipe's (64)")
+    parser.add_argument("--rounds", type=positive_int, default=10, help="interleaved timing rounds of the latency step")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 

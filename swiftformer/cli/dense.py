@@ -15,9 +15,11 @@ CONFIG_FLAGS = {"data": "data", "batch_size": "batch_size", "workers": "workers"
 
 
 def _config_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
+    from .numbers import positive_int, workers
+
     parser.add_argument("--data", help=data_help)
-    parser.add_argument("--batch-size", type=int, help="per process (default: the recipe's)")
-    parser.add_argument("--workers", type=int, help="data-loading processes per process (default: the recipe's)")
+    parser.add_argument("--batch-size", type=positive_int, help="per process (default: the recipe's)")
+    parser.add_argument("--workers", type=workers, help="data-loading processes per process (default: the recipe's)")
     parser.add_argument("--device", help="auto, cpu, cuda (default: the recipe's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key (YAML value), e.g. --set iterations=200 --set epochs=null")
@@ -29,6 +31,8 @@ def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_config: str) -> None:
     """``train`` / ``eval`` / ``predict`` sub-parsers of one task."""
+    from .numbers import probability
+
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help=f"train a {task} model (torchrun for DDP)")
     train.add_argument("--config", default=default_config, help=f"shipped recipe name or YAML path (default {default_config})")
@@ -46,8 +50,10 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
     predict.add_argument("images", nargs="+", help="image files (the old spelling: CHECKPOINT IMAGE...)")
     predict.add_argument("--output-dir", "--output", dest="output_dir", default="predictions",
                          help="folder for the PNGs (--output: the old spelling)")
+    for sub in (train, evaluate, predict):
+        sub.set_defaults(parser=sub)  # argparse errors name "swiftformer detect train", not "swiftformer detect"
     if task == "detection":
-        predict.add_argument("--score-threshold", type=float, default=0.5)
+        predict.add_argument("--score-threshold", type=probability, default=0.5)
     predict.add_argument("--device", default="cpu")
 
 
@@ -66,10 +72,15 @@ def checkpoint_path(args: argparse.Namespace) -> str:
 
 
 def run_task(args: argparse.Namespace, task: str) -> int:
+    from ..checkpoint import check_destination
     from ..dense.config import load_config
     from ..errors import SwiftFormerError
     from ..recipes import parse_set
 
+    if getattr(args, "output_dir", None):  # a read-only folder, or a file where the folder goes, fails before any work
+        check_destination(args.output_dir, folder=True)
+    if getattr(args, "json", None):
+        check_destination(args.json)
     if args.action == "predict":
         return _predict(args, task)
     overrides = {field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items() if getattr(args, flag) is not None}

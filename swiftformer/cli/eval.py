@@ -9,18 +9,23 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.attention import ATTENTIONS
+    from .numbers import image_side, positive_int, workers
+
     parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
                         "(default: the released ImageNet weights of --model)")
     parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
+    parser.add_argument("--attention", choices=ATTENTIONS, default="additive", help="token mixer the weights were "
+                        "trained with, for checkpoints that are not our runs (additive_legacy: transformers' weights)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
     parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
     parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")
     parser.add_argument("--skip-bad-images", action="store_true", default=None,
                         help="leave unreadable images out (logged and counted) instead of stopping")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the run's, else 224")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--img-size", type=image_side, default=None, help="default: the run's, else 224")
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--workers", type=workers, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -34,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     dist_info = init_distributed(args.device)
     try:
-        loaded = load_model(args.checkpoint, args.model, ema=args.ema)
+        loaded = load_model(args.checkpoint, args.model, ema=args.ema, attention=args.attention)
         config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})

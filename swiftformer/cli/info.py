@@ -5,9 +5,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.attention import ATTENTIONS
+    from .numbers import image_side
+
     parser.add_argument("--model", default=None, help="one variant (default: all)")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--attention", default="additive", help="token mixer of the SwiftFormer encoders")
+    parser.add_argument("--img-size", type=image_side, default=224)
+    parser.add_argument("--attention", default="additive", choices=ATTENTIONS, help="token mixer of the SwiftFormer encoders")
 
 
 def run(args: argparse.Namespace) -> int:

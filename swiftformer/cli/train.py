@@ -6,29 +6,30 @@ from pathlib import Path
 from typing import Any
 
 from ..distributed import DIST_TIMEOUT_SECONDS
+from .numbers import image_side, non_negative_int, positive_float, positive_int, workers
 
 # flag -> TrainConfig field; only flags the user gives override the recipe
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--model": ("model", {"help": "variant (default: the recipe's)"}),
     "--data": ("data", {"help": "dataset folder: DIR/train and DIR/val (ImageNet layout), or the CIFAR-10 root"}),
     "--dataset": ("dataset", {"choices": ("folder", "digits", "cifar10"), "help": "data source (default: folder)"}),
-    "--epochs": ("epochs", {"type": int}),
-    "--batch-size": ("batch_size", {"type": int, "help": "per process"}),
-    "--accum-steps": ("accum_steps", {"type": int, "help": "micro-batches per optimizer update"}),
-    "--img-size": ("img_size", {"type": int}),
-    "--lr": ("lr", {"type": float}),
+    "--epochs": ("epochs", {"type": positive_int}),
+    "--batch-size": ("batch_size", {"type": positive_int, "help": "per process"}),
+    "--accum-steps": ("accum_steps", {"type": positive_int, "help": "micro-batches per optimizer update"}),
+    "--img-size": ("img_size", {"type": image_side}),
+    "--lr": ("lr", {"type": positive_float}),
     "--output-dir": ("output_dir", {"help": "run directory (config.yaml, log.jsonl, last.pth, best.pth, curves.png); "
                                     "with --resume default: the checkpoint's folder"}),
     "--resume": ("resume", {"metavar": "CKPT", "help": "continue a run from its last.pth, writing beside it"}),
     "--finetune": ("finetune", {"metavar": "CKPT", "help": "start from these weights (official, timm, HF or ours)"}),
-    "--num-classes": ("num_classes", {"type": int, "help": "must equal the data's class count (default: taken from the data)"}),
+    "--num-classes": ("num_classes", {"type": positive_int, "help": "must equal the data's class count (default: taken from the data)"}),
     "--device": ("device", {"help": "auto, cpu, cuda"}),
-    "--dist-timeout": ("dist_timeout", {"type": float, "metavar": "SECONDS",
+    "--dist-timeout": ("dist_timeout", {"type": positive_float, "metavar": "SECONDS",
                                         "help": f"fail when other processes stay silent this long (default {DIST_TIMEOUT_SECONDS:g})"}),
     "--amp": ("amp", {"choices": ("none", "bf16", "fp16"), "help": "mixed precision"}),
-    "--workers": ("workers", {"type": int, "help": "data-loading processes per training process"}),
-    "--seed": ("seed", {"type": int}),
-    "--stop-after": ("stop_after", {"type": int, "metavar": "N", "help": "leave after N epochs (job time limits); --resume goes on"}),
+    "--workers": ("workers", {"type": workers, "help": "data-loading processes per training process"}),
+    "--seed": ("seed", {"type": non_negative_int}),
+    "--stop-after": ("stop_after", {"type": positive_int, "metavar": "N", "help": "leave after N epochs (job time limits); --resume goes on"}),
     "--distillation": ("distillation", {"choices": ("none", "soft", "hard")}),
     "--teacher": ("teacher", {"help": "teacher model: any timm name or a SwiftFormer variant"}),
     "--teacher-checkpoint": ("teacher_checkpoint", {"metavar": "CKPT"}),
@@ -83,9 +84,12 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from ..checkpoint import check_destination
     from ..train import main
 
-    record = main(resolve_config(args)).record
+    config = resolve_config(args)
+    check_destination(config.output_dir, folder=True)  # a read-only folder or a file there fails before training
+    record = main(config).record
     if os.environ.get("RANK", "0") == "0" and "val_top1" in record:
         ema = f"  EMA top-1: {record['ema_top1']:.2f}" if "ema_top1" in record else ""
         print(f"top-1: {record['val_top1']:.2f}  top-5: {record['val_top5']:.2f}{ema}")

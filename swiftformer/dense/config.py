@@ -23,6 +23,16 @@ TASKS = ("detection", "segmentation")
 class DenseConfig(Recipe):
     """Everything that defines a detection or segmentation run; defaults are the paper's Mask R-CNN 1×."""
 
+    ranges: typing.ClassVar[dict[str, str]] = {  # see swiftformer.recipes.check_range
+        **dict.fromkeys(("out_channels", "min_size", "max_size", "head_channels", "img_size", "crop_size",
+                         "batch_size", "epochs", "iterations", "num_classes", "eval_interval", "log_interval"),
+                        "at least 1"),
+        **dict.fromkeys(("drop_path", "frozen_stages", "workers", "weight_decay", "min_lr", "warmup_iters", "power",
+                         "seed"), "0 or more"),
+        **dict.fromkeys(("lr", "clip_grad"), "above 0"),
+        **dict.fromkeys(("hflip", "gamma", "warmup_ratio"), "between 0 and 1"),
+    }
+
     task: str = "detection"
     # model
     model: str = "swiftformer_xs"

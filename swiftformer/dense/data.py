@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.functional import normalize, pil_to_tensor
 
-from ..data import IMAGE_EXTENSIONS, Datasets, open_rgb
+from ..data import DECODE_ERRORS, IMAGE_EXTENSIONS, Datasets, decode_failure, open_rgb
 from ..errors import DataError, SwiftFormerError
 from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
 from .config import DenseConfig
@@ -32,8 +32,8 @@ def read_image(path: Path, exif_orientation: bool = False) -> torch.Tensor:
     """RGB image as a float tensor in [0, 1], ``(3, H, W)`` (:func:`swiftformer.data.open_rgb`)."""
     try:
         return pil_to_tensor(open_rgb(path, exif_orientation)).float().div_(255)
-    except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from None
+    except DECODE_ERRORS as error:
+        raise DataError(f"cannot read image {path}: {decode_failure(error)}") from None
 
 
 # COCO instances --------------------------------------------------------------------------------------------

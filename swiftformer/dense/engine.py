@@ -315,6 +315,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
         raise SwiftFormerError(f"{path} is not a dense training checkpoint (no 'config' and 'model' entries)")
+    if "task" not in checkpoint["config"]:  # the two task families share one checkpoint dialect; the config tells
+        raise SwiftFormerError(f"{path} is a classification run (swiftformer train), not a detection or segmentation "
+                               "one: use swiftformer eval / predict with it")
     checkpoint = {LEGACY_KEYS.get(k, k): v for k, v in checkpoint.items()}
     if "classes" in checkpoint:
         classes = checkpoint.pop("classes")
