@@ -392,6 +392,8 @@ def export_model(
                     raise ExportCheckError(
                         f"{fmt} artefact {out} differs from PyTorch by {result.max_abs_diff:.3g} (tolerance {atol:g})"
                     )
+                if check is not None:  # real images given: the fp32 artefact's agreement too
+                    result.agreement = check_agreement(fused, staged, info, check, min_agreement or 0.0)
         if fmt == "onnx":
             _embed_onnx_metadata(staged, info)
         write_info(staged, info)

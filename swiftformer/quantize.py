@@ -88,6 +88,33 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
     return out
 
 
+def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
+    """The quantizable nodes of ``fp32_onnx`` (after ``quant_pre_process``, the names ``onnx_int8`` sees) by block:
+    ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus ``products``: the activation-by-activation
+    MatMuls of the attentions (no weight input), for per-block sensitivity measurements."""
+    import re
+
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        graph = onnx.load(str(prepared)).graph
+    weights = {init.name for init in graph.initializer}
+    pattern = re.compile(r"^(body\.\d+(?:\.\d+\.(?:blocks\.\d+|downsample))?)\.")
+    blocks: dict[str, list[str]] = {"products": []}
+    current = "body.0"
+    for node in graph.node:
+        named = [match.group(1) for name in node.input if (match := pattern.match(name))]
+        current = named[0] if named else current
+        if node.op_type in ONNX_INT8_OPS:
+            blocks.setdefault(current, []).append(node.name)
+            if node.op_type == "MatMul" and not weights & set(node.input):
+                blocks["products"].append(node.name)
+    return blocks
+
+
 # OpenVINO --------------------------------------------------------------------------------------------------
 def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch.Tensor | None,
                      dynamic_batch: bool, batch: int, ignored_types: tuple[str, ...] = ()) -> Path:
@@ -169,9 +196,8 @@ def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
     """``.tflite`` through litert-torch: fp32, or int8 through its PT2E quantizer (static, per-channel)."""
     litert_torch = _litert_torch()
     model = fused
-    flags = {}
     if precision == "int8":
-        from litert_torch.quantize import pt2e_quantizer, quant_config
+        from litert_torch.quantize import pt2e_quantizer
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
@@ -180,8 +206,7 @@ def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
         prepared = prepare_pt2e(torch.export.export(fused, (example,)).module(), quantizer)
         for part in chunks(calibration, example.shape[0]):
             prepared(part)
-        model = convert_pt2e(prepared, fold_quantize=False)
-        flags = {"quant_config": quant_config.QuantConfig(pt2e_quantizer=quantizer)}
-    litert_torch.convert(model, (example,), **flags).export(str(out))
+        model = convert_pt2e(prepared, fold_quantize=False)  # litert-torch folds the quantize ops itself
+    litert_torch.convert(model, (example,)).export(str(out))
     return out
 
