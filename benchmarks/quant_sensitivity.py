@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from swiftformer.agreement import compare, format_table, model_labels
-from swiftformer.artefacts import _onnx, artefact_info
+from swiftformer.artefacts import artefact_info, run_onnx
 from swiftformer.calibration import calibration_and_check, check_images, load_batch
 from swiftformer.cpu import cpu_info
 from swiftformer.export import write_onnx
@@ -57,7 +57,8 @@ def main() -> None:
 
         def measure(label: str, nodes: list[str] | None = None, exclude: list[str] | None = None) -> None:
             out = onnx_int8(fp32, Path(tmp) / "int8.onnx", calibration, 1, nodes, exclude)
-            logits = torch.cat([_onnx(out, args.threads)(image[None]) for image in check.images])
+            session = run_onnx(out, args.threads)
+            logits = torch.cat([session(image[None]) for image in check.images])
             rows[label] = compare(reference, logits, labels)
             print(format_table({label: rows[label]}).splitlines()[1], flush=True)
 

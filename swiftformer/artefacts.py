@@ -116,7 +116,7 @@ def read_info(path: str | Path) -> ArtefactInfo:
 
 
 # Runners ---------------------------------------------------------------------------------------------------
-def _onnx(path: Path, threads: int | None) -> Run:
+def run_onnx(path: Path, threads: int | None) -> Run:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -127,14 +127,14 @@ def _onnx(path: Path, threads: int | None) -> Run:
     return lambda x: torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
 
 
-def _openvino(path: Path, threads: int | None, precision: str) -> Run:
+def run_openvino(path: Path, threads: int | None, precision: str) -> Run:
     from .export import compile_openvino
 
     compiled = compile_openvino(path, threads, precision)
     return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
 
 
-def _torchscript(path: Path, threads: int | None) -> Run:
+def run_torchscript(path: Path, threads: int | None) -> Run:
     loaded = torch.jit.load(str(path)).eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -144,14 +144,14 @@ def _torchscript(path: Path, threads: int | None) -> Run:
     return run
 
 
-def _executorch(path: Path, threads: int | None) -> Run:
+def run_executorch(path: Path, threads: int | None) -> Run:
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
     return lambda x: method.execute([x.contiguous()])[0]
 
 
-def _litert(path: Path, threads: int | None) -> Run:
+def run_litert(path: Path, threads: int | None) -> Run:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as error:
@@ -177,8 +177,8 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
     path = Path(path)
     if info.format == "coreml":
         raise SwiftFormerError(f"{path}: Core ML packages run on macOS only (coremltools predicts there)")
-    openers = {"onnx": _onnx, "torchscript": _torchscript, "executorch": _executorch, "litert": _litert,
-               "openvino": lambda p, t: _openvino(p, t, info.precision)}
+    openers = {"onnx": run_onnx, "torchscript": run_torchscript, "executorch": run_executorch, "litert": run_litert,
+               "openvino": lambda p, t: run_openvino(p, t, info.precision)}
     if info.format not in openers:
         raise SwiftFormerError(f"{path}: unknown artefact format {info.format!r}")
     run = openers[info.format](path, threads)

@@ -225,7 +225,7 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
                    path: Path, threads: int) -> Runner:
     """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes."""
     from . import quantize
-    from .artefacts import _onnx
+    from .artefacts import run_onnx
 
     if backend == "executorch":
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -238,7 +238,7 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
         return _timed(lambda: method.execute(inputs))
     fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
     if backend == "onnxruntime":
-        run = _onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
+        run = run_onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
         return _timed(lambda: run(x))
     xml = quantize.openvino_reduced(fp32, path.with_suffix(".xml"), precision, calibration, False, x.shape[0])
     request = compile_openvino(xml, threads, precision).create_infer_request()

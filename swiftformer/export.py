@@ -241,12 +241,12 @@ def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_b
 
 
 def _export_litert(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
-    from .artefacts import _litert
+    from .artefacts import run_litert
     from .quantize import litert
 
     if dynamic_batch:
         raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
-    return _litert(litert(fused, example, out, "fp32", None), None)
+    return run_litert(litert(fused, example, out, "fp32", None), None)
 
 
 _EXPORTERS = {

@@ -206,3 +206,15 @@ def test_eval_and_predict_take_exported_artefacts(run, fmt, suffix, precision, t
     assert main(["predict", str(photo), "--checkpoint", str(out), "--topk", "2", "--json"]) == 0
     top = json.loads(capsys.readouterr().out)["top"]
     assert [entry["class"] for entry in top][0] in CLASSES and len(top) == 2
+
+
+@pytest.mark.slow
+def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
+    if not installed("litert_torch", "ai_edge_litert"):
+        pytest.skip("litert-torch is not installed: it cannot share this environment (docs/quantization.md)")
+    out = tmp_path / "xs.tflite"
+    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "litert",
+                 "--out", str(out), "--check-data", str(run["val"]), "--check-size", "60"]) == 0
+    printed = capsys.readouterr().out
+    assert float(printed.split("max abs diff vs PyTorch = ")[1].split()[0]) <= 1e-4
+    assert printed_agreement(printed) == 100.0 and read_info(out).format == "litert"
