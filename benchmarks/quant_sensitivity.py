@@ -62,7 +62,7 @@ def main() -> None:
             rows[label] = compare(reference, logits, labels)
             print(format_table({label: rows[label]}).splitlines()[1], flush=True)
 
-        measure("all int8")
+        measure("all int8", exclude=[])
         measure("no products", exclude=blocks["products"])
         measure("no head", exclude=blocks.get("body.2", []))
         measure("no stem", exclude=blocks.get("body.0", []))
@@ -71,6 +71,7 @@ def main() -> None:
                 if block != "products":
                     measure(block.replace("body.", "").replace("blocks.", "b"), nodes=names)
         measure("products only", nodes=blocks["products"])
+        measure("default (head in float)")
     info = cpu_info()
     print(f"\n{info.model}, {', '.join(info.isa())}; {len(everything)} quantizable nodes")
     print(format_table(rows))

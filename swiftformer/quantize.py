@@ -42,6 +42,9 @@ OPENVINO_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 # ONNX op types that carry weights and have int8 kernels; the rest (normalisations, softmax-free token scores,
 # GELU, adds) stay float: quantizing them adds a QDQ pair per op and no faster kernel (docs/quantization.md).
 ONNX_INT8_OPS = ("Conv", "MatMul", "Gemm")
+# Blocks ONNX int8 keeps in float (names from onnx_blocks): the head, one small Gemm whose int8 form moved the
+# probabilities most of any single block (benchmarks/quant_sensitivity.py, docs/quantization.md).
+ONNX_FLOAT_BLOCKS = ("body.2",)
 
 
 def check_precision(fmt: str, precision: str) -> None:
@@ -63,7 +66,10 @@ def chunks(images: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
 # ONNX Runtime ----------------------------------------------------------------------------------------------
 def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
               nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
-    """``fp32_onnx`` statically quantized to int8 (QDQ) with ``calibration`` images, ``batch`` at a time."""
+    """``fp32_onnx`` statically quantized to int8 (QDQ) with ``calibration`` images, ``batch`` at a time.
+
+    Without node lists, the :data:`ONNX_FLOAT_BLOCKS` stay in float; ``nodes_to_exclude=[]`` quantizes everything.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -76,6 +82,9 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
+    if nodes_to_quantize is None and nodes_to_exclude is None:
+        blocks = onnx_blocks(fp32_onnx)
+        nodes_to_exclude = [name for block in ONNX_FLOAT_BLOCKS for name in blocks.get(block, [])]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared))
