@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--models", default="swiftformer_xs", help="comma-separated variants")
     parser.add_argument("--checkpoint", default=None, help="a trained run of the first variant (for agreement)")
     parser.add_argument("--data", required=True, help="ImageFolder root with train/ (calibration) and val/ (check)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of "
+                        + ",".join(BACKENDS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--img-size", type=int, default=224)
@@ -72,7 +74,7 @@ def main() -> None:
     chosen, _ = calibration_and_check(data / "train", args.calibration_size)
     calibration = load_batch(chosen, eval_transform(create_model("swiftformer_xs"), args.img_size)).images
     result = run_benchmark(
-        models + [f"timm/{name}" for name in models], ["eager", *BACKENDS], batch=args.batch, img_size=args.img_size,
+        models + [f"timm/{name}" for name in models], ["eager", *args.backends.split(",")], batch=args.batch, img_size=args.img_size,
         threads=args.threads, rounds=args.rounds, iters=args.iters, precisions=PRECISIONS, calibration=calibration,
         log=print,
     )
