@@ -2,11 +2,16 @@
 
     swiftformer bench --threads 2 --batch 32 --json docs/bench.json --csv docs/bench.csv --plot docs/bench.png
     swiftformer bench-attention --plot docs/attention.png
+    swiftformer bench --models swiftformer_xs --backends onnxruntime,openvino --precision fp32,bf16,int8 \
+        --calibration ../shared/data/cifar10-mini/train
 
 Every (model, backend) pair becomes a *runner*: a callable that runs one forward pass on a fixed input
 and returns its wall time. All runners are warmed up, then timed in interleaved rounds (each round runs
 every runner, in a rotated order), so a change of machine load hits them all alike; the report gives the
 median and 90th percentile of all calls. Weights are random: latency does not depend on their values.
+Reduced precisions (``--precision``) run the artefacts ``swiftformer export --precision`` writes; int8 is
+calibrated on real images (``--calibration``), and a precision this CPU or backend cannot run is skipped with
+the reason.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
 from .export import CHANNELS_LAST, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
@@ -50,6 +56,9 @@ BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch"
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}
 # Those that build in seconds per model (compile and executorch take up to minutes); uninstalled ones are skipped.
 DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime", "openvino")
+# Precisions each backend runs (the artefacts of swiftformer.quantize); every other backend runs fp32 only.
+BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
+                      "executorch": ("fp32", "int8")}
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
 
@@ -71,6 +80,7 @@ class Record:
     top1: float | None
     threads: int
     allocator: str
+    precision: str = "fp32"
     images_per_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,8 +207,52 @@ def executorch_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: in
     return _timed(lambda: method.execute(inputs))
 
 
-def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int) -> Runner:
+def precision_skip_reason(backend: str, precision: str, cpu: CpuInfo, calibrated: bool) -> str:
+    """Why ``backend`` cannot run ``precision`` here (``""``: it can)."""
+    able = BACKEND_PRECISIONS.get(backend, ("fp32",))
+    if precision not in able:
+        return f"{precision}: {backend} runs {', '.join(able)}"
+    if precision == "bf16" and not cpu.bf16:
+        return "bf16: this CPU has no AVX-512-BF16/AMX (bf16 would be emulated, slower than fp32)"
+    if precision == "fp16" and not {"avx512_fp16", "amx_fp16"} & cpu.flags:
+        return "fp16: this CPU has no AVX-512-FP16/AMX-FP16 (OpenVINO would run it in fp32)"
+    if precision == "int8" and not calibrated:
+        return "int8: needs --calibration DIR (real images to calibrate on)"
+    return ""
+
+
+def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tensor, calibration: torch.Tensor,
+                   path: Path, threads: int) -> Runner:
+    """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes."""
+    from . import quantize
+    from .artefacts import run_onnx
+
+    if backend == "executorch":
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
+
+        quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False)
+        _unsafe_reset_threadpool(threads)
+        method = Runtime.get().load_program(str(path.with_suffix(".pte"))).load_method("forward")
+        inputs = [x.contiguous()]
+        return _timed(lambda: method.execute(inputs))
+    fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
+    if backend == "onnxruntime":
+        run = run_onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
+        return _timed(lambda: run(x))
+    xml = quantize.openvino_reduced(fp32, path.with_suffix(".xml"), precision, calibration, False, x.shape[0])
+    request = compile_openvino(xml, threads, precision).create_infer_request()
+    feed = {0: x.numpy()}
+    return _timed(lambda: request.infer(feed))
+
+
+def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int,
+                 precision: str = "fp32", calibration: torch.Tensor | None = None) -> Runner:
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
+    if precision != "fp32":
+        fused = fused_form(name, model, channels_last=CHANNELS_LAST[FORMAT_OF[backend]])
+        stem = f"{name.replace('/', '_')}_b{x.shape[0]}_{precision}"
+        return reduced_runner(fused, backend, precision, x, calibration, workdir / stem, threads)
     if backend == "eager":
         return torch_runner(model, x)
     fused = fused_form(name, model, channels_last=CHANNELS_LAST.get(FORMAT_OF.get(backend), True))
@@ -288,13 +342,15 @@ class BenchResult:
 
     records: list[Record]
     matmul_gflops: float | None = None
+    skipped: list[str] = field(default_factory=list)  # "<backend> <precision>: <reason>"
 
     def best(self, model: str, batch: int = 1) -> Record:
         """The fastest backend of ``model`` at ``batch``."""
         return min((r for r in self.records if r.model == model and r.batch == batch), key=lambda r: r.median_ms)
 
-    def find(self, model: str, backend: str, batch: int = 1) -> Record | None:
-        return next((r for r in self.records if (r.model, r.backend, r.batch) == (model, backend, batch)), None)
+    def find(self, model: str, backend: str, batch: int = 1, precision: str = "fp32") -> Record | None:
+        return next((r for r in self.records if (r.model, r.backend, r.batch, r.precision) ==
+                     (model, backend, batch, precision)), None)
 
 
 def run_benchmark(
@@ -308,16 +364,29 @@ def run_benchmark(
     warmup: int = 3,
     allocator: str = "",
     log: Callable[[str], None] = lambda message: None,
+    precisions: Sequence[str] = ("fp32",),
+    calibration: torch.Tensor | None = None,
 ) -> BenchResult:
-    """Batch-1 latency of every model × backend, and batch-``batch`` throughput when ``batch`` > 1.
+    """Batch-1 latency of every model × backend × precision, and batch-``batch`` throughput when ``batch`` > 1.
 
     The throughput pass also times an fp32 matmul in the same interleaved rounds (``matmul_gflops``).
+    ``calibration`` (real images at ``img_size``) calibrates the int8 artefacts; pairs this CPU or backend
+    cannot run are logged as skipped with the reason (``result.skipped``).
     """
     torch.set_num_threads(threads)
     backends = available_backends(backends)
     batches = [1] + ([batch] if batch > 1 else [])
     records: list[Record] = []
     result = BenchResult(records)
+    pairs = []
+    for backend in backends:
+        for precision in precisions:
+            reason = precision_skip_reason(backend, precision, cpu_info(), calibration is not None)
+            if reason:
+                result.skipped.append(f"{backend} {reason}")
+                log(f"skipped {backend} {reason}")
+            else:
+                pairs.append((backend, precision))
     with tempfile.TemporaryDirectory(prefix="swiftformer-bench-") as tmp:
         built = {}
         for name in models:
@@ -328,10 +397,11 @@ def run_benchmark(
             runners: dict[str, Runner] = {}
             x = torch.randn(size, 3, img_size, img_size)
             for name, (model, _, _) in built.items():
-                for backend in backends:
-                    log(f"preparing {name} / {backend} at batch {size}")
+                for backend, precision in pairs:
+                    log(f"preparing {name} / {backend} {precision} at batch {size}")
                     try:
-                        runners[f"{name}|{backend}"] = build_runner(name, model, backend, x, Path(tmp), threads)
+                        runners[f"{name}|{backend}|{precision}"] = build_runner(
+                            name, model, backend, x, Path(tmp), threads, precision, calibration)
                     except Exception as error:  # noqa: BLE001 - a third-party model an exporter rejects
                         if isinstance(error, SwiftFormerError):
                             raise
@@ -346,12 +416,12 @@ def run_benchmark(
             if matmul_flops:
                 result.matmul_gflops = matmul_flops / statistics.median(samples.pop("matmul|peak")) / 1e9
             for key, times in samples.items():
-                name, backend = key.split("|")
+                name, backend, precision = key.split("|")
                 _, params, macs = built[name]
                 median_ms, p90_ms = summarize(times)
                 records.append(
                     Record(name, backend, size, img_size, median_ms, p90_ms, params, macs, published_top1(name),
-                           threads, allocator)
+                           threads, allocator, precision)
                 )
     return result
 
@@ -399,12 +469,12 @@ def attention_exponents(rows: Sequence[dict], low: int | None = None, high: int 
 
 # Output ------------------------------------------------------------------------------------------------
 def format_table(records: Sequence[Record]) -> str:
-    header = f"{'model':<28}{'backend':<13}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}{'params M':>10}{'GMACs':>7}{'top-1':>7}"
+    header = f"{'model':<28}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}{'params M':>10}{'GMACs':>7}{'top-1':>7}"
     lines = [header, "-" * len(header)]
     for r in records:
         top1 = f"{r.top1:.1f}" if r.top1 is not None else "-"
         lines.append(
-            f"{r.model:<28}{r.backend:<13}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
+            f"{r.model:<28}{r.backend:<13}{r.precision:<6}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
             f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>7}"
         )
     return "\n".join(lines)
@@ -447,7 +517,8 @@ def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "")
         # ours above-left of the point, timm's swiftformer_* (same top-1) below-right: the labels do not collide
         offset, align = ((-6, 5), "right") if not is_peer(name) else (((5, -10) if "swiftformer" in name else (5, 4)), "left")
         label = name if "swiftformer" in name else name.split("/")[-1]  # keep "timm/" where ours has a twin
-        axes.annotate(f"{label} ({record.backend})", (record.median_ms, record.top1),
+        where = record.backend if record.precision == "fp32" else f"{record.backend} {record.precision}"
+        axes.annotate(f"{label} ({where})", (record.median_ms, record.top1),
                       textcoords="offset points", xytext=offset, ha=align, fontsize=7)
     axes.plot([], [], "s", color="tab:orange", label="timm swiftformer_*")
     axes.plot([], [], "s", color="tab:blue", label="timm peers")

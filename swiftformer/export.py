@@ -6,18 +6,24 @@ Each format is written from the fused form (:func:`swiftformer.reparameterize`),
 own runtime and compared with PyTorch on the same inputs: ONNX through ONNX Runtime, OpenVINO IR (converted
 from that ONNX graph) through the OpenVINO CPU plugin, TorchScript through ``torch.jit.load``, ExecuTorch by
 running the ``.pte`` (XNNPACK delegate) with the ExecuTorch runtime, Core ML by reading the ``.mlpackage`` back,
-validating its spec and MIL program, and predicting where Core ML runs (macOS only).
+validating its spec and MIL program, and predicting where Core ML runs (macOS only), LiteRT by running the
+``.tflite`` with the ``ai-edge-litert`` interpreter.
+
+``--precision fp16|bf16|int8`` writes the reduced-precision form of a format (:mod:`swiftformer.quantize`,
+calibrated on real images: :mod:`swiftformer.calibration`) and checks it against fp32 PyTorch on held-out real
+images (:mod:`swiftformer.agreement`); an artefact below the agreement bound is not left under the requested name.
+Every artefact gets its preprocessing metadata beside it (:mod:`swiftformer.artefacts`).
 
 The ``write_*`` functions only write an artefact; ``swiftformer bench`` uses them to run the same graphs.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import os
-import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -26,6 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .agreement import DEFAULT_MIN_AGREEMENT, Agreement, compare, model_labels
+from .artefacts import METADATA_KEY, ArtefactInfo, artefact_info, open_artefact, write_info
+from .calibration import ImageBatch
 from .checkpoint import check_destination
 from .data_config import check_image_size
 from .errors import SwiftFormerError
@@ -34,9 +43,10 @@ from .models.fused import FusedModel, reparameterize, set_layout
 if TYPE_CHECKING:
     import openvino
 
-FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch")
+FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch", "litert")
 SUFFIXES = {
     "onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage", "torchscript": ".pt", "executorch": ".pte",
+    "litert": ".tflite",
 }
 # Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
 MAX_DYNAMIC_BATCH = 64
@@ -44,7 +54,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Feature-map layout of the fused graph per format. Formats without strides (ONNX, OpenVINO IR, Core ML's MIL)
 # would turn every channels-last view into a real transpose: they get NCHW maps (ONNX Runtime: 10-23 % faster at
 # batch 1, README). PyTorch (TorchScript) and XNNPACK (ExecuTorch, NHWC natively) run the channels-last form best.
-CHANNELS_LAST = {"onnx": False, "openvino": False, "coreml": False, "torchscript": True, "executorch": True}
+CHANNELS_LAST = {"onnx": False, "openvino": False, "coreml": False, "torchscript": True, "executorch": True,
+                 "litert": False}  # litert-torch converts NCHW graphs to TFLite's NHWC itself
 
 
 class ExportCheckError(SwiftFormerError):
@@ -61,6 +72,8 @@ class ExportResult:
     dynamic_batch: bool
     max_abs_diff: float | None  # None when the artefact could not be run on this machine
     note: str = ""
+    precision: str = "fp32"
+    agreement: Agreement | None = None  # reduced precisions: against fp32 PyTorch on held-out real images
 
 
 def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -126,10 +139,13 @@ def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> P
     return out
 
 
-def compile_openvino(path: Path, threads: int | None = None) -> openvino.CompiledModel:
-    """The IR compiled for this CPU in fp32 (not the bf16 the plugin picks on CPUs with native bf16)."""
+def compile_openvino(path: Path, threads: int | None = None, precision: str = "fp32") -> openvino.CompiledModel:
+    """The IR compiled for this CPU in ``precision`` (fp32 by default, not the bf16 the plugin picks on CPUs with
+    native bf16; an int8 IR runs its float remainder in fp32)."""
+    from .quantize import OPENVINO_HINT
+
     ov = _openvino()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     return ov.Core().compile_model(str(path), "CPU", config)
@@ -194,7 +210,9 @@ def _validate_mlpackage(path: Path, input_shape: tuple[int, ...], dynamic_batch:
     return model
 
 
-def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable | None:
+def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool,
+                   precision: str = "fp32") -> Callable | None:
+    """fp32 by default; fp16 compute precision, or int8 weights with fp16 compute (:mod:`swiftformer.quantize`)."""
     import coremltools as ct
 
     program = _export_program(fused, example, dynamic_batch).run_decompositions({})
@@ -206,9 +224,14 @@ def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_b
         inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT32,  # the check compares fp32; convert again for fp16 on the ANE
+        # fp32 unless asked: the check compares fp32 (the Neural Engine runs fp16: --precision fp16)
+        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
         minimum_deployment_target=ct.target.iOS16,
     )
+    if precision == "int8":
+        from .quantize import coreml_int8_weights
+
+        mlmodel = coreml_int8_weights(mlmodel)
     mlmodel.save(str(out))
     _validate_mlpackage(out, tuple(example.shape), dynamic_batch)
     if sys.platform != "darwin":
@@ -217,9 +240,18 @@ def _export_coreml(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_b
     return lambda x: torch.from_numpy(loaded.predict({INPUT_NAME: x.numpy()})[OUTPUT_NAME])
 
 
+def _export_litert(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
+    from .artefacts import run_litert
+    from .quantize import litert
+
+    if dynamic_batch:
+        raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
+    return run_litert(litert(fused, example, out, "fp32", None), None)
+
+
 _EXPORTERS = {
     "onnx": _export_onnx, "openvino": _export_openvino, "torchscript": _export_torchscript,
-    "executorch": _export_executorch, "coreml": _export_coreml,
+    "executorch": _export_executorch, "coreml": _export_coreml, "litert": _export_litert,
 }
 
 
@@ -241,19 +273,65 @@ def _artefact_paths(path: Path, fmt: str) -> list[Path]:
     return [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+def _write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Tensor, out: Path,
+                   calibration: torch.Tensor | None, dynamic_batch: bool) -> None:
+    """Write the ``precision`` form of ``fmt`` (:mod:`swiftformer.quantize`) to ``out``."""
+    from . import quantize
+
+    if fmt == "coreml":
+        _export_coreml(fused, example, out, dynamic_batch, precision)
+    elif fmt == "executorch":
+        quantize.executorch_int8(fused, example, out, calibration, dynamic_batch)
+    elif fmt == "litert":
+        if dynamic_batch:
+            raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
+        quantize.litert(fused, example, out, precision, calibration)
     else:
-        path.unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = write_onnx(fused, example, Path(tmp) / "fp32.onnx", dynamic_batch)
+            if fmt == "onnx":
+                quantize.onnx_int8(fp32, out, calibration, example.shape[0])
+            else:
+                quantize.openvino_reduced(fp32, out, precision, calibration, dynamic_batch, example.shape[0])
 
 
-def _publish(staging: Path, out: Path, fmt: str) -> None:
-    """Move a checked artefact from its staging name onto ``out`` (a Core ML package replaces the old folder)."""
-    for source, target in zip(_artefact_paths(staging, fmt), _artefact_paths(out, fmt)):
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(source, target)
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A path to write ``out`` (and its companions: ``.bin``, metadata) to, moved beside ``out`` only if the
+    block succeeds, so a failed or rejected artefact never sits under the requested name."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging / out.name
+        for item in staging.iterdir():
+            target = out.parent / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _embed_onnx_metadata(path: Path, info: ArtefactInfo) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None) or model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    onnx.save(model, str(path))
+
+
+def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: ImageBatch,
+                    min_agreement: float) -> Agreement:
+    """The artefact at ``path`` against ``fused`` (fp32 PyTorch) on ``check``; an error below ``min_agreement``."""
+    labels, _ = model_labels(check.labels, check.class_names, info.class_names)
+    reference = torch.cat([fused(part) for part in check.images.split(64)])
+    agreement = compare(reference, open_artefact(path, info)(check.images), labels)
+    if agreement.agreement < min_agreement:
+        raise ExportCheckError(
+            f"{info.format} {info.precision} artefact agrees with fp32 PyTorch on {100 * agreement.agreement:.2f} % of "
+            f"{agreement.images} held-out images, below --min-agreement {100 * min_agreement:.2f} %: not written"
+        )
+    return agreement
 
 
 @torch.no_grad()
@@ -265,50 +343,74 @@ def export_model(
     dynamic_batch: bool = False,
     img_size: tuple[int, int] = (224, 224),
     atol: float = 1e-4,
+    precision: str = "fp32",
+    calibration: ImageBatch | None = None,
+    check: ImageBatch | None = None,
+    min_agreement: float | None = None,
+    class_names: list[str] | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
 ) -> ExportResult:
     """Fuse ``model``, write it as ``fmt`` to ``out`` and compare the artefact's outputs with PyTorch's.
 
     With ``dynamic_batch`` the artefact takes 1..:data:`MAX_DYNAMIC_BATCH` images; it is traced at batch 2
     and checked at batch 3, so a batch size baked into the graph is caught. Raises
-    :class:`ExportCheckError` when the max abs difference of the logits exceeds ``atol``.
+    :class:`ExportCheckError` when the max abs difference of the logits exceeds ``atol``. A reduced
+    ``precision`` is calibrated on ``calibration`` (int8) and must agree with fp32 PyTorch on the ``check``
+    images on at least ``min_agreement`` of them (default :data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`).
+    ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata.
     """
+    from .quantize import CALIBRATED, check_precision
+
+    if fmt not in FORMATS:
+        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_precision(fmt, precision)
+    if (fmt, precision) in CALIBRATED and calibration is None:
+        raise SwiftFormerError(f"--precision {precision} calibrates activation ranges on real images: "
+                               "give them with --calibration DIR (never random tensors)")
+    if precision != "fp32" and fmt != "coreml" and check is None:
+        raise SwiftFormerError(f"--precision {precision} is checked on real images: give --calibration DIR or --check-data DIR")
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
     check_image_size(*img_size)
     out = check_output(fmt, out)
-    # Written under a hidden name beside ``out`` and renamed only once checked: a failed check leaves nothing.
-    staging = out.with_name(f".{out.stem}.{secrets.token_hex(4)}{out.suffix}")
-    try:
-        result = _export_checked(model, fmt, staging, batch, dynamic_batch, img_size, atol)
-        _publish(staging, out, fmt)
-    except ExportCheckError as error:  # name the file the user asked for, not its staging name
-        raise ExportCheckError(str(error).replace(str(staging), str(out))) from None
-    finally:
-        for path in _artefact_paths(staging, fmt):
-            _remove(path)
-    result.path = out
-    return result
-
-
-def _export_checked(
-    model: nn.Module, fmt: str, out: Path, batch: int, dynamic_batch: bool, img_size: tuple[int, int], atol: float
-) -> ExportResult:
+    out.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(model, FusedModel):
         fused = set_layout(copy.deepcopy(model), CHANNELS_LAST[fmt]).eval()
     else:
         fused = reparameterize(model, channels_last=CHANNELS_LAST[fmt])
     example = check_inputs(2 if dynamic_batch else batch, img_size)
     inputs = check_inputs(3, img_size, seed=1) if dynamic_batch else check_inputs(batch, img_size, seed=1)
-    run = _EXPORTERS[fmt](fused, example, out, dynamic_batch)
-    result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None)
-    if run is None:
-        result.note = "Core ML prediction needs macOS: the package was converted and its spec validated, not run"
-        return result
-    expected = fused(inputs)
-    got = run(inputs)
-    result.max_abs_diff = float((got.float() - expected).abs().max())
-    if not np.isfinite(result.max_abs_diff) or result.max_abs_diff > atol:
-        raise ExportCheckError(
-            f"{fmt} artefact {out} differs from PyTorch by {result.max_abs_diff:.3g} (tolerance {atol:g})"
-        )
+    num_classes = fused(example[:1]).shape[1]
+    info = artefact_info(
+        fused, fmt, precision, img_size, None if dynamic_batch else batch, MAX_DYNAMIC_BATCH,
+        class_names or [f"class {i}" for i in range(num_classes)], crop_pct, interpolation,
+    )
+    info.variant = getattr(model, "variant", info.variant)
+    result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision)
+    with _staged(out) as staged:
+        if precision != "fp32":
+            _write_reduced(fused, fmt, precision, example, staged, calibration.images if calibration else None,
+                           dynamic_batch)
+            if fmt == "coreml":
+                _validate_mlpackage(staged, tuple(example.shape), dynamic_batch)
+                result.note = f"Core ML {precision} runs on macOS only: the package was converted and its spec validated, not run"
+            else:
+                bound = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
+                result.agreement = check_agreement(fused, staged, info, check, bound)
+        else:
+            run = _EXPORTERS[fmt](fused, example, staged, dynamic_batch)
+            if run is None:
+                result.note = "Core ML prediction needs macOS: the package was converted and its spec validated, not run"
+            else:
+                result.max_abs_diff = float((run(inputs).float() - fused(inputs)).abs().max())
+                if not np.isfinite(result.max_abs_diff) or result.max_abs_diff > atol:
+                    raise ExportCheckError(
+                        f"{fmt} artefact {out} differs from PyTorch by {result.max_abs_diff:.3g} (tolerance {atol:g})"
+                    )
+                if check is not None:  # real images given: the fp32 artefact's agreement too
+                    result.agreement = check_agreement(fused, staged, info, check, min_agreement or 0.0)
+        if fmt == "onnx":
+            _embed_onnx_metadata(staged, info)
+        write_info(staged, info)
     return result

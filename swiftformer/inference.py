@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
 from .checkpoint import file_kind, load_native_state_dict, safe_torch_load
 from .errors import CheckpointError, DataError
 from .pretrained import create_model
@@ -44,8 +45,16 @@ def _is_training_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool = False, attention: str = "additive") -> LoadedModel:
-    """Model in eval mode with its class names. ``checkpoint=None`` gives the released ImageNet weights."""
+    """Model in eval mode with its class names. ``checkpoint=None`` gives the released ImageNet weights.
+
+    An exported artefact (``.onnx``, OpenVINO ``.xml``, TorchScript ``.pt``, ``.pte``, ``.tflite``) runs on its own
+    runtime, with the preprocessing and class names stored beside it (:mod:`swiftformer.artefacts`)."""
     path = Path(checkpoint) if checkpoint else None
+    if path is not None and is_artefact(path):
+        if ema:
+            raise CheckpointError(f"--ema needs a training checkpoint of ours; {path} is an exported artefact")
+        info = read_info(path)
+        return LoadedModel(ArtefactModel(path, info), info.class_names, run_config_of(info))
     run = _is_training_checkpoint(path) if path else None
     if run is not None:
         config = run["config"]

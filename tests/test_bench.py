@@ -188,3 +188,36 @@ def test_cli_bench_refuses_a_backend_this_machine_cannot_run(capsys, monkeypatch
     assert main(["bench", "--models", "swiftformer_xs", "--backends", "fused,cuda", "--rounds", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "backend cuda cannot run on this machine (no CUDA GPU)" in err, err
+
+
+def test_precisions_a_cpu_or_backend_cannot_run_are_skipped_with_the_reason():
+    from swiftformer.cpu import CpuInfo
+
+    avx2 = CpuInfo("AMD EPYC", frozenset({"avx2", "fma"}))
+    amx = CpuInfo("Xeon", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}))
+    assert bench.precision_skip_reason("openvino", "bf16", avx2, True).startswith("bf16: this CPU has no AVX-512-BF16")
+    assert bench.precision_skip_reason("openvino", "bf16", amx, True) == ""
+    assert bench.precision_skip_reason("onnxruntime", "int8", amx, False).startswith("int8: needs --calibration")
+    assert bench.precision_skip_reason("fused", "int8", amx, True) == "int8: fused runs fp32"
+    assert avx2.isa() == ["AVX2"] and amx.isa() == ["AVX2", "AVX-512", "VNNI", "AVX-512-BF16/AMX-BF16", "AMX"]
+
+
+@pytest.mark.slow
+def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path, capsys):
+    from .conftest import shared_data
+
+    photos = shared_data("cifar10-mini") / "val" / "ship"
+    out = tmp_path / "b.json"
+    code = main([
+        "bench", "--models", "swiftformer_xs", "--backends", "onnxruntime,fused", "--precision", "fp32,int8",
+        "--calibration", str(photos), "--calibration-size", "8", "--img-size", "64", "--rounds", "1", "--iters", "1",
+        "--threads", "1", "--json", str(out),
+    ])
+    assert code == 0
+    assert "skipped fused int8: fused runs fp32" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert {(r["backend"], r["precision"]) for r in written["records"]} == {("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                                                                  ("fused", "fp32")}
+    summary = written["summary"]
+    assert summary["threads"] == 1 and summary["cpu"] and isinstance(summary["isa"], list)
+    assert main(["bench", "--precision", "int4"]) == 2

@@ -2,6 +2,8 @@
 
     swiftformer bench --threads 2 --batch 32 --json bench.json --csv bench.csv --plot latency_vs_top1.png
     swiftformer bench --models swiftformer_s,timm/mobilevitv2_100 --backends fused,onnxruntime,openvino,executorch
+    swiftformer bench --models swiftformer_xs --backends onnxruntime,openvino --precision fp32,bf16,int8 \
+        --calibration ../shared/data/cifar10-mini/train
 
 Attention scaling is its own command, ``swiftformer bench-attention`` (``bench --attention`` is its old spelling).
 """
@@ -30,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=image_side, default=224)
     parser.add_argument("--csv", default=None, help="write the records here")
     add_timing_arguments(parser)
+    parser.add_argument("--precision", default="fp32", help="comma-separated subset of fp32,fp16,bf16,int8")
+    parser.add_argument("--calibration", default=None, help="folder of real images to calibrate int8 on")
+    parser.add_argument("--calibration-size", type=positive_int, default=64, help="calibration images (default 64)")
 
 
 def _summary_lines(result, batch: int) -> tuple[list[str], dict]:
@@ -84,16 +89,29 @@ def _backends(requested: str | None) -> list[str]:
 def _run_models(args: argparse.Namespace, allocator: str) -> int:
     from ..bench import DEFAULT_MODELS, format_table, plot_latency_vs_top1, run_benchmark, write_csv, write_json
 
+    from ..cpu import cpu_info
+    from ..quantize import ALL_PRECISIONS
+
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
+    precisions = args.precision.split(",")
+    unknown = [p for p in precisions if p not in ALL_PRECISIONS]
+    if unknown:
+        from ..errors import SwiftFormerError
+
+        raise SwiftFormerError(f"unknown precision {unknown[0]!r}; choose from {','.join(ALL_PRECISIONS)}")
     result = run_benchmark(
         models, _backends(args.backends), batch=args.batch, img_size=args.img_size, threads=args.threads,
-        rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info,
+        rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info, precisions=precisions,
+        calibration=_calibration(args),
     )
     print(format_table(result.records))
+    for reason in result.skipped:
+        print(f"skipped {reason}")
     lines, summary = _summary_lines(result, args.batch)
     print("\n".join(lines))
     summary.update(command=" ".join(["swiftformer"] + sys.argv[1:]), threads=args.threads, allocator=allocator,
-                   cpu=platform.processor() or platform.machine(), torch=__import__("torch").__version__)
+                   cpu=cpu_info().model or platform.processor() or platform.machine(), isa=cpu_info().isa(),
+                   skipped=result.skipped, torch=__import__("torch").__version__)
     if args.json:
         write_json(result.records, args.json, summary)
     if args.csv:
@@ -101,6 +119,18 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     if args.plot:
         plot_latency_vs_top1(result, args.plot, f"batch 1, {args.threads} threads, {args.img_size} px")
     return 0
+
+
+def _calibration(args: argparse.Namespace):
+    """The int8 calibration images (real photos, SwiftFormer's eval transform at ``--img-size``), or ``None``."""
+    if not args.calibration:
+        return None
+    from ..calibration import calibration_and_check, load_batch
+    from ..data import eval_transform
+    from ..recipes import TrainConfig
+
+    chosen, _ = calibration_and_check(args.calibration, args.calibration_size)
+    return load_batch(chosen, eval_transform(None, TrainConfig(img_size=args.img_size))).images
 
 
 def run(args: argparse.Namespace) -> int:

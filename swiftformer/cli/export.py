@@ -1,8 +1,10 @@
-"""``swiftformer export``: the fused model as ONNX, OpenVINO IR, Core ML, TorchScript or ExecuTorch, checked against
-PyTorch.
+"""``swiftformer export``: the fused model as ONNX, OpenVINO IR, Core ML, TorchScript, ExecuTorch or LiteRT, checked
+against PyTorch; in fp32, or fp16/bf16/int8 checked on held-out real images.
 
     swiftformer export --model swiftformer_s --checkpoint s.safetensors --format onnx --out s.onnx
     swiftformer export --model swiftformer_xs --format executorch --out xs.pte --dynamic-batch
+    swiftformer export --model swiftformer_xs --checkpoint runs/cifar10_mini/best.pth --format openvino \\
+        --precision int8 --calibration ../shared/data/cifar10-mini/train --out xs-int8.xml
 """
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import argparse
 import logging
 
 # Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
-CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltools", "executorch")
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltools", "executorch", "nncf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_CHECK_SIZE
     from ..export import FORMATS, MAX_DYNAMIC_BATCH
     from ..models.attention import ATTENTIONS
-    from .numbers import image_side, positive_float, positive_int
+    from ..quantize import ALL_PRECISIONS
+    from .numbers import image_side, positive_float, positive_int, probability
 
     parser.add_argument("--model", required=True, help="variant, e.g. swiftformer_s")
     weights = parser.add_mutually_exclusive_group()
@@ -26,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="export an untrained model (to try a toolchain; it classifies nothing)")
     parser.add_argument("--attention", default="additive", choices=ATTENTIONS, help="token mixer the checkpoint was trained with")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--out", required=True, help="output file (.onnx, .xml for OpenVINO IR with its .bin beside it, .mlpackage, .pt, .pte)")
+    parser.add_argument("--out", required=True, help="output file (.onnx, .xml for OpenVINO IR with its .bin beside it, "
+                        ".mlpackage, .pt, .pte, .tflite)")
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, default=1, help="fixed batch size of the artefact (default 1)")
     batch.add_argument(
@@ -34,38 +39,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--img-size", type=image_side, nargs=2, default=None, metavar=("H", "W"),
                         help="default: the run's size for our training checkpoints, else 224 224")
-    parser.add_argument("--atol", type=positive_float, default=1e-4, help="largest accepted max abs difference of the logits")
+    parser.add_argument("--atol", type=positive_float, default=1e-4, help="largest accepted max abs difference of the logits (fp32)")
+    parser.add_argument("--precision", choices=ALL_PRECISIONS, default="fp32")
+    parser.add_argument("--calibration", default=None, help="folder of real images (ImageFolder or flat) to calibrate int8 on")
+    parser.add_argument("--calibration-size", type=positive_int, default=DEFAULT_CALIBRATION_SIZE,
+                        help=f"calibration images, a seeded draw (default {DEFAULT_CALIBRATION_SIZE})")
+    parser.add_argument("--check-data", default=None,
+                        help="folder of real images to check the artefact on (default: the rest of --calibration)")
+    parser.add_argument("--check-size", type=positive_int, default=DEFAULT_CHECK_SIZE,
+                        help=f"at most this many check images (default {DEFAULT_CHECK_SIZE})")
+    parser.add_argument("--min-agreement", type=probability, default=None,
+                        help="least top-1 agreement with fp32 PyTorch, 0..1 (default 0.995 fp16/bf16, 0.98 int8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration/check draw")
+
+
+def _images(args: argparse.Namespace, transform):
+    """(calibration, check) image batches from the folders given, or ``None`` where none were given."""
+    from ..calibration import calibration_and_check, check_images, load_batch
+
+    if args.calibration:
+        chosen, held_out = calibration_and_check(args.calibration, args.calibration_size, args.check_data,
+                                                 args.check_size, args.seed)
+        return load_batch(chosen, transform), load_batch(held_out, transform)
+    if args.check_data:
+        return None, load_batch(check_images(args.check_data, args.check_size, args.seed), transform)
+    return None, None
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..agreement import format_table
     from ..export import MAX_DYNAMIC_BATCH, check_output, export_model
-    from ..inference import load_model
+    from ..inference import default_class_names, load_model
     from ..pretrained import create_model
 
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     check_output(args.format, args.out)  # before any weights are fetched or converted
-    run_size = None
     if args.random_weights:
         model = create_model(args.model, attention=args.attention)
+        class_names, run = default_class_names(model.num_classes), {}
         weights = "RANDOM weights (--random-weights): the artefact runs, but classifies nothing"
     else:
         loaded = load_model(args.checkpoint, args.model, attention=args.attention)
-        model = loaded.model
-        run_size = (loaded.run_config or {}).get("img_size")
+        model, class_names, run = loaded.model, loaded.class_names, loaded.run_config or {}
         weights = f"weights {args.checkpoint}" if args.checkpoint else "the released ImageNet weights"
+    run_size = run.get("img_size")
     img_size = tuple(args.img_size) if args.img_size else (run_size or 224,) * 2
+    crop_pct, interpolation = run.get("crop_pct"), run.get("interpolation")
+    calibration, check = (None, None)
+    if args.calibration or args.check_data:  # at fp32 they give the check images only
+        from ..artefacts import artefact_info
+
+        transform = artefact_info(model, args.format, args.precision, img_size, 1, 1, class_names, crop_pct,
+                                  interpolation).transform()
+        calibration, check = _images(args, transform)
     result = export_model(
         model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        img_size=img_size, atol=args.atol,
+        img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
+        min_agreement=args.min_agreement, class_names=class_names, crop_pct=crop_pct, interpolation=interpolation,
     )
     batch = f"batch 1..{MAX_DYNAMIC_BATCH}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
-    print(f"wrote {result.path} ({args.format}, fused {model.variant}, {batch}, input {list(result.input_shape[1:])}"
-          f"{' as trained' if run_size and not args.img_size else ''}), {weights}")
-    if result.max_abs_diff is None:
-        print(f"check: {result.note}")
-    else:
-        verdict = "OK, but of random weights" if args.random_weights else "OK"
+    print(f"wrote {result.path} ({args.format} {result.precision}, fused {model.variant}, {batch}, "
+          f"input {list(result.input_shape[1:])}{' as trained' if run_size and not args.img_size else ''}), {weights}")
+    verdict = "OK, but of random weights" if args.random_weights else "OK"
+    if result.max_abs_diff is not None:
         print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} (tolerance {args.atol:g}) - {verdict}")
+    if result.agreement is not None:
+        print(format_table({f"{args.format} {result.precision}": result.agreement}))
+        print(f"check: agreement with fp32 PyTorch on held-out real images - {verdict}")
+    elif result.max_abs_diff is None:
+        print(f"check: {result.note}")
     return 0

@@ -1,0 +1,63 @@
+"""How far a reduced-precision artefact is from the fp32 PyTorch model, on real images.
+
+Top-1 agreement (the share of images on which both pick the same class), the largest and the mean absolute
+difference of the softmax probabilities, and, when the images are labelled with the model's classes, the top-1
+accuracy of both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# The least top-1 agreement an artefact must reach (``--min-agreement`` overrides).
+DEFAULT_MIN_AGREEMENT = {"fp16": 0.995, "bf16": 0.995, "int8": 0.98}
+
+
+@dataclass
+class Agreement:
+    images: int
+    agreement: float  # 0..1
+    max_prob_diff: float
+    mean_prob_diff: float
+    reference_top1: float | None  # % on labelled images
+    artefact_top1: float | None
+
+
+def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tensor | None = None) -> Agreement:
+    """Compare ``(N, classes)`` logits; ``labels`` are class indices of the model (or ``None``)."""
+    if reference.shape != artefact.shape:
+        raise ValueError(f"logits of shape {tuple(artefact.shape)} against {tuple(reference.shape)}")
+    reference, artefact = reference.float(), artefact.float()
+    diff = (reference.softmax(1) - artefact.softmax(1)).abs()
+    same = (reference.argmax(1) == artefact.argmax(1)).double().mean()
+    top1 = (lambda logits: float(100.0 * (logits.argmax(1) == labels).double().mean())) if labels is not None else None
+    return Agreement(
+        reference.shape[0], float(same), float(diff.max()), float(diff.mean()),
+        top1(reference) if top1 else None, top1(artefact) if top1 else None,
+    )
+
+
+def model_labels(folder_labels: torch.Tensor | None, folder_classes: list[str] | None,
+                 model_classes: list[str]) -> tuple[torch.Tensor | None, str]:
+    """The folder's labels as the model's class indices, or ``None`` and why they cannot be used."""
+    if folder_labels is None or folder_classes is None:
+        return None, "unlabelled images"
+    index = {name: i for i, name in enumerate(model_classes)}
+    missing = [name for name in folder_classes if name not in index]
+    if missing:
+        return None, f"class {missing[0]!r} of the images is not a class of the model"
+    mapping = torch.tensor([index[name] for name in folder_classes])
+    return mapping[folder_labels], ""
+
+
+def format_table(rows: dict[str, Agreement]) -> str:
+    """One row per artefact: images, agreement %, max and mean |Δp|, top-1 of fp32 PyTorch and of the artefact."""
+    header = f"{'artefact':<16}{'images':>7}{'agree %':>9}{'max |dp|':>10}{'mean |dp|':>11}{'top-1 fp32':>12}{'top-1':>8}"
+    lines = [header]
+    for name, row in rows.items():
+        top1 = (f"{row.reference_top1:>12.2f}{row.artefact_top1:>8.2f}" if row.reference_top1 is not None
+                else f"{'-':>12}{'-':>8}")
+        lines.append(f"{name:<16}{row.images:>7}{100 * row.agreement:>9.2f}{row.max_prob_diff:>10.4f}"
+                     f"{row.mean_prob_diff:>11.5f}{top1}")
+    return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""Reduced-precision artefacts per runtime, each with that runtime's own toolkit.
+
+``swiftformer export --precision`` writes them from the fused model; :mod:`swiftformer.export` checks each against
+fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each format does:
+
+- ONNX int8: ONNX Runtime static quantization (``quant_pre_process``, QDQ, per-channel symmetric int8 weights,
+  uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI, whose u8*s8 dot products saturate);
+- OpenVINO int8: NNCF post-training quantization of the IR; fp16/bf16: fp16-compressed weights in the IR and the
+  compiled inference precision (kept in the IR's ``runtime_options`` and in the artefact's metadata);
+- ExecuTorch int8: PT2E with the XNNPACK quantizer (per-channel symmetric), lowered to the XNNPACK delegate;
+- Core ML fp16: fp16 compute precision (what the Neural Engine runs); int8: per-channel symmetric int8 weights
+  (``coremltools.optimize``), activations in fp16;
+- LiteRT (``.tflite``): ``litert-torch`` conversion, int8 through its PT2E quantizer.
+
+Calibration images are real photos, preprocessed as the model expects (:mod:`swiftformer.calibration`).
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cpu import cpu_info
+from .errors import SwiftFormerError
+
+PRECISIONS = {
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "executorch": ("fp32", "int8"),
+    "coreml": ("fp32", "fp16", "int8"),
+    "torchscript": ("fp32",),
+    "litert": ("fp32", "int8"),
+}
+ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Precisions whose writer needs calibration images (activation ranges); Core ML int8 quantizes weights only.
+CALIBRATED = {("onnx", "int8"), ("openvino", "int8"), ("executorch", "int8"), ("litert", "int8")}
+# OpenVINO's name of each compiled inference precision.
+OPENVINO_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+# ONNX op types that carry weights and have int8 kernels; the rest (normalisations, softmax-free token scores,
+# GELU, adds) stay float: quantizing them adds a QDQ pair per op and no faster kernel (docs/quantization.md).
+ONNX_INT8_OPS = ("Conv", "MatMul", "Gemm")
+# Blocks ONNX int8 keeps in float (names from onnx_blocks): the head, one small Gemm whose int8 form moved the
+# probabilities most of any single block (benchmarks/quant_sensitivity.py, docs/quantization.md).
+ONNX_FLOAT_BLOCKS = ("body.2",)
+
+
+def check_precision(fmt: str, precision: str) -> None:
+    """A one-line error for a precision ``fmt`` cannot be written in, naming the formats that can."""
+    if precision not in ALL_PRECISIONS:
+        raise SwiftFormerError(f"unknown precision {precision!r}; choose one of {', '.join(ALL_PRECISIONS)}")
+    if precision not in PRECISIONS[fmt]:
+        able = [name for name, precisions in PRECISIONS.items() if precision in precisions]
+        raise SwiftFormerError(f"--format {fmt} has no {precision} export ({fmt} writes {', '.join(PRECISIONS[fmt])}); "
+                               f"{precision} is written by --format {', '.join(able)}")
+
+
+def chunks(images: torch.Tensor, batch: int) -> Iterator[torch.Tensor]:
+    """``images`` in batches of exactly ``batch`` (the last one dropped if short: calibration only)."""
+    for start in range(0, images.shape[0] - batch + 1, batch):
+        yield images[start : start + batch]
+
+
+# ONNX Runtime ----------------------------------------------------------------------------------------------
+def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
+              nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
+    """``fp32_onnx`` statically quantized to int8 (QDQ) with ``calibration`` images, ``batch`` at a time.
+
+    Without node lists, the :data:`ONNX_FLOAT_BLOCKS` stay in float; ``nodes_to_exclude=[]`` quantizes everything.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = (
+                {"image": part.contiguous().numpy()} for part in chunks(calibration, batch)
+            )
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    if nodes_to_quantize is None and nodes_to_exclude is None:
+        blocks = onnx_blocks(fp32_onnx)
+        nodes_to_exclude = [name for block in ONNX_FLOAT_BLOCKS for name in blocks.get(block, [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        quantize_static(
+            str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ONNX_INT8_OPS),
+            per_channel=True, reduce_range=not cpu_info().vnni, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+    return out
+
+
+def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
+    """The quantizable nodes of ``fp32_onnx`` (after ``quant_pre_process``, the names ``onnx_int8`` sees) by block:
+    ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus ``products``: the activation-by-activation
+    MatMuls of the attentions (no weight input), for per-block sensitivity measurements."""
+    import re
+
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared))
+        graph = onnx.load(str(prepared)).graph
+    weights = {init.name for init in graph.initializer}
+    pattern = re.compile(r"^(body\.\d+(?:\.\d+\.(?:blocks\.\d+|downsample))?)\.")
+    blocks: dict[str, list[str]] = {"products": []}
+    current = "body.0"
+    for node in graph.node:
+        named = [match.group(1) for name in node.input if (match := pattern.match(name))]
+        current = named[0] if named else current
+        if node.op_type in ONNX_INT8_OPS:
+            blocks.setdefault(current, []).append(node.name)
+            if node.op_type == "MatMul" and not weights & set(node.input):
+                blocks["products"].append(node.name)
+    return blocks
+
+
+# OpenVINO --------------------------------------------------------------------------------------------------
+def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch.Tensor | None,
+                     dynamic_batch: bool, batch: int, ignored_types: tuple[str, ...] = ()) -> Path:
+    """The IR in ``precision``: NNCF int8 (calibrated), or fp16-compressed weights with an fp16/bf16 hint."""
+    import openvino as ov
+
+    from .export import MAX_DYNAMIC_BATCH
+
+    model = ov.convert_model(str(fp32_onnx))
+    if precision == "int8":
+        import nncf
+
+        batches = [part.contiguous().numpy() for part in chunks(calibration, batch)]
+        model = nncf.quantize(
+            model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(batches),
+            ignored_scope=nncf.IgnoredScope(types=list(ignored_types)) if ignored_types else None,
+        )
+    else:
+        model.set_rt_info(OPENVINO_HINT[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    if dynamic_batch:
+        shape = model.input(0).get_partial_shape()
+        shape[0] = ov.Dimension(1, MAX_DYNAMIC_BATCH)
+        model.reshape({model.input(0): shape})
+    ov.save_model(model, str(out), compress_to_fp16=precision in ("fp16", "bf16"))
+    return out
+
+
+# ExecuTorch ------------------------------------------------------------------------------------------------
+def executorch_int8(fused: nn.Module, example: torch.Tensor, out: Path, calibration: torch.Tensor,
+                    dynamic_batch: bool) -> Path:
+    """PT2E int8 (XNNPACK quantizer: per-channel symmetric weights, affine activations), lowered to XNNPACK."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from .export import _batch_dim, _contiguous_copy
+
+    model = _contiguous_copy(fused)
+    captured = torch.export.export(model, (example,), dynamic_shapes=_batch_dim(dynamic_batch)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(captured, quantizer)
+    for part in chunks(calibration, example.shape[0]):
+        prepared(part.contiguous())
+    quantized = convert_pt2e(prepared)
+    program = torch.export.export(quantized, (example,), dynamic_shapes=_batch_dim(dynamic_batch))
+    out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    return out
+
+
+# Core ML ---------------------------------------------------------------------------------------------------
+def coreml_int8_weights(mlmodel: object) -> object:
+    """Per-channel symmetric int8 weights (``coremltools.optimize``); compute stays fp16."""
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(
+        global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+    )
+    return cto.linear_quantize_weights(mlmodel, config)
+
+
+# LiteRT ----------------------------------------------------------------------------------------------------
+def _litert_torch():
+    try:
+        import litert_torch
+    except ImportError as error:
+        raise SwiftFormerError(
+            f"--format litert needs litert-torch ({error}); pip install litert-torch (it pins typing-extensions<4.13 "
+            "through xdsl, so it cannot share an environment with pydantic>=2.12)"
+        ) from None
+    return litert_torch
+
+
+def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
+           calibration: torch.Tensor | None) -> Path:
+    """``.tflite`` through litert-torch: fp32, or int8 through its PT2E quantizer (static, per-channel)."""
+    litert_torch = _litert_torch()
+    model = fused
+    if precision == "int8":
+        from litert_torch.quantize import pt2e_quantizer
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+        )
+        prepared = prepare_pt2e(torch.export.export(fused, (example,)).module(), quantizer)
+        for part in chunks(calibration, example.shape[0]):
+            prepared(part)
+        model = convert_pt2e(prepared, fold_quantize=False)  # litert-torch folds the quantize ops itself
+    litert_torch.convert(model, (example,)).export(str(out))
+    return out
+

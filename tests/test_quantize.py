@@ -1,0 +1,223 @@
+"""Reduced-precision artefacts: written, run by their runtime, and close to fp32 PyTorch on held-out real images.
+
+A SwiftFormer-XS is trained here, at 32 px on four CIFAR-10 classes of ../shared/data/cifar10-mini, so that its
+logits are far from uniform: on random weights every artefact would "agree" with PyTorch and prove nothing.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from swiftformer.agreement import compare, model_labels
+from swiftformer.artefacts import is_artefact, read_info, sidecar
+from swiftformer.calibration import calibration_and_check, folder_images, load_batch
+from swiftformer.cli import main
+from swiftformer.data_config import eval_transform
+from swiftformer.errors import DataError, SwiftFormerError
+from swiftformer.export import _staged
+from swiftformer.inference import load_model
+from swiftformer.quantize import check_precision
+
+from .conftest import shared_data
+
+CLASSES = ("airplane", "automobile", "cat", "ship")
+CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory) -> dict[str, Path]:
+    """A training run of ours on real photos (the cifar10_mini recipe, shortened) and its image folders."""
+    from swiftformer.recipes import load_recipe
+    from swiftformer.train import main as train
+
+    source = shared_data("cifar10-mini")
+    root = tmp_path_factory.mktemp("quant")
+    for split in ("train", "val"):
+        (root / "data" / split).mkdir(parents=True)
+        for name in CLASSES:  # links, not copies, of four class folders
+            (root / "data" / split / name).symlink_to(source / split / name)
+    config = load_recipe("cifar10_mini", {
+        "data": str(root / "data"), "epochs": 3, "train_subset": 480, "batch_size": 32, "warmup_epochs": 0.2,
+        "workers": 0, "ema_decay": None, "progress": False, "output_dir": str(root / "run"),
+        # a few hundred steps must move the logits far from uniform: no label smoothing (it caps confidence),
+        # no gradient clipping, no photometric noise
+        "smoothing": 0.0, "clip_grad": None, "color_jitter": 0.0, "reprob": 0.0,
+    })
+    train(config)
+    checkpoint = root / "run" / "last.pth"
+    loaded = load_model(str(checkpoint))
+    val = folder_images(root / "data" / "val").take(list(range(0, 400, 10)))
+    with torch.no_grad():
+        confidence = loaded.model(load_batch(val, eval_transform(loaded.model, 32)).images).softmax(1).amax(1)
+    assert float(confidence.mean()) > 0.4, "the trained model is still near uniform (1/4): train longer"
+    return {"checkpoint": checkpoint, "train": root / "data" / "train", "val": root / "data" / "val", "dir": root}
+
+
+def export(run: dict[str, Path], fmt: str, precision: str, out: Path, *extra: str) -> int:
+    return main([
+        "export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", fmt,
+        "--precision", precision, "--out", str(out), "--calibration", str(run["train"]), "--check-data",
+        str(run["val"]), *CALIBRATION, *extra,
+    ])
+
+
+def printed_agreement(output: str) -> float:
+    """The agree % column of the table ``swiftformer export`` prints."""
+    row = next(line for line in output.splitlines() if line.split()[:1] and line.split()[0] in
+               ("onnx", "openvino", "executorch", "litert"))
+    return float(row.split()[3])
+
+
+def installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+RUNNABLE = [
+    ("onnx", "int8", ".onnx", ("onnxruntime",)),
+    ("openvino", "int8", ".xml", ("openvino", "nncf")),
+    ("openvino", "bf16", ".xml", ("openvino",)),
+    ("openvino", "fp16", ".xml", ("openvino",)),
+    ("executorch", "int8", ".pte", ("executorch",)),
+    ("litert", "int8", ".tflite", ("litert_torch", "ai_edge_litert")),
+]
+
+
+# Fast: folders, splits, agreement, refusals --------------------------------------------------------------------
+def test_calibration_and_check_images_are_seeded_and_disjoint():
+    folder = shared_data("cifar10-mini") / "val"
+    first, check = calibration_and_check(folder, 50, check_size=200, seed=3)
+    again, _ = calibration_and_check(folder, 50, check_size=200, seed=3)
+    other, _ = calibration_and_check(folder, 50, check_size=200, seed=4)
+    assert first.paths == again.paths and first.paths != other.paths
+    assert len(first.paths) == 50 and len(check.paths) == 200
+    assert not set(first.paths) & set(check.paths)
+    assert first.class_names == sorted(p.name for p in folder.iterdir())
+    assert len(set(first.labels)) > 5  # a random draw spans the classes, not the first folder
+
+
+def test_a_flat_folder_is_unlabelled_and_a_used_up_folder_is_an_error(tmp_path):
+    source = shared_data("cifar10-mini") / "val" / "cat"
+    for path in sorted(source.iterdir())[:5]:
+        (tmp_path / path.name).symlink_to(path)
+    images = folder_images(tmp_path)
+    assert len(images.paths) == 5 and images.labels is None
+    with pytest.raises(DataError, match="all used for calibration"):
+        calibration_and_check(tmp_path, 5)
+    with pytest.raises(DataError, match="is not a folder"):
+        folder_images(tmp_path / "missing")
+
+
+def test_agreement_counts_top1_changes_and_probability_differences():
+    reference = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0], [4.0, 0.0, 0.0]])
+    artefact = reference.clone()
+    artefact[3] = torch.tensor([0.0, 4.0, 0.0])  # one of four flips
+    result = compare(reference, artefact, torch.tensor([0, 1, 2, 1]))
+    assert result.agreement == pytest.approx(0.75)
+    assert result.reference_top1 == pytest.approx(75.0) and result.artefact_top1 == pytest.approx(100.0)
+    assert result.max_prob_diff == pytest.approx(float(reference[0].softmax(0)[0] - reference[0].softmax(0)[1]))
+    labels, why = model_labels(torch.tensor([0, 1]), ["dog", "cat"], ["cat", "dog"])
+    assert labels.tolist() == [1, 0] and not why
+    assert model_labels(torch.tensor([0]), ["emu"], ["cat", "dog"])[0] is None
+
+
+def test_an_unsupported_pair_names_the_formats_that_can(tmp_path, capsys):
+    with pytest.raises(SwiftFormerError, match="bf16 is written by --format openvino$"):
+        check_precision("onnx", "bf16")
+    code = main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--precision", "int8",
+                 "--out", str(tmp_path / "xs.pt")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "int8 is written by --format onnx, openvino, executorch, coreml, litert" in err
+    assert not (tmp_path / "xs.pt").exists()
+
+
+def test_int8_without_calibration_images_is_refused(tmp_path, capsys):
+    code = main(["export", "--model", "swiftformer_xs", "--format", "onnx", "--precision", "int8",
+                 "--out", str(tmp_path / "xs.onnx"), "--img-size", "32", "32"])
+    assert code == 2 and "calibrates activation ranges on real images" in capsys.readouterr().err
+    assert not (tmp_path / "xs.onnx").exists()
+
+
+def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
+    out = tmp_path / "xs.xml"
+    with pytest.raises(RuntimeError):
+        with _staged(out) as staged:
+            staged.write_text("half")
+            staged.with_suffix(".bin").write_text("half")
+            raise RuntimeError("check failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+# Slow: real exports of a model trained here ---------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,precision,suffix,modules", RUNNABLE, ids=[f"{f}-{p}" for f, p, _, _ in RUNNABLE])
+def test_reduced_precision_artefact_agrees_with_fp32_on_held_out_photos(run, fmt, precision, suffix, modules,
+                                                                        tmp_path, capsys):
+    if not installed(*modules):
+        pytest.skip(f"{', '.join(modules)} not installed (see docs/quantization.md for litert-torch)")
+    out = tmp_path / f"xs-{precision}{suffix}"
+    assert export(run, fmt, precision, out) == 0
+    printed = capsys.readouterr().out
+    bound = 99.5 if precision in ("fp16", "bf16") else 98.0
+    assert printed_agreement(printed) >= bound, printed
+    assert out.is_file() and is_artefact(out)
+    info = read_info(out)
+    assert (info.format, info.precision, info.input_size) == (fmt, precision, (3, 32, 32))
+    assert info.class_names == list(CLASSES) and info.crop_pct == 1.0
+
+
+@pytest.mark.slow
+def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
+    pytest.importorskip("coremltools")
+    for precision in ("fp16", "int8"):
+        out = tmp_path / f"xs-{precision}.mlpackage"
+        assert export(run, "coreml", precision, out) == 0
+        assert out.is_dir() and f"Core ML {precision} runs on macOS only" in capsys.readouterr().out
+        assert json.loads(sidecar(out).read_text())["precision"] == precision
+
+
+@pytest.mark.slow
+def test_a_rejected_artefact_is_not_written(run, tmp_path, capsys):
+    out = tmp_path / "xs-int8.onnx"
+    assert export(run, "onnx", "int8", out, "--min-agreement", "1.01") == 2
+    assert "below --min-agreement" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def eval_top1(*args: str, capsys) -> float:
+    assert main(["eval", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,suffix,precision", [("onnx", ".onnx", "int8"), ("openvino", ".xml", "int8"),
+                                                  ("onnx", ".onnx", "fp32")])
+def test_eval_and_predict_take_exported_artefacts(run, fmt, suffix, precision, tmp_path, capsys):
+    out = tmp_path / f"xs{suffix}"
+    assert export(run, fmt, precision, out) == 0
+    capsys.readouterr()
+    data = str(run["dir"] / "data")
+    reference = eval_top1("--checkpoint", str(run["checkpoint"]), "--data", data, "--workers", "0", capsys=capsys)
+    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys)
+    assert reference > 30.0  # the trained model, above chance (25 %)
+    assert abs(deployed - reference) <= (0.0 if precision == "fp32" else 2.0)
+    photo = next((run["val"] / "ship").iterdir())
+    assert main(["predict", str(photo), "--checkpoint", str(out), "--topk", "2", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert [entry["class"] for entry in top][0] in CLASSES and len(top) == 2
+
+
+@pytest.mark.slow
+def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
+    if not installed("litert_torch", "ai_edge_litert"):
+        pytest.skip("litert-torch is not installed: it cannot share this environment (docs/quantization.md)")
+    out = tmp_path / "xs.tflite"
+    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "litert",
+                 "--out", str(out), "--check-data", str(run["val"]), "--check-size", "60"]) == 0
+    printed = capsys.readouterr().out
+    assert float(printed.split("max abs diff vs PyTorch = ")[1].split()[0]) <= 1e-4
+    assert printed_agreement(printed) == 100.0 and read_info(out).format == "litert"
