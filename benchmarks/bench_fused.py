@@ -19,7 +19,7 @@ import timm
 import torch
 
 import swiftformer
-from swiftformer import machine
+from swiftformer import cpu
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.bench import summarize, time_interleaved, torch_runner
 from swiftformer.convert import from_native
@@ -85,7 +85,7 @@ def main() -> None:
     tuned = not args.default_malloc and tune_malloc()
     timing = (f"minimum of {args.stages} interleaved passes per stage" if args.stages
               else f"median of {args.rounds} interleaved rounds x {args.iters} calls")
-    print(f"{machine.describe(args.threads)}; torch {torch.__version__}, timm {timm.__version__}, batch 1, "
+    print(f"{cpu.describe(args.threads)}; torch {torch.__version__}, timm {timm.__version__}, batch 1, "
           f"{args.img_size}px, {timing}, {describe_allocator(tuned)}")
     if args.stages:
         for name in args.models.split(","):

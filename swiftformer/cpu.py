@@ -1,4 +1,7 @@
-"""What this CPU can run fast: the ISA extensions that decide which reduced-precision kernels exist.
+"""What this CPU can run fast: the ISA extensions that decide which kernels and precisions exist.
+
+Benchmarks print :func:`describe` beside every figure; code that picks a kernel or a precision asks
+:func:`cpu_info` at run time instead of assuming the machine it was written on.
 
 bf16 has native kernels only with AVX-512-BF16 or AMX (elsewhere runtimes emulate it, slower than fp32); int8
 dot products need VNNI (AVX-512-VNNI or AVX-VNNI) to avoid the u8*s8 saturation of plain AVX2 ``vpmaddubsw``,
@@ -58,3 +61,10 @@ def cpu_info() -> CpuInfo:
     capability = torch.backends.cpu.get_cpu_capability().lower()  # "AVX2", "AVX512", "DEFAULT", ...
     flags = {"avx2"} | ({"avx512f"} if capability.startswith("avx512") else set()) if "avx" in capability else set()
     return CpuInfo(platform.processor() or platform.machine(), frozenset(flags))
+
+
+def describe(threads: int | None = None) -> str:
+    """One line for a benchmark's header: ``Intel(R) Xeon(R) ... (AVX2, AVX-512, VNNI, AMX), 2 threads``."""
+    info = cpu_info()
+    line = f"{info.model} ({', '.join(info.isa()) or 'no AVX2 or newer'})"
+    return line if threads is None else f"{line}, {threads} threads"
