@@ -19,10 +19,10 @@ from swiftformer.agreement import Agreement
 from swiftformer.bench import FORMAT_OF, BenchResult, run_benchmark, speedup
 from swiftformer.calibration import calibration_and_check, check_images, load_batch
 from swiftformer.cpu import cpu_info
-from swiftformer.data_config import eval_transform
+from swiftformer.data import eval_transform
 from swiftformer.export import SUFFIXES, export_model
-from swiftformer.inference import load_model
-from swiftformer.models import create_model
+from swiftformer.inference import load_model, run_config
+from swiftformer.recipes import TrainConfig
 
 BACKENDS = ("onnxruntime", "openvino", "executorch")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -34,7 +34,7 @@ def agreements(checkpoint: str, data: Path, result: BenchResult, calibration_siz
     loaded = load_model(checkpoint)
     run = loaded.run_config or {}
     img_size = run.get("img_size", 224)
-    transform = eval_transform(loaded.model, img_size)
+    transform = eval_transform(loaded.model, run_config(loaded, {"img_size": img_size}))
     calibration = load_batch(calibration_and_check(data / "train", calibration_size)[0], transform)
     check = load_batch(check_images(data / "val", check_size), transform)
     found = {}
@@ -72,7 +72,7 @@ def main() -> None:
     models = args.models.split(",")
 
     chosen, _ = calibration_and_check(data / "train", args.calibration_size)
-    calibration = load_batch(chosen, eval_transform(create_model("swiftformer_xs"), args.img_size)).images
+    calibration = load_batch(chosen, eval_transform(None, TrainConfig(img_size=args.img_size))).images
     result = run_benchmark(
         models + [f"timm/{name}" for name in models], ["eager", *args.backends.split(",")], batch=args.batch, img_size=args.img_size,
         threads=args.threads, rounds=args.rounds, iters=args.iters, precisions=PRECISIONS, calibration=calibration,

@@ -296,7 +296,7 @@ def _write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Te
 
 
 @contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
+def staged_output(out: Path) -> Iterator[Path]:
     """A path to write ``out`` (and its companions: ``.bin``, metadata) to, moved beside ``out`` only if the
     block succeeds, so a failed or rejected artefact never sits under the requested name."""
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -388,7 +388,7 @@ def export_model(
     )
     info.variant = getattr(model, "variant", info.variant)
     result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision)
-    with _staged(out) as staged:
+    with staged_output(out) as staged:
         if precision != "fp32":
             _write_reduced(fused, fmt, precision, example, staged, calibration.images if calibration else None,
                            dynamic_batch)

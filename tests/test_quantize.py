@@ -16,10 +16,10 @@ from swiftformer.agreement import compare, model_labels
 from swiftformer.artefacts import is_artefact, read_info, sidecar
 from swiftformer.calibration import calibration_and_check, folder_images, load_batch
 from swiftformer.cli import main
-from swiftformer.data_config import eval_transform
+from swiftformer.data import eval_transform
 from swiftformer.errors import DataError, SwiftFormerError
-from swiftformer.export import _staged
-from swiftformer.inference import load_model
+from swiftformer.export import staged_output
+from swiftformer.inference import load_model, run_config
 from swiftformer.quantize import check_precision
 
 from .conftest import shared_data
@@ -41,7 +41,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
         for name in CLASSES:  # links, not copies, of four class folders
             (root / "data" / split / name).symlink_to(source / split / name)
     config = load_recipe("cifar10_mini", {
-        "data": str(root / "data"), "epochs": 3, "train_subset": 480, "batch_size": 32, "warmup_epochs": 0.2,
+        "data": str(root / "data"), "epochs": 4, "train_subset": 1200, "batch_size": 32, "warmup_epochs": 0.2,
         "workers": 0, "ema_decay": None, "progress": False, "output_dir": str(root / "run"),
         # a few hundred steps must move the logits far from uniform: no label smoothing (it caps confidence),
         # no gradient clipping, no photometric noise
@@ -52,7 +52,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     loaded = load_model(str(checkpoint))
     val = folder_images(root / "data" / "val").take(list(range(0, 400, 10)))
     with torch.no_grad():
-        confidence = loaded.model(load_batch(val, eval_transform(loaded.model, 32)).images).softmax(1).amax(1)
+        confidence = loaded.model(load_batch(val, eval_transform(loaded.model, run_config(loaded, {}))).images).softmax(1).amax(1)
     assert float(confidence.mean()) > 0.4, "the trained model is still near uniform (1/4): train longer"
     return {"checkpoint": checkpoint, "train": root / "data" / "train", "val": root / "data" / "val", "dir": root}
 
@@ -145,7 +145,7 @@ def test_int8_without_calibration_images_is_refused(tmp_path, capsys):
 def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
     out = tmp_path / "xs.xml"
     with pytest.raises(RuntimeError):
-        with _staged(out) as staged:
+        with staged_output(out) as staged:
             staged.write_text("half")
             staged.with_suffix(".bin").write_text("half")
             raise RuntimeError("check failed")
