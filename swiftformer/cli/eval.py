@@ -9,15 +9,10 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models.attention import ATTENTIONS
+    from .model_options import add_weights_arguments
     from .numbers import image_side, positive_int, workers
 
-    parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
-                        "(default: the released ImageNet weights of --model)")
-    parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
-    parser.add_argument("--attention", choices=ATTENTIONS, default="additive", help="token mixer the weights were "
-                        "trained with, for checkpoints that are not our runs (additive_legacy: transformers' weights)")
-    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
+    add_weights_arguments(parser)
     parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
     parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
     parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")

@@ -7,16 +7,11 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models.attention import ATTENTIONS
+    from .model_options import add_weights_arguments
     from .numbers import image_side, positive_int
 
     parser.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--checkpoint", default=None, help="our last.pth/best.pth, or official/timm/HF weights "
-                        "(default: the released ImageNet weights of --model)")
-    parser.add_argument("--model", default=None, help="variant, for checkpoints that are not our training runs")
-    parser.add_argument("--attention", choices=ATTENTIONS, default="additive", help="token mixer the weights were "
-                        "trained with, for checkpoints that are not our runs (additive_legacy: transformers' weights)")
-    parser.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    add_weights_arguments(parser)
     parser.add_argument("--img-size", type=image_side, default=None, help="default: the run's, else 224")
     parser.add_argument("--topk", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=32)
