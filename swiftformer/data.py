@@ -172,7 +172,7 @@ class CheckedImageFolder(ImageFolder):
         return (self.transform(image) if self.transform else image), target
 
 
-def _image_folder(root: Path, transform: Callable) -> Dataset:
+def image_folder(root: Path, transform: Callable) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")
     try:
@@ -225,7 +225,7 @@ def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> t
     elif config.dataset == "folder":
         if not config.data:
             raise DataError("--data DIR is required for --dataset folder (DIR/train and DIR/val in the ImageNet layout)")
-        dataset = _image_folder(Path(config.data) / split, transform)
+        dataset = image_folder(Path(config.data) / split, transform)
         names = list(dataset.classes)
     else:
         raise DataError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")

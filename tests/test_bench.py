@@ -10,7 +10,7 @@ import torch
 from swiftformer import bench
 from swiftformer.bench import BenchResult, Record
 from swiftformer.cli import main
-from swiftformer.cli.bench import _summary_lines
+from swiftformer.cli.bench import summary_lines
 from swiftformer.errors import SwiftFormerError
 from swiftformer.models import PUBLISHED_TOP1
 from swiftformer.profiling import count_params
@@ -117,7 +117,7 @@ def test_summary_compares_with_timm_peers_and_the_matmul_rate():
         ],
         matmul_gflops=400.0,
     )
-    lines, summary = _summary_lines(result, batch=32)
+    lines, summary = summary_lines(result, batch=32)
     assert summary["swiftformer_s_vs_timm_eager"] == pytest.approx(4.0)
     assert summary["swiftformer_s_vs_mobilevitv2_100"] == pytest.approx(2.5)
     # fused at batch 32: 100 img/s * 2 GFLOP = 200 GFLOP/s = 50 % of 400

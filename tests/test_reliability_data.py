@@ -118,7 +118,7 @@ def _gradient(height: int = 24, width: int = 40) -> np.ndarray:
 
 def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     """PIL's own RGB conversion clips 16-bit values to 255 (a white image); we scale them to 8 bits."""
-    from swiftformer.data import _image_folder, open_rgb
+    from swiftformer.data import image_folder, open_rgb
 
     eight_bit = _gradient()
     (tmp_path / "train" / "a").mkdir(parents=True)
@@ -127,7 +127,7 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     assert Image.open(path).mode.startswith("I;16")
     expected = np.repeat(eight_bit[..., None], 3, axis=2)
     np.testing.assert_array_equal(np.asarray(open_rgb(path)), expected)
-    image, _ = _image_folder(tmp_path / "train", transform=None)[0]  # the training/eval loader reads it so too
+    image, _ = image_folder(tmp_path / "train", transform=None)[0]  # the training/eval loader reads it so too
     np.testing.assert_array_equal(np.asarray(image), expected)
 
 

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-size", type=positive_int, default=64, help="calibration images (default 64)")
 
 
-def _summary_lines(result, batch: int) -> tuple[list[str], dict]:
+def summary_lines(result, batch: int) -> tuple[list[str], dict]:
     """The issue-4 comparisons that the records allow."""
     from ..bench import speedup
     from ..models import list_models
@@ -107,7 +107,7 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     print(format_table(result.records))
     for reason in result.skipped:
         print(f"skipped {reason}")
-    lines, summary = _summary_lines(result, args.batch)
+    lines, summary = summary_lines(result, args.batch)
     print("\n".join(lines))
     summary.update(command=" ".join(["swiftformer"] + sys.argv[1:]), threads=args.threads, allocator=allocator,
                    cpu=cpu_info().model or platform.processor() or platform.machine(), isa=cpu_info().isa(),
