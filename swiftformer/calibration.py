@@ -106,6 +106,6 @@ def check_images(folder: str | Path, check_size: int = DEFAULT_CHECK_SIZE, seed:
 
 def load_batch(images: ImageList, transform: Callable) -> ImageBatch:
     """The images through ``transform`` (the model's eval transform), stacked."""
-    tensor = batch_images(images.paths, transform)
+    tensor, _ = batch_images(images.paths, transform)  # a corrupt image is an error naming it (no skipping)
     labels = torch.tensor(images.labels) if images.labels is not None else None
     return ImageBatch(tensor, labels, images.class_names)
