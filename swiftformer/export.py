@@ -255,6 +255,21 @@ _EXPORTERS = {
 }
 
 
+def check_request(fmt: str, precision: str, has_calibration: bool, has_check: bool) -> None:
+    """A :class:`SwiftFormerError` for a format/precision pair that cannot be written or checked; cheap, so the CLI
+    asks before any weights are fetched."""
+    from .quantize import CALIBRATED, check_precision
+
+    if fmt not in FORMATS:
+        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_precision(fmt, precision)
+    if (fmt, precision) in CALIBRATED and not has_calibration:
+        raise SwiftFormerError(f"--precision {precision} calibrates activation ranges on real images: "
+                               "give them with --calibration DIR (never random tensors)")
+    if precision != "fp32" and fmt != "coreml" and not has_check:
+        raise SwiftFormerError(f"--precision {precision} is checked on real images: give --calibration DIR or --check-data DIR")
+
+
 def check_output(fmt: str, out: str | Path) -> Path:
     """``out`` as a :class:`Path` if ``fmt`` can be written there (its suffix, a writable folder, no folder in the
     way of a file), else a :class:`SwiftFormerError`; cheap, so callers check before loading any weights."""
@@ -360,16 +375,7 @@ def export_model(
     images on at least ``min_agreement`` of them (default :data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`).
     ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata.
     """
-    from .quantize import CALIBRATED, check_precision
-
-    if fmt not in FORMATS:
-        raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    check_precision(fmt, precision)
-    if (fmt, precision) in CALIBRATED and calibration is None:
-        raise SwiftFormerError(f"--precision {precision} calibrates activation ranges on real images: "
-                               "give them with --calibration DIR (never random tensors)")
-    if precision != "fp32" and fmt != "coreml" and check is None:
-        raise SwiftFormerError(f"--precision {precision} is checked on real images: give --calibration DIR or --check-data DIR")
+    check_request(fmt, precision, calibration is not None, check is not None)
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
     check_image_size(*img_size)

@@ -68,14 +68,16 @@ def _images(args: argparse.Namespace, transform):
 
 def run(args: argparse.Namespace) -> int:
     from ..agreement import format_table
-    from ..export import MAX_DYNAMIC_BATCH, check_output, export_model
+    from ..export import MAX_DYNAMIC_BATCH, check_output, check_request, export_model
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
 
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    check_output(args.format, args.out)  # before any weights are fetched or converted
+    # before any weights are fetched or converted
+    check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data))
+    check_output(args.format, args.out)
     if args.random_weights:
         model = create_model(args.model, attention=args.attention)
         class_names, run = default_class_names(model.num_classes), {}
