@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import (
-    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, read_native_state_dict, safe_torch_load,
+    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load,
 )
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
