@@ -188,8 +188,11 @@ def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: i
 
 def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
     """The ONNX graph converted to OpenVINO IR, compiled for this CPU in fp32 with ``threads`` threads."""
-    xml = write_openvino(onnx_file(model, x, path.with_suffix(".onnx")), path)
-    request = compile_openvino(xml, threads).create_infer_request()
+    return _openvino_timed(write_openvino(onnx_file(model, x, path.with_suffix(".onnx")), path), x, threads, "fp32")
+
+
+def _openvino_timed(xml: Path, x: torch.Tensor, threads: int, precision: str) -> Runner:
+    request = compile_openvino(xml, threads, precision).create_infer_request()
     feed = {0: x.numpy()}
     return _timed(lambda: request.infer(feed))
 
@@ -197,12 +200,15 @@ def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int)
 def executorch_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
     """The model lowered to XNNPACK as ``swiftformer export`` does, run by the ExecuTorch runtime on ``threads``
     threads."""
+    return _executorch_timed(write_executorch(model, x, path), x, threads)
+
+
+def _executorch_timed(pte: Path, x: torch.Tensor, threads: int) -> Runner:
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
 
-    write_executorch(model, x, path)
     _unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    method = Runtime.get().load_program(str(pte)).load_method("forward")
     inputs = [x.contiguous()]
     return _timed(lambda: method.execute(inputs))
 
@@ -228,22 +234,14 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
     from .artefacts import run_onnx
 
     if backend == "executorch":
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
-
-        quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False)
-        _unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(str(path.with_suffix(".pte"))).load_method("forward")
-        inputs = [x.contiguous()]
-        return _timed(lambda: method.execute(inputs))
+        return _executorch_timed(quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False), x,
+                                 threads)
     fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
     if backend == "onnxruntime":
         run = run_onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
         return _timed(lambda: run(x))
     xml = quantize.openvino_reduced(fp32, path.with_suffix(".xml"), precision, calibration, False, x.shape[0])
-    request = compile_openvino(xml, threads, precision).create_infer_request()
-    feed = {0: x.numpy()}
-    return _timed(lambda: request.infer(feed))
+    return _openvino_timed(xml, x, threads, precision)
 
 
 def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int,

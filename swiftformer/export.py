@@ -33,7 +33,10 @@ import torch
 from torch import nn
 
 from .agreement import DEFAULT_MIN_AGREEMENT, Agreement, compare, model_labels
-from .artefacts import METADATA_KEY, ArtefactInfo, artefact_info, open_artefact, write_info
+from .artefacts import (
+    METADATA_KEY, ArtefactInfo, artefact_info, open_artefact, run_executorch, run_onnx, run_openvino, run_torchscript,
+    write_info,
+)
 from .calibration import ImageBatch
 from .checkpoint import check_destination
 from .data_config import check_image_size
@@ -110,10 +113,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, out: Path, dynamic_batch
 
 
 def _export_onnx(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(write_onnx(fused, example, out, dynamic_batch)), providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+    return run_onnx(write_onnx(fused, example, out, dynamic_batch), threads=None)
 
 
 def _openvino():
@@ -154,16 +154,14 @@ def compile_openvino(path: Path, threads: int | None = None, precision: str = "f
 def _export_openvino(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
     with tempfile.TemporaryDirectory() as tmp:
         write_openvino(write_onnx(fused, example, Path(tmp) / "model.onnx", dynamic_batch), out, dynamic_batch)
-    compiled = compile_openvino(out)
-    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+    return run_openvino(out, threads=None, precision="fp32")
 
 
 def _export_torchscript(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
     # Tracing records ``x.shape`` reads as size ops, so a traced graph takes any batch size.
     traced = torch.jit.trace(fused, example, check_trace=False)
     traced.save(str(out))
-    loaded = torch.jit.load(str(out)).eval()
-    return lambda x: loaded(x)
+    return run_torchscript(out, threads=None)
 
 
 def write_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False) -> Path:
@@ -179,10 +177,7 @@ def write_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic
 
 
 def _export_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(str(write_executorch(fused, example, out, dynamic_batch))).load_method("forward")
-    return lambda x: method.execute([x.contiguous()])[0]
+    return run_executorch(write_executorch(fused, example, out, dynamic_batch), threads=None)
 
 
 def _validate_mlpackage(path: Path, input_shape: tuple[int, ...], dynamic_batch: bool) -> object:
