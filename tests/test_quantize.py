@@ -158,7 +158,7 @@ def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
 def test_reduced_precision_artefact_agrees_with_fp32_on_held_out_photos(run, fmt, precision, suffix, modules,
                                                                         tmp_path, capsys):
     if not installed(*modules):
-        pytest.skip(f"{', '.join(modules)} not installed (see docs/quantization.md for litert-torch)")
+        pytest.skip(f"{', '.join(modules)} not installed (pip install -e '.[dev]' installs them)")
     out = tmp_path / f"xs-{precision}{suffix}"
     assert export(run, fmt, precision, out) == 0
     printed = capsys.readouterr().out
@@ -220,7 +220,7 @@ def test_eval_and_predict_take_exported_artefacts(run, fmt, suffix, precision, t
 @pytest.mark.slow
 def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
     if not installed("litert_torch", "ai_edge_litert"):
-        pytest.skip("litert-torch is not installed: it cannot share this environment (docs/quantization.md)")
+        pytest.skip("litert-torch is not installed (pip install -e '.[dev]' installs it)")
     out = tmp_path / "xs.tflite"
     assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "litert",
                  "--out", str(out), "--check-data", str(run["val"]), "--check-size", "60"]) == 0
