@@ -71,7 +71,6 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
     Without node lists, the :data:`ONNX_FLOAT_BLOCKS` stay in float; ``nodes_to_exclude=[]`` quantizes everything.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -86,14 +85,25 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
         blocks = onnx_blocks(fp32_onnx)
         nodes_to_exclude = [name for block in ONNX_FLOAT_BLOCKS for name in blocks.get(block, [])]
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_onnx), str(prepared))
+        prepared = onnx_prepared(fp32_onnx, Path(tmp) / "prepared.onnx")
         quantize_static(
             str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ONNX_INT8_OPS),
             per_channel=True, reduce_range=not cpu_info().vnni, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
+    return out
+
+
+def onnx_prepared(fp32_onnx: Path, out: Path) -> Path:
+    """``quant_pre_process`` (shape inference, graph optimisation) of ``fp32_onnx``: ONNX Runtime's symbolic shape
+    inference where it can follow the graph, ONNX's own where it cannot (it fails on some peers' ``Expand``)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32_onnx), str(out))
+    except (TypeError, ValueError, RuntimeError):  # the symbolic pass's failure modes on shapes it cannot follow
+        quant_pre_process(str(fp32_onnx), str(out), skip_symbolic_shape=True)
     return out
 
 
@@ -104,12 +114,9 @@ def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
     import re
 
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_onnx), str(prepared))
-        graph = onnx.load(str(prepared)).graph
+        graph = onnx.load(str(onnx_prepared(fp32_onnx, Path(tmp) / "prepared.onnx"))).graph
     weights = {init.name for init in graph.initializer}
     pattern = re.compile(r"^(body\.\d+(?:\.\d+\.(?:blocks\.\d+|downsample))?)\.")
     blocks: dict[str, list[str]] = {"products": []}
@@ -194,8 +201,8 @@ def _litert_torch():
         import litert_torch
     except ImportError as error:
         raise SwiftFormerError(
-            f"--format litert needs litert-torch ({error}); pip install litert-torch (it pins typing-extensions<4.13 "
-            "through xdsl, so it cannot share an environment with pydantic>=2.12)"
+            f"--format litert needs litert-torch ({error}); pip install 'swiftformer[litert]' (through xdsl it pins "
+            "typing-extensions<4.13, so pip keeps pydantic<2.12 beside it)"
         ) from None
     return litert_torch
 
