@@ -5,8 +5,8 @@
 
 Times come from ``swiftformer.bench.run_benchmark`` (interleaved rounds, medians; random weights, with int8
 calibrated on real photos), beside timm's fp32 eager model of the same variant. Agreement with fp32 PyTorch and
-top-1 come from ``swiftformer export --precision`` on held-out photos of ``--data``/val, for the variant whose
-trained ``--checkpoint`` is given (a model with random weights has near-uniform logits, so its agreement would
+top-1 come from ``swiftformer export --precision`` on held-out photos of ``--data``/val, for each variant whose
+trained run is in ``--checkpoint`` (a model with random weights has near-uniform logits, so its agreement would
 mean nothing and is not reported).
 """
 from __future__ import annotations
@@ -29,8 +29,9 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 def agreements(checkpoint: str, data: Path, result: BenchResult, calibration_size: int,
-               check_size: int) -> dict[tuple[str, str], Agreement]:
-    """(backend, precision) -> agreement of that artefact with fp32 PyTorch on held-out photos of ``data``/val."""
+               check_size: int) -> dict[tuple[str, str, str], Agreement]:
+    """(variant, backend, precision) -> agreement of that artefact of the trained ``checkpoint`` with fp32 PyTorch on
+    held-out photos of ``data``/val, at the image size the checkpoint was trained at."""
     loaded = load_model(checkpoint)
     run = loaded.run_config or {}
     img_size = run.get("img_size", 224)
@@ -49,14 +50,15 @@ def agreements(checkpoint: str, data: Path, result: BenchResult, calibration_siz
                 class_names=loaded.class_names,
                 crop_pct=run.get("crop_pct"), interpolation=run.get("interpolation"),
             )
-            found[(record.backend, record.precision)] = exported.agreement
+            found[(record.model, record.backend, record.precision)] = exported.agreement
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="swiftformer_xs", help="comma-separated variants")
-    parser.add_argument("--checkpoint", default=None, help="a trained run of the first variant (for agreement)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="comma-separated trained runs (best.pth) of the variants, for agreement and top-1")
     parser.add_argument("--data", required=True, help="ImageFolder root with train/ (calibration) and val/ (check)")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of "
                         + ",".join(BACKENDS))
@@ -74,11 +76,13 @@ def main() -> None:
     chosen, _ = calibration_and_check(data / "train", args.calibration_size)
     calibration = load_batch(chosen, eval_transform(None, TrainConfig(img_size=args.img_size))).images
     result = run_benchmark(
-        models + [f"timm/{name}" for name in models], ["eager", *args.backends.split(",")], batch=args.batch, img_size=args.img_size,
-        threads=args.threads, rounds=args.rounds, iters=args.iters, precisions=PRECISIONS, calibration=calibration,
-        log=print,
+        models + [f"timm/{name}" for name in models], ["eager", *args.backends.split(",")], batch=args.batch,
+        img_size=args.img_size, threads=args.threads, rounds=args.rounds, iters=args.iters, precisions=PRECISIONS,
+        calibration=calibration, peer_backends=("eager",), log=print,
     )
-    found = agreements(args.checkpoint, data, result, args.calibration_size, args.check_size) if args.checkpoint else {}
+    found = {}
+    for checkpoint in args.checkpoint.split(",") if args.checkpoint else []:
+        found.update(agreements(checkpoint, data, result, args.calibration_size, args.check_size))
     info = cpu_info()
     print(f"\n{info.model}, {', '.join(info.isa())}, {args.threads} threads, {args.img_size} px")
     print(f"{'model':<16}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'vs fp32':>9}{'vs timm':>9}"
@@ -88,7 +92,7 @@ def main() -> None:
             continue
         same_fp32 = result.find(record.model, record.backend, record.batch)
         timm = result.find(f"timm/{record.model}", "eager", record.batch)
-        agreement = found.get((record.backend, record.precision)) if record.batch == 1 else None
+        agreement = found.get((record.model, record.backend, record.precision)) if record.batch == 1 else None
         quality = (f"{100 * agreement.agreement:>9.2f}"
                    + (f"{agreement.reference_top1:>12.2f}{agreement.artefact_top1:>7.2f}"
                       if agreement.reference_top1 is not None else f"{'-':>12}{'-':>7}")

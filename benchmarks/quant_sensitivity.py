@@ -13,6 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import onnx
 import torch
 
 from swiftformer.agreement import compare, format_table, model_labels
@@ -22,7 +23,7 @@ from swiftformer.cpu import cpu_info
 from swiftformer.export import write_onnx
 from swiftformer.inference import load_model
 from swiftformer.models import reparameterize
-from swiftformer.quantize import onnx_blocks, onnx_int8
+from swiftformer.quantize import onnx_blocks, onnx_int8, onnx_prepared
 
 
 def main() -> None:
@@ -71,7 +72,10 @@ def main() -> None:
                 if block != "products":
                     measure(block.replace("body.", "").replace("blocks.", "b"), nodes=names)
         measure("products only", nodes=blocks["products"])
-        measure("default (head in float)")
+        prepared = onnx.load(str(onnx_prepared(fp32, Path(tmp) / "prepared.onnx"))).graph
+        convs = [node.name for node in prepared.node if node.op_type == "Conv"]
+        measure("convs only", nodes=convs)
+        measure("default (convs but the stem's)")
     info = cpu_info()
     print(f"\n{info.model}, {', '.join(info.isa())}; {len(everything)} quantizable nodes")
     print(format_table(rows))

@@ -364,12 +364,14 @@ def run_benchmark(
     log: Callable[[str], None] = lambda message: None,
     precisions: Sequence[str] = ("fp32",),
     calibration: torch.Tensor | None = None,
+    peer_backends: Sequence[str] | None = None,
 ) -> BenchResult:
     """Batch-1 latency of every model × backend × precision, and batch-``batch`` throughput when ``batch`` > 1.
 
     The throughput pass also times an fp32 matmul in the same interleaved rounds (``matmul_gflops``).
     ``calibration`` (real images at ``img_size``) calibrates the int8 artefacts; pairs this CPU or backend
-    cannot run are logged as skipped with the reason (``result.skipped``).
+    cannot run are logged as skipped with the reason (``result.skipped``). ``peer_backends`` limits the peers
+    (``timm/...``) to those backends in fp32 (default: every pair, as ours).
     """
     torch.set_num_threads(threads)
     backends = available_backends(backends)
@@ -396,6 +398,9 @@ def run_benchmark(
             x = torch.randn(size, 3, img_size, img_size)
             for name, (model, _, _) in built.items():
                 for backend, precision in pairs:
+                    if is_peer(name) and peer_backends is not None and (backend not in peer_backends
+                                                                        or precision != "fp32"):
+                        continue
                     log(f"preparing {name} / {backend} {precision} at batch {size}")
                     try:
                         runners[f"{name}|{backend}|{precision}"] = build_runner(

@@ -3,10 +3,12 @@
 ``swiftformer export --precision`` writes them from the fused model; :mod:`swiftformer.export` checks each against
 fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each format does:
 
-- ONNX int8: ONNX Runtime static quantization (``quant_pre_process``, QDQ, per-channel symmetric int8 weights,
-  uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI, whose u8*s8 dot products saturate);
-- OpenVINO int8: NNCF post-training quantization of the IR; fp16/bf16: fp16-compressed weights in the IR and the
-  compiled inference precision (kept in the IR's ``runtime_options`` and in the artefact's metadata);
+- ONNX int8: ONNX Runtime static quantization of the convolutions but the stem's (``quant_pre_process``, QDQ,
+  per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
+  whose u8*s8 dot products saturate);
+- OpenVINO int8: NNCF post-training quantization of the IR, the stem kept in float; fp16/bf16: fp16-compressed
+  weights in the IR and the compiled inference precision (kept in the IR's ``runtime_options`` and in the
+  artefact's metadata);
 - ExecuTorch int8: PT2E with the XNNPACK quantizer (per-channel symmetric), lowered to the XNNPACK delegate;
 - Core ML fp16: fp16 compute precision (what the Neural Engine runs); int8: per-channel symmetric int8 weights
   (``coremltools.optimize``), activations in fp16;
@@ -39,13 +41,12 @@ ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 CALIBRATED = {("onnx", "int8"), ("openvino", "int8"), ("executorch", "int8"), ("litert", "int8")}
 # OpenVINO's name of each compiled inference precision.
 OPENVINO_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
-# ONNX op types that carry weights and have int8 kernels; the rest (normalisations, softmax-free token scores,
-# GELU, adds) stay float: quantizing them adds a QDQ pair per op and no faster kernel (docs/quantization.md).
-ONNX_INT8_OPS = ("Conv", "MatMul", "Gemm")
-# Blocks ONNX int8 keeps in float (names from onnx_blocks): the head, one small Gemm whose int8 form moved the
-# probabilities most of any single block (benchmarks/quant_sensitivity.py, docs/quantization.md).
-ONNX_FLOAT_BLOCKS = ("body.2",)
-
+# ONNX op types that carry weights and have int8 kernels: the candidates (onnx_blocks, the sensitivity script).
+ONNX_QUANTIZABLE = ("Conv", "MatMul", "Gemm")
+# What ONNX int8 quantizes by default, chosen by measurement (benchmarks/quant_sensitivity.py, docs/quantization.md):
+# the convolutions but the stem's (onnx_stem). MatMul/Gemm int8 (the attentions' linears, the head) ran slower than
+# fp32 in ONNX Runtime and moved the probabilities more; the stem, on the raw normalised image, moved them most.
+ONNX_INT8_OPS = ("Conv",)
 
 def check_precision(fmt: str, precision: str) -> None:
     """A one-line error for a precision ``fmt`` cannot be written in, naming the formats that can."""
@@ -68,7 +69,8 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
               nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> Path:
     """``fp32_onnx`` statically quantized to int8 (QDQ) with ``calibration`` images, ``batch`` at a time.
 
-    Without node lists, the :data:`ONNX_FLOAT_BLOCKS` stay in float; ``nodes_to_exclude=[]`` quantizes everything.
+    Without node lists, the :data:`ONNX_INT8_OPS` but the stem's (:func:`onnx_stem`) are quantized;
+    ``nodes_to_exclude=[]`` quantizes every :data:`ONNX_QUANTIZABLE` node.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -81,13 +83,13 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
         def get_next(self) -> dict | None:
             return next(self.batches, None)
 
-    if nodes_to_quantize is None and nodes_to_exclude is None:
-        blocks = onnx_blocks(fp32_onnx)
-        nodes_to_exclude = [name for block in ONNX_FLOAT_BLOCKS for name in blocks.get(block, [])]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = onnx_prepared(fp32_onnx, Path(tmp) / "prepared.onnx")
+        op_types = ONNX_QUANTIZABLE
+        if nodes_to_quantize is None and nodes_to_exclude is None:
+            op_types, nodes_to_exclude = ONNX_INT8_OPS, onnx_stem(prepared)
         quantize_static(
-            str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(ONNX_INT8_OPS),
+            str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(op_types),
             per_channel=True, reduce_range=not cpu_info().vnni, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
@@ -107,10 +109,25 @@ def onnx_prepared(fp32_onnx: Path, out: Path) -> Path:
     return out
 
 
+def onnx_stem(onnx_path: Path) -> list[str]:
+    """The stem's convolutions: every Conv before the first depthwise (grouped) one, which opens stage 1 of
+    SwiftFormer (and of the peers built the same way); none in a graph without grouped convolutions."""
+    import onnx
+
+    stem = []
+    for node in onnx.load(str(onnx_path)).graph.node:
+        if node.op_type == "Conv":
+            if any(attr.name == "group" and attr.i > 1 for attr in node.attribute):
+                return stem
+            stem.append(node.name)
+    return []
+
+
 def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
-    """The quantizable nodes of ``fp32_onnx`` (after ``quant_pre_process``, the names ``onnx_int8`` sees) by block:
-    ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus ``products``: the activation-by-activation
-    MatMuls of the attentions (no weight input), for per-block sensitivity measurements."""
+    """The quantizable nodes (:data:`ONNX_QUANTIZABLE`) of ``fp32_onnx`` (after ``quant_pre_process``, the names
+    ``onnx_int8`` sees) by block: ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus
+    ``products``: the activation-by-activation MatMuls of the attentions (no weight input), for per-block
+    sensitivity measurements."""
     import re
 
     import onnx
@@ -124,7 +141,7 @@ def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
     for node in graph.node:
         named = [match.group(1) for name in node.input if (match := pattern.match(name))]
         current = named[0] if named else current
-        if node.op_type in ONNX_INT8_OPS:
+        if node.op_type in ONNX_QUANTIZABLE:
             blocks.setdefault(current, []).append(node.name)
             if node.op_type == "MatMul" and not weights & set(node.input):
                 blocks["products"].append(node.name)
@@ -133,8 +150,9 @@ def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
 
 # OpenVINO --------------------------------------------------------------------------------------------------
 def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch.Tensor | None,
-                     dynamic_batch: bool, batch: int, ignored_types: tuple[str, ...] = ()) -> Path:
-    """The IR in ``precision``: NNCF int8 (calibrated), or fp16-compressed weights with an fp16/bf16 hint."""
+                     dynamic_batch: bool, batch: int) -> Path:
+    """The IR in ``precision``: NNCF int8 (calibrated; the stem's convolutions in float, :func:`openvino_stem`), or
+    fp16-compressed weights with an fp16/bf16 hint."""
     import openvino as ov
 
     from .export import MAX_DYNAMIC_BATCH
@@ -146,8 +164,7 @@ def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: to
         batches = [part.contiguous().numpy() for part in chunks(calibration, batch)]
         model = nncf.quantize(
             model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(batches),
-            ignored_scope=nncf.IgnoredScope(types=list(ignored_types)) if ignored_types else None,
+            subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=openvino_stem(model)),
         )
     else:
         model.set_rt_info(OPENVINO_HINT[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
@@ -157,6 +174,19 @@ def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: to
         model.reshape({model.input(0): shape})
     ov.save_model(model, str(out), compress_to_fp16=precision in ("fp16", "bf16"))
     return out
+
+
+def openvino_stem(model: object) -> list[str]:
+    """The stem's convolutions in an OpenVINO model, as :func:`onnx_stem` finds them (every Convolution before the
+    first GroupConvolution). NNCF int8 keeps them in float: on the raw normalised image they moved the probabilities
+    most of any group (docs/quantization.md)."""
+    stem = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "GroupConvolution":
+            return stem
+        if op.get_type_name() == "Convolution":
+            stem.append(op.get_friendly_name())
+    return []
 
 
 # ExecuTorch ------------------------------------------------------------------------------------------------

@@ -152,6 +152,36 @@ def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_int8_keeps_the_stem_and_the_matmuls_in_float(tmp_path):
+    """What measurement chose (docs/quantization.md): ONNX int8 quantizes the convolutions but the stem's two;
+    OpenVINO int8 leaves the stem's two in float; every other convolution is int8 in both."""
+    import onnx
+    import openvino as ov
+
+    from swiftformer.export import write_onnx
+    from swiftformer.models import create_model, reparameterize
+    from swiftformer.quantize import onnx_int8, openvino_reduced
+    from swiftformer.recipes import TrainConfig
+
+    fused = reparameterize(create_model("swiftformer_xs").eval(), channels_last=False)
+    transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
+    calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
+                             transform).images
+    fp32 = write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx")
+
+    graph = onnx.load(str(onnx_int8(fp32, tmp_path / "int8.onnx", calibration, 1))).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    fed_int8 = [producer.get(node.input[0]) == "DequantizeLinear" for node in graph.node if node.op_type == "Conv"]
+    assert fed_int8[:2] == [False, False] and all(fed_int8[2:]) and len(fed_int8) > 40
+    assert not any(producer.get(name) == "DequantizeLinear" for node in graph.node
+                   if node.op_type in ("MatMul", "Gemm") for name in node.input)
+
+    model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in convs]
+    assert fed_fq[:2] == [False, False] and all(fed_fq[2:])
+
+
 # Slow: real exports of a model trained here ---------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,precision,suffix,modules", RUNNABLE, ids=[f"{f}-{p}" for f, p, _, _ in RUNNABLE])
