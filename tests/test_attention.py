@@ -85,6 +85,20 @@ def test_fused_additive_attention_matches(tokens, legacy):
     torch.testing.assert_close(fused.forward_exportable(tokens), expected)  # what export and tracing see
 
 
+def test_exported_fused_attention_does_not_overflow_in_fp16(tokens):
+    """fp16 artefacts (OpenVINO f16, Core ML on the Neural Engine) run the exportable form in half precision: a
+    trained XS's last attention has sum(q²) ~ 6e6, beyond fp16's 65504, which made every token's norm infinite."""
+    attn = EfficientAdditiveAttention(C).double()
+    fused = attn.reparameterize(torch.ones(C, dtype=torch.float64))
+    large = tokens * 300  # |q| in the hundreds, sum(q²) in the millions: inf in fp16 if squared unscaled
+    expected = attn(large)
+    half = fused.float().half().forward_exportable(large.half()).double()
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half, expected, rtol=0.02, atol=0.02 * float(expected.abs().max()))
+    zero = fused.float().half().forward_exportable(torch.zeros(B, N, C, dtype=torch.half))
+    assert torch.isfinite(zero).all()  # F.normalize maps a zero vector to zero, not to NaN
+
+
 def test_mhsa_formula(tokens):
     heads = 4
     attn = MultiHeadSelfAttention(C, heads).double()

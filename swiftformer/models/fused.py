@@ -262,21 +262,25 @@ class FusedAdditiveAttention(nn.Module):
     def forward_exportable(self, x: torch.Tensor) -> torch.Tensor:
         """The same function from ops every export backend runs in its fast path (what graph capture sees).
 
-        L2 normalisations are ``x * rsqrt(clamp(sum(x²)))``: no ``l2_norm``-style op, which not every backend
-        (the Neural Engine) takes. Reductions are matrix products (XNNPACK delegates GEMMs, not ``sum``), no
-        operand is 1-D (coremltools' matmul rejects one), and nothing is expanded per image:
-        ``out = q W_q + (G ⊙ k) W_k + b``.
+        L2 normalisations are ``u * rsqrt(sum(u²))`` with ``u = x / max|x|``: no ``l2_norm``-style op, which not
+        every backend (the Neural Engine) takes, and no overflow in fp16 (a trained XS's last attention has
+        ``sum(x²)`` ~ 6e6, beyond fp16's 65504; ``u²`` sums to at most the vector's length). Reductions are matrix
+        products where they can be (XNNPACK delegates GEMMs, not ``sum``), no operand is 1-D (coremltools'
+        matmul rejects one), and nothing is expanded per image: ``out = q W_q + (G ⊙ k) W_k + b``.
         """
         batch, tokens, dim = x.shape
         qk = F.linear(x, self.qk_weight, self.qk_bias).view(batch, tokens, 2, dim)
-        qk = (qk * torch.rsqrt(F.linear(qk * qk, self.ones).clamp_min(EPS * EPS))).view(batch, tokens, 2 * dim)
+        qk = qk / qk.abs().amax(dim=-1, keepdim=True).clamp_min(EPS)
+        # sum(u²) >= 1 (max|u| = 1) unless x is (near) zero: the clamp is F.normalize's ``max(||x||, eps)``
+        qk = (qk * torch.rsqrt(F.linear(qk * qk, self.ones).clamp_min(1.0))).view(batch, tokens, 2 * dim)
         query, key = qk[..., :dim], qk[..., dim:]  # (B, N, C) each
         if self.legacy:
             global_query = query.sum(dim=1, keepdim=True)  # (B, 1, C)
         else:
             scores = F.linear(query, self.score_weight)  # (B, N, 1)
+            scores = scores / scores.abs().amax(dim=1, keepdim=True).clamp_min(EPS)
             scores_t = scores.transpose(1, 2)  # (B, 1, N)
-            global_query = torch.bmm(scores_t, query) * torch.rsqrt(torch.bmm(scores_t, scores).clamp_min(EPS * EPS))
+            global_query = torch.bmm(scores_t, query) * torch.rsqrt(torch.bmm(scores_t, scores).clamp_min(1.0))
         return F.linear(query, self.query_out, self.bias) + F.linear(global_query * key, self.key_out)
 
 
