@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PKGS)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# TORCH_PKGS again: with torch pinned the resolver never backtracks into other torch builds (litert-torch's
+	# typing-extensions<4.13 otherwise sends it through old CUDA wheels for many minutes)
+	$(PY) -m pip install --quiet $(TORCH_PKGS) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
