@@ -50,6 +50,7 @@ ONNX_QUANTIZABLE = ("Conv", "MatMul", "Gemm")
 # fp32 in ONNX Runtime and moved the probabilities more; the stem, on the raw normalised image, moved them most.
 ONNX_INT8_OPS = ("Conv",)
 
+
 def check_precision(fmt: str, precision: str) -> None:
     """A one-line error for a precision ``fmt`` cannot be written in, naming the formats that can."""
     if precision not in ALL_PRECISIONS:
