@@ -97,7 +97,34 @@ def onnx_int8(fp32_onnx: Path, out: Path, calibration: torch.Tensor, batch: int,
             weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
-    return out
+    return onnx_float_residuals(out, op_types)
+
+
+def onnx_float_residuals(path: Path, quantized_ops: tuple[str, ...]) -> Path:
+    """Give the float consumers of a quantized convolution's input the float tensor again, in place.
+
+    ONNX Runtime's QDQ quantizer quantizes a tensor for all its consumers (``replace_input_of_all_nodes``): the
+    input of each block's first convolution is also the block's residual, so the whole skip path was rounded to
+    int8 at every block and the error added up (L1: 96.2 % agreement; 99.2 % with the skip path in float, as PyTorch's
+    PT2E quantizes). Conv outputs stay quantized for every consumer, so each Conv still runs as an int8 kernel.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    producer = {name: node.op_type for node in model.graph.node for name in node.output}
+    quantized_from = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
+    float_of = {  # DequantizeLinear output -> the float tensor its QuantizeLinear read, if no int8 op made it
+        node.output[0]: quantized_from[node.input[0]] for node in model.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in quantized_from
+        and producer.get(quantized_from[node.input[0]]) not in quantized_ops
+    }
+    for node in model.graph.node:
+        if node.op_type not in (*quantized_ops, "QuantizeLinear", "DequantizeLinear"):
+            inputs = [float_of.get(name, name) for name in node.input]
+            del node.input[:]
+            node.input.extend(inputs)
+    onnx.save(model, str(path))
+    return path
 
 
 def onnx_prepared(fp32_onnx: Path, out: Path) -> Path:

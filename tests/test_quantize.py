@@ -152,7 +152,7 @@ def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_int8_keeps_the_stem_and_the_matmuls_in_float(tmp_path):
+def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
     """What measurement chose (docs/quantization.md): ONNX int8 quantizes the convolutions but the stem's two;
     OpenVINO int8 leaves the stem's two in float; every other convolution is int8 in both."""
     import onnx
@@ -175,6 +175,12 @@ def test_int8_keeps_the_stem_and_the_matmuls_in_float(tmp_path):
     assert fed_int8[:2] == [False, False] and all(fed_int8[2:]) and len(fed_int8) > 40
     assert not any(producer.get(name) == "DequantizeLinear" for node in graph.node
                    if node.op_type in ("MatMul", "Gemm") for name in node.input)
+    # the skip path stays float: an Add reads int8-rounded values only where a convolution's int8 output feeds it
+    rounded = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    dequantized = {node.output[0]: rounded.get(node.input[0]) for node in graph.node if node.op_type == "DequantizeLinear"}
+    add_inputs = [dequantized[name] for node in graph.node if node.op_type == "Add" for name in node.input
+                  if name in dequantized]
+    assert add_inputs and all(producer.get(name) == "Conv" for name in add_inputs)
 
     model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
