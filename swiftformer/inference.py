@@ -16,6 +16,7 @@ from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
 from .checkpoint import file_kind, load_native_state_dict, safe_torch_load
 from .errors import CheckpointError, DataError
 from .pretrained import create_model
+from .qat import fused_from_run
 from .recipes import TrainConfig, apply_overrides
 
 
@@ -64,7 +65,10 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         key = "ema" if ema else "model"
         if run.get(key) is None:
             raise CheckpointError(f"{path} has no {key!r} weights (the run kept no EMA)")
-        load_native_state_dict(model, run[key])
+        if config.get("qat"):  # a quantization-aware run trained the fused form
+            model = fused_from_run(model, run[key])
+        else:
+            load_native_state_dict(model, run[key])
         names = list(run.get("class_names") or default_class_names(model.num_classes))
         return LoadedModel(model.eval(), names, config)
     if ema:

@@ -45,10 +45,11 @@ class DistillationLoss(nn.Module):
     def forward(
         self, images: torch.Tensor, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor
     ) -> torch.Tensor:
-        """``outputs``: logits, or ``(class_logits, distillation_logits)`` from a distilled-training model."""
+        """``outputs``: logits, or ``(class_logits, distillation_logits)`` from a distilled-training model; a
+        one-head student (the fused model of ``--qat``) learns labels and teacher through its one head."""
         if self.teacher is None:
             return self.base(outputs, targets)
-        class_logits, dist_logits = outputs
+        class_logits, dist_logits = outputs if isinstance(outputs, tuple) else (outputs, outputs)
         base_loss = self.base(class_logits, targets)
         with torch.no_grad():
             teacher_logits = self.teacher(images).float()

@@ -219,14 +219,24 @@ def openvino_stem(model: object) -> list[str]:
     return []
 
 
-# ExecuTorch ------------------------------------------------------------------------------------------------
+# ExecuTorch, and quantization-aware training (swiftformer.qat) ----------------------------------------------
+def pt2e_int8_quantizer(qat: bool) -> object:
+    """The XNNPACK PT2E quantizer with the int8 rule of every runtime here: convolutions only, per-channel
+    symmetric int8 weights, affine int8 activations, the stem's in float (docs/quantization.md: on S, 96.8 % ->
+    99.6 % agreement). ``qat``: fake quantization that training steps through (straight-through gradients)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config,
+    )
+
+    quantizer = XNNPACKQuantizer().set_operator_type(
+        torch.ops.aten.conv2d.default, get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    return quantizer.set_module_type(FusedStem, None)
+
+
 def executorch_int8(fused: nn.Module, example: torch.Tensor, out: Path, calibration: torch.Tensor,
                     dynamic_batch: bool) -> Path:
     """PT2E int8 (XNNPACK quantizer: per-channel symmetric weights, affine activations), lowered to XNNPACK."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
-    )
     from executorch.exir import to_edge_transform_and_lower
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -234,11 +244,7 @@ def executorch_int8(fused: nn.Module, example: torch.Tensor, out: Path, calibrat
 
     model = _contiguous_copy(fused)
     captured = torch.export.export(model, (example,), dynamic_shapes=_batch_dim(dynamic_batch)).module()
-    # Convolutions only, the stem's in float, as ONNX int8 (docs/quantization.md: on S, 96.8 % -> 99.6 % agreement)
-    quantizer = XNNPACKQuantizer().set_operator_type(
-        torch.ops.aten.conv2d.default, get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_module_type(FusedStem, None)
-    prepared = prepare_pt2e(captured, quantizer)
+    prepared = prepare_pt2e(captured, pt2e_int8_quantizer(qat=False))
     for part in chunks(calibration, example.shape[0]):
         prepared(part.contiguous())
     quantized = convert_pt2e(prepared)

@@ -69,6 +69,8 @@ class TrainConfig(Recipe):
     num_classes: int | None = None  # None: the dataset's class count
     drop_path: float = 0.0
     finetune: str | None = None  # start from these weights (any format load_checkpoint reads), fresh head
+    qat: bool = False  # fine-tune the fused model through int8 fake quantization, distilling from the finetune
+    # weights (swiftformer.qat); the distillation and teacher keys are then unused
     # data
     dataset: str = "folder"  # folder (ImageNet layout: DATA/train, DATA/val), digits, cifar10
     data: str | None = None

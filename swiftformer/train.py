@@ -34,6 +34,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import qat
 from .checkpoint import (
     atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load,
 )
@@ -104,8 +105,12 @@ EMA_WARMUP_POWER = 1.0
 
 
 def build_ema(model: nn.Module, config: TrainConfig) -> ModelEmaV3 | None:
-    """timm's EMA of weights and buffers, with the decay warm-up above unless ``ema_warmup`` is off."""
+    """timm's EMA of weights and buffers, with the decay warm-up above unless ``ema_warmup`` is off; none for QAT,
+    whose fake quantizers calibrate on the weights they see (and reshape their state on the first batch)."""
     if not config.ema_decay:
+        return None
+    if config.qat:
+        log.info("quantization-aware training keeps no EMA of the weights (ema_decay %g not used)", config.ema_decay)
         return None
     return ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup,
                       warmup_gamma=EMA_WARMUP_GAMMA, warmup_power=EMA_WARMUP_POWER)
@@ -261,6 +266,8 @@ def main(config: TrainConfig) -> TrainResult:
 
 def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     config = absolute_paths(config)
+    if config.qat:
+        qat.check_qat_config(config.finetune, config.resume)
     device, output_dir = dist_info.device, Path(config.output_dir)
     replaced = check_run_directory(output_dir, config)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
@@ -274,15 +281,21 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     if resumed is not None:
         check_resumed_classes(config.resume, resumed, config, datasets.class_names)
     num_classes = check_num_classes(config, datasets.class_names)
-    config = without_unfit_teacher(dataclasses.replace(config, num_classes=num_classes))
-    # a resumed run takes every weight from its checkpoint, the --finetune file is not read again
+    config = dataclasses.replace(config, num_classes=num_classes)
+    config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
+    # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose
+    # teacher it is)
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
-    model = model.to(device, memory_format=memory_format(config.channels_last))
-    ema = build_ema(model, config)
     teacher = None
-    if config.distillation != "none":
+    if config.qat:  # the fused model through int8 fake quantization; a resumed run's state fills it below
+        float_model = build_model(config, num_classes) if resumed else model
+        teacher = qat.float_teacher(float_model).to(device)
+        model = qat.prepare_qat(model.to(device), config.img_size)
+    elif config.distillation != "none":
         teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
         teacher.to(memory_format=memory_format(config.channels_last))
+    model = model.to(device, memory_format=memory_format(config.channels_last))
+    ema = build_ema(model, config)
     train_model: nn.Module = model
     if dist_info.enabled:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -300,8 +313,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     mixup = build_mixup(config, num_classes)
     criterion = DistillationLoss(
-        base_criterion(mixup is not None, config.smoothing), teacher, config.distillation,
-        config.distillation_alpha, config.distillation_tau,
+        base_criterion(mixup is not None, config.smoothing), teacher, "soft" if config.qat else config.distillation,
+        1.0 if config.qat else config.distillation_alpha, config.distillation_tau,
     )
     options = StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode)
 
@@ -389,7 +402,8 @@ def resume(
     scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo,
 ) -> tuple[int, int, float]:
     """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``."""
-    load_native_state_dict(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
+    load_state = qat.load_qat_state if checkpoint["config"].get("qat") else load_native_state_dict
+    load_state(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
         if checkpoint.get("ema") is None:
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")

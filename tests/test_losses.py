@@ -59,6 +59,15 @@ def test_soft_distillation_is_tau_squared_kl(batch):
     assert only_distillation(images, (class_logits, teacher_logits), targets).abs() < 1e-6
 
 
+def test_a_one_head_student_learns_labels_and_teacher_through_its_head(batch):
+    """The fused model of --qat has one head: both terms of the loss are on its logits."""
+    images, class_logits, _, teacher_logits, targets = batch
+    loss = DistillationLoss(nn.CrossEntropyLoss(), FixedTeacher(teacher_logits), "soft", alpha=0.25)
+    assert torch.allclose(loss(images, class_logits, targets), loss(images, (class_logits, class_logits), targets))
+    only_teacher = DistillationLoss(nn.CrossEntropyLoss(), FixedTeacher(teacher_logits), "soft", alpha=1.0)
+    assert only_teacher(images, teacher_logits, targets).abs() < 1e-6 < only_teacher(images, class_logits, targets)
+
+
 def test_distillation_trains_only_the_student(batch):
     images, class_logits, dist_logits, teacher_logits, targets = batch
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))

@@ -22,7 +22,7 @@ from swiftformer.export import staged_output
 from swiftformer.inference import load_model, run_config
 from swiftformer.quantize import check_precision
 
-from .conftest import shared_data
+from .conftest import shared_data, user_error
 
 CLASSES = ("airplane", "automobile", "cat", "ship")
 CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
@@ -263,3 +263,62 @@ def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert float(printed.split("max abs diff vs PyTorch = ")[1].split()[0]) <= 1e-4
     assert printed_agreement(printed) == 100.0 and read_info(out).format == "litert"
+
+
+# Quantization-aware fine-tuning --------------------------------------------------------------------------------
+def test_qat_fake_quantizes_the_convolutions_but_the_stems():
+    """The QAT graph simulates the int8 rule the exports apply: every convolution's weight and input go through a
+    fake quantizer but the stem's two; the attentions' matmuls and the head stay float."""
+    from swiftformer.models import create_model
+    from swiftformer.qat import prepare_qat
+
+    prepared = prepare_qat(create_model("swiftformer_xs", num_classes=4), img_size=32)
+    nodes = list(prepared.graph.nodes)
+    fake_quantized = {node.name for node in nodes if node.op == "call_module" and "activation_post_process" in node.target}
+
+    def quantized(node) -> bool:
+        return all(isinstance(arg, torch.fx.Node) and arg.name in fake_quantized for arg in node.args[:2])
+
+    convs = [node for node in nodes if node.target == torch.ops.aten.conv2d.default]
+    assert [quantized(node) for node in convs[:2]] == [False, False] and all(map(quantized, convs[2:]))
+    assert len(convs) > 40
+    matmuls = [node for node in nodes if node.target in (torch.ops.aten.linear.default, torch.ops.aten.matmul.default)]
+    assert matmuls and not any(quantized(node) for node in matmuls)
+    prepared.eval()  # train()/eval() work on the captured graph as on any module
+    assert prepared(torch.randn(3, 3, 32, 32)).shape == (3, 4)
+
+
+def test_qat_needs_trained_weights(tmp_path, capsys):
+    user_error(["train", "--config", "cifar10_mini", "--qat", "--data", str(tmp_path), "--output-dir",
+                str(tmp_path / "run")], capsys, "--qat", "--finetune")
+
+
+@pytest.mark.slow
+def test_qat_run_resumes_stays_with_fp32_and_exports_int8(run, tmp_path, capsys):
+    """``train --qat`` from the trained run: it stops and resumes like any run, its float weights still predict as
+    the fp32 model does (it distils from it), and its int8 ONNX export passes the agreement check."""
+    from swiftformer.checkpoint import safe_torch_load
+    from swiftformer.models.fused import FusedModel
+
+    qat_run = tmp_path / "qat"
+    argv = ["train", "--config", "cifar10_mini", "--qat", "--finetune", str(run["checkpoint"]), "--data",
+            str(run["dir"] / "data"), "--epochs", "2", "--lr", "5e-5", "--batch-size", "32", "--workers", "0",
+            "--set", "train_subset=320", "--set", "warmup_epochs=0", "--no-progress", "--output-dir", str(qat_run)]
+    assert main([*argv, "--stop-after", "1"]) == 0
+    assert main(["train", "--resume", str(qat_run / "last.pth"), "--no-progress"]) == 0
+    checkpoint = safe_torch_load(qat_run / "last.pth")
+    assert checkpoint["epoch"] == 2 and any(key.startswith("activation_post_process_") for key in checkpoint["model"])
+    assert [json.loads(line)["epoch"] for line in (qat_run / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+    fp32, tuned = load_model(str(run["checkpoint"])), load_model(str(qat_run / "last.pth"))
+    assert isinstance(tuned.model, FusedModel) and tuned.class_names == fp32.class_names
+    val = load_batch(folder_images(run["val"]).take(list(range(0, 400, 4))), eval_transform(fp32.model, run_config(fp32)))
+    with torch.no_grad():
+        assert compare(fp32.model(val.images), tuned.model(val.images)).agreement >= 0.95
+
+    capsys.readouterr()
+    out = tmp_path / "qat-int8.onnx"
+    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(qat_run / "last.pth"), "--format", "onnx",
+                 "--precision", "int8", "--out", str(out), "--calibration", str(run["train"]), "--check-data",
+                 str(run["val"]), *CALIBRATION]) == 0
+    assert printed_agreement(capsys.readouterr().out) >= 98.0 and read_info(out).precision == "int8"

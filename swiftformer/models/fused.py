@@ -320,10 +320,13 @@ def reparameterize_children(module: nn.Module) -> nn.Module:
 class FusedModel(nn.Module):
     """A reparameterized network: same input and output as the model it came from, fewer ops."""
 
-    def __init__(self, body: nn.Module, pretrained_cfg: dict) -> None:
+    def __init__(self, body: nn.Module, pretrained_cfg: dict, variant: str | None = None,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.body = body
         self.pretrained_cfg = pretrained_cfg
+        self.variant = variant
+        self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -344,4 +347,5 @@ def reparameterize(model: nn.Module, channels_last: bool = True) -> FusedModel:
         body = set_layout(copy.deepcopy(model).eval().reparameterize(), channels_last)
     for parameter in body.parameters():
         parameter.requires_grad_(False)
-    return FusedModel(body, dict(getattr(model, "pretrained_cfg", {}))).eval()
+    return FusedModel(body, dict(getattr(model, "pretrained_cfg", {})), getattr(model, "variant", None),
+                      getattr(model, "num_classes", None)).eval()

@@ -1,0 +1,86 @@
+"""Quantization-aware fine-tuning: ``swiftformer train --qat --finetune RUN/best.pth``.
+
+Post-training int8 rounds weights and activations that the network never saw rounded; where that moves too many
+predictions (docs/quantization.md), a short fine-tune through the rounding lets the weights settle on the int8 grid.
+The fine-tune distils from the float model it starts from (:func:`float_teacher`), so it learns to predict as fp32
+does, which is what every int8 export is checked on.
+The model trained is the fused inference form (:func:`~swiftformer.models.fused.reparameterize`), the graph every
+int8 artefact quantizes, with fake quantization inserted by PT2E ``prepare_qat_pt2e`` after the int8 rule of
+:func:`swiftformer.quantize.pt2e_int8_quantizer` (convolutions, the stem's in float). It is captured in NCHW
+layout, where the MLPs' 1x1 convolutions are convolutions as ONNX Runtime and OpenVINO quantize them.
+
+The run's checkpoints hold the fused float weights beside the fake quantizers' state (``activation_post_process_*``,
+for ``--resume``); :func:`fused_from_run` reads them back as a :class:`~swiftformer.models.fused.FusedModel`, which
+``swiftformer export --precision int8`` calibrates and quantizes with each runtime's own toolkit, and which
+``eval``/``predict`` run in float.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_native_state_dict
+from .errors import SwiftFormerError
+from .models.fused import FusedModel, reparameterize
+
+OBSERVER_PREFIX = "activation_post_process_"  # PT2E's name for each inserted fake quantizer (weights and activations)
+
+
+def check_qat_config(finetune: str | None, resume: str | None) -> None:
+    """QAT refines trained weights: it needs them (and distils from them, :func:`float_teacher`)."""
+    if not (finetune or resume):
+        raise SwiftFormerError("--qat fine-tunes trained weights for int8: give --finetune RUN/best.pth "
+                               "(a float model trained on these classes)")
+
+
+def float_teacher(model: nn.Module) -> nn.Module:
+    """The frozen fused float model that QAT distils from (soft targets, labels unused): the aim of int8 is to
+    predict what fp32 predicts, the agreement every int8 export is checked on; labels would pull the fine-tuned
+    weights away from the fp32 model as much as towards int8 (measured in docs/quantization.md)."""
+    return reparameterize(model, channels_last=True)
+
+
+def prepare_qat(model: nn.Module, img_size: int) -> nn.Module:
+    """``model`` fused, captured at ``img_size`` (any batch) and prepared for quantization-aware training, on
+    ``model``'s device; ``.train()``/``.eval()`` work on the result as on any module."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    from .quantize import pt2e_int8_quantizer
+
+    fused = reparameterize(model, channels_last=False)
+    for parameter in fused.parameters():
+        parameter.requires_grad_(True)
+    device = next(fused.parameters()).device
+    example = torch.zeros(2, 3, img_size, img_size, device=device)
+    batch = {"x": {0: torch.export.Dim("batch", min=1)}}
+    captured = torch.export.export(fused, (example,), dynamic_shapes=batch).module()
+    prepared = prepare_qat_pt2e(captured, pt2e_int8_quantizer(qat=True))
+    allow_exported_model_train_eval(prepared)
+    return prepared
+
+
+def load_qat_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """A QAT run's saved state into a freshly prepared model (``--resume``). Per-channel quantizer state is sized
+    on the first batch a quantizer sees; it is sized here from the checkpoint, every other tensor must fit."""
+    buffers = dict(model.named_buffers())
+    for key, value in state_dict.items():
+        buffer = buffers.get(key) if key.startswith(OBSERVER_PREFIX) else None
+        if buffer is not None and buffer.shape != value.shape:
+            buffer.resize_(value.shape)
+    load_native_state_dict(model, state_dict)
+
+
+def float_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fused model's own tensors of a QAT model's state dict, without the fake quantizers' state."""
+    return {key: value for key, value in state_dict.items() if not key.startswith(OBSERVER_PREFIX)}
+
+
+def fused_from_run(model: nn.Module, state_dict: Mapping[str, Any]) -> FusedModel:
+    """The fused form of ``model`` (its architecture; the weights are replaced) with a QAT run's float weights."""
+    fused = reparameterize(model, channels_last=False)
+    load_native_state_dict(fused, float_weights(state_dict))
+    return fused
