@@ -46,11 +46,16 @@ def float_teacher(model: nn.Module) -> nn.Module:
 def prepare_qat(model: nn.Module, img_size: int) -> nn.Module:
     """``model`` fused, captured at ``img_size`` (any batch) and prepared for quantization-aware training, on
     ``model``'s device; ``.train()``/``.eval()`` work on the result as on any module."""
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    try:
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from .quantize import pt2e_int8_quantizer
+        from .quantize import pt2e_int8_quantizer
 
+        quantizer = pt2e_int8_quantizer(qat=True)
+    except ImportError as error:
+        raise SwiftFormerError(f"--qat needs ExecuTorch's quantizer and torchao ({error}): "
+                               "pip install 'swiftformer[export]'") from None
     fused = reparameterize(model, channels_last=False)
     for parameter in fused.parameters():
         parameter.requires_grad_(True)
@@ -58,7 +63,7 @@ def prepare_qat(model: nn.Module, img_size: int) -> nn.Module:
     example = torch.zeros(2, 3, img_size, img_size, device=device)
     batch = {"x": {0: torch.export.Dim("batch", min=1)}}
     captured = torch.export.export(fused, (example,), dynamic_shapes=batch).module()
-    prepared = prepare_qat_pt2e(captured, pt2e_int8_quantizer(qat=True))
+    prepared = prepare_qat_pt2e(captured, quantizer)
     allow_exported_model_train_eval(prepared)
     return prepared
 

@@ -13,6 +13,7 @@ One node, 8 GPUs; many nodes (run the same command on each, or see ``scripts/slu
 A run directory holds ``config.yaml`` (the resolved recipe), ``log.jsonl`` (one record per epoch),
 ``last.pth`` and ``best.pth`` (plain-dict checkpoints, ``torch.load(weights_only=True)``-safe, written
 atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
+``--qat --finetune RUN/best.pth`` fine-tunes the fused model through int8 fake quantization (:mod:`swiftformer.qat`).
 """
 from __future__ import annotations
 
