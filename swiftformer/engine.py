@@ -172,6 +172,7 @@ class EvalResult:
     loss: float
     class_correct: list[int] = field(default_factory=list)
     class_total: list[int] = field(default_factory=list)
+    agreement: float | None = None  # percent of images on which the model's top-1 is the reference model's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,8 +189,10 @@ def evaluate(
     channels_last: bool = False,
     runlog: RunLog | None = None,
     description: str = "eval",
+    reference: nn.Module | None = None,
 ) -> EvalResult:
-    """Top-1/top-5 accuracy, mean cross-entropy and per-class accuracy, summed over all ranks.
+    """Top-1/top-5 accuracy, mean cross-entropy and per-class accuracy, summed over all ranks; with a
+    ``reference`` model (QAT: the float model), the top-1 agreement with it too.
 
     Pass the plain model (not DDP): each rank runs its own shard, and shards may differ in batch count.
     """
@@ -197,7 +200,8 @@ def evaluate(
     amp_dtype = StepOptions(amp=amp).amp_dtype
     fmt = memory_format(channels_last)
     k = min(5, num_classes)
-    totals = torch.zeros(4 + 2 * num_classes, dtype=torch.float64, device=device)  # count, top1, top5, loss, per class
+    # count, top1, top5, loss, per class (hits, images), agreement with the reference
+    totals = torch.zeros(5 + 2 * num_classes, dtype=torch.float64, device=device)
     batches = (runlog or RunLog(".", enabled=False)).progress(loader, len(loader), description)
     for images, targets in batches:
         images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
@@ -212,7 +216,10 @@ def evaluate(
         totals[2] += (top == targets[:, None]).any(dim=1).sum()
         totals[3] += F.cross_entropy(logits, targets, reduction="sum").double()
         totals[4 : 4 + num_classes] += torch.bincount(targets[hit1], minlength=num_classes)
-        totals[4 + num_classes :] += torch.bincount(targets, minlength=num_classes)
+        totals[4 + num_classes : 4 + 2 * num_classes] += torch.bincount(targets, minlength=num_classes)
+        if reference is not None:
+            with autocast(device, amp_dtype):
+                totals[-1] += (reference(images).argmax(dim=1) == top[:, 0]).sum()
     totals = all_reduce_sum(totals).cpu()
     count = int(totals[0])
     if count == 0:
@@ -223,5 +230,6 @@ def evaluate(
         top5=100.0 * totals[2].item() / count,
         loss=totals[3].item() / count,
         class_correct=[int(v) for v in totals[4 : 4 + num_classes]],
-        class_total=[int(v) for v in totals[4 + num_classes :]],
+        class_total=[int(v) for v in totals[4 + num_classes : 4 + 2 * num_classes]],
+        agreement=100.0 * totals[-1].item() / count if reference is not None else None,
     )

@@ -16,6 +16,7 @@ for ``--resume``); :func:`fused_from_run` reads them back as a :class:`~swiftfor
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ from torch import nn
 from .checkpoint import load_native_state_dict
 from .errors import SwiftFormerError
 from .models.fused import FusedModel, reparameterize
+
+log = logging.getLogger(__name__)
 
 OBSERVER_PREFIX = "activation_post_process_"  # PT2E's name for each inserted fake quantizer (weights and activations)
 
@@ -41,6 +44,18 @@ def float_teacher(model: nn.Module) -> nn.Module:
     predict what fp32 predicts, the agreement every int8 export is checked on; labels would pull the fine-tuned
     weights away from the fp32 model as much as towards int8 (measured in docs/quantization.md)."""
     return reparameterize(model, channels_last=True)
+
+
+def warn_if_drifting(agreement: float) -> None:
+    """A warning when the simulated int8 model's top-1 agrees with its float model on fewer val images than an int8
+    export must (:data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`): the export checks the artefact against the
+    fine-tuned weights, so drift from the original model would otherwise go unseen."""
+    from .agreement import DEFAULT_MIN_AGREEMENT
+
+    bound = 100.0 * DEFAULT_MIN_AGREEMENT["int8"]
+    if agreement < bound:
+        log.warning("the QAT model agrees with the fp32 model it started from on %.2f %% of the val images, below the "
+                    "%.0f %% an int8 export must reach: lower --lr (1e-5 measured, docs/quantization.md)", agreement, bound)
 
 
 def prepare_qat(model: nn.Module, img_size: int) -> nn.Module:

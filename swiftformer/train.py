@@ -361,9 +361,13 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
             for prefix, module in (("val", model), ("ema", ema.module if ema is not None else None)):
                 if module is not None:
                     result = evaluate(module, val_loader, device, num_classes, amp=config.amp,
-                                      channels_last=config.channels_last, runlog=runlog, description=f"{prefix} {epoch + 1}")
+                                      channels_last=config.channels_last, runlog=runlog, description=f"{prefix} {epoch + 1}",
+                                      reference=teacher if config.qat else None)
                     record.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5,
                                    f"{prefix}_loss": result.loss, f"{prefix}_count": result.count})
+                    if result.agreement is not None:  # QAT: what the int8 export will be checked on
+                        record[f"{prefix}_fp32_agreement"] = result.agreement
+                        qat.warn_if_drifting(result.agreement)
         is_best = record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", -1.0))
         record["time"] = time.time()
@@ -428,4 +432,6 @@ def _summary(record: dict[str, Any]) -> str:
     for prefix, name in (("val", "top-1"), ("ema", "EMA top-1")):
         if f"{prefix}_top1" in record:
             parts.append(f"{name} {record[f'{prefix}_top1']:.2f} %")
+    if "val_fp32_agreement" in record:
+        parts.append(f"agreement with fp32 {record['val_fp32_agreement']:.2f} %")
     return "  ".join(parts)

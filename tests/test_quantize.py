@@ -5,7 +5,9 @@ logits are far from uniform: on random weights every artefact would "agree" with
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -76,6 +78,23 @@ def export(run: dict[str, Path], fmt: str, precision: str, out: Path, *extra: st
         "--precision", precision, "--out", str(out), "--calibration", str(run["train"]), "--check-data",
         str(run["val"]), *CALIBRATION, *extra,
     ])
+
+
+@pytest.fixture(scope="session")
+def exported(run, tmp_path_factory):
+    """``exported(fmt, precision, suffix)``: the run's artefact and what ``swiftformer export`` printed, written
+    once per session (the agreement and the eval/predict tests read the same artefacts)."""
+    folder, done = tmp_path_factory.mktemp("artefacts"), {}
+
+    def get(fmt: str, precision: str, suffix: str) -> tuple[Path, str]:
+        if (fmt, precision) not in done:
+            out, printed = folder / f"xs-{precision}{suffix}", io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert export(run, fmt, precision, out) == 0
+            done[fmt, precision] = out, printed.getvalue()
+        return done[fmt, precision]
+
+    return get
 
 
 def printed_agreement(output: str) -> float:
@@ -204,13 +223,10 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
 # Slow: real exports of a model trained here ---------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,precision,suffix,modules", RUNNABLE, ids=[f"{f}-{p}" for f, p, _, _ in RUNNABLE])
-def test_reduced_precision_artefact_agrees_with_fp32_on_held_out_photos(run, fmt, precision, suffix, modules,
-                                                                        tmp_path, capsys):
+def test_reduced_precision_artefact_agrees_with_fp32_on_held_out_photos(exported, fmt, precision, suffix, modules):
     if not installed(*modules):
         pytest.skip(f"{', '.join(modules)} not installed (pip install -e '.[dev]' installs them)")
-    out = tmp_path / f"xs-{precision}{suffix}"
-    assert export(run, fmt, precision, out) == 0
-    printed = capsys.readouterr().out
+    out, printed = exported(fmt, precision, suffix)
     bound = 99.5 if precision in ("fp16", "bf16") else 98.0
     assert printed_agreement(printed) >= bound, printed
     assert out.is_file() and is_artefact(out)
@@ -251,10 +267,8 @@ def eval_top1(*args: str, capsys) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,suffix,precision", [("onnx", ".onnx", "int8"), ("openvino", ".xml", "int8"),
                                                   ("onnx", ".onnx", "fp32")])
-def test_eval_and_predict_take_exported_artefacts(run, fmt, suffix, precision, tmp_path, capsys):
-    out = tmp_path / f"xs{suffix}"
-    assert export(run, fmt, precision, out) == 0
-    capsys.readouterr()
+def test_eval_and_predict_take_exported_artefacts(run, exported, fmt, suffix, precision, capsys):
+    out, _ = exported(fmt, precision, suffix)
     data = str(run["dir"] / "data")
     reference = eval_top1("--checkpoint", str(run["checkpoint"]), "--data", data, "--workers", "0", capsys=capsys)
     deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys)
@@ -321,7 +335,9 @@ def test_qat_run_resumes_stays_with_fp32_and_exports_int8(run, tmp_path, capsys)
     assert main(["train", "--resume", str(qat_run / "last.pth"), "--no-progress"]) == 0
     checkpoint = safe_torch_load(qat_run / "last.pth")
     assert checkpoint["epoch"] == 2 and any(key.startswith("activation_post_process_") for key in checkpoint["model"])
-    assert [json.loads(line)["epoch"] for line in (qat_run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    records = [json.loads(line) for line in (qat_run / "log.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2]
+    assert all(record["val_fp32_agreement"] >= 95.0 for record in records)  # the simulated int8 model vs fp32
 
     fp32, tuned = load_model(str(run["checkpoint"])), load_model(str(qat_run / "last.pth"))
     assert isinstance(tuned.model, FusedModel) and tuned.class_names == fp32.class_names
