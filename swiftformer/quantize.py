@@ -5,7 +5,7 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
 
 - ONNX int8: ONNX Runtime static quantization of the convolutions but the stem's (``quant_pre_process``, QDQ,
   per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
-  whose u8*s8 dot products saturate);
+  whose u8*s8 dot products saturate), the skip path kept in float (:func:`onnx_float_residuals`);
 - OpenVINO int8: NNCF post-training quantization of the IR, the stem kept in float; fp16/bf16: fp16-compressed
   weights in the IR and the compiled inference precision (kept in the IR's ``runtime_options`` and in the
   artefact's metadata);
@@ -113,7 +113,9 @@ def onnx_float_residuals(path: Path, quantized_ops: tuple[str, ...]) -> Path:
     model = onnx.load(str(path))
     producer = {name: node.op_type for node in model.graph.node for name in node.output}
     quantized_from = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"}
-    float_of = {  # DequantizeLinear output -> the float tensor its QuantizeLinear read, if no int8 op made it
+    # DequantizeLinear output -> the float tensor its QuantizeLinear read, unless an op of a quantized type made it
+    # (by type: a convolution left in float, the stem's, feeds no block's skip path in the graphs quantized here)
+    float_of = {
         node.output[0]: quantized_from[node.input[0]] for node in model.graph.node
         if node.op_type == "DequantizeLinear" and node.input[0] in quantized_from
         and producer.get(quantized_from[node.input[0]]) not in quantized_ops
