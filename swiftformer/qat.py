@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .checkpoint import load_native_state_dict
-from .errors import SwiftFormerError
+from .errors import DataError, SwiftFormerError
 from .models.fused import FusedModel, reparameterize
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,22 @@ def check_qat_config(finetune: str | None, resume: str | None) -> None:
     if not (finetune or resume):
         raise SwiftFormerError("--qat fine-tunes trained weights for int8: give --finetune RUN/best.pth "
                                "(a float model trained on these classes)")
+
+
+def check_teacher_classes(finetune: str, class_names: list[str], data: str) -> None:
+    """The float model QAT distils from must predict the data's classes, in their order: a head that fine-tuning
+    would replace for other classes is untrained, and distilling from it would teach noise."""
+    from .checkpoint import checkpoint_num_classes, file_kind, read_native_state_dict, safe_torch_load
+    from .inference import check_class_names
+
+    found = checkpoint_num_classes(read_native_state_dict(finetune)[0])
+    if found != len(class_names):
+        raise DataError(f"--qat distils from {finetune}, which predicts {found} classes, but {data} has "
+                        f"{len(class_names)}: train a float model on these classes first, then --qat --finetune it")
+    if file_kind(Path(finetune)) in ("zip", "pickle"):
+        stored = safe_torch_load(finetune)
+        if isinstance(stored, dict) and stored.get("class_names"):
+            check_class_names(list(stored["class_names"]), class_names, finetune, data)
 
 
 def float_teacher(model: nn.Module) -> nn.Module:

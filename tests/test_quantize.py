@@ -321,6 +321,18 @@ def test_qat_needs_trained_weights(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_qat_refuses_a_float_model_of_other_classes(run, tmp_path, capsys):
+    """Fine-tuning would give the run a fresh head for other classes: QAT would distil from an untrained head."""
+    for split in ("train", "val"):
+        for name in ("cat", "ship"):
+            (tmp_path / "data" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / split / name).symlink_to(run[split] / name)
+    user_error(["train", "--config", "cifar10_mini", "--qat", "--finetune", str(run["checkpoint"]), "--data",
+                str(tmp_path / "data"), "--workers", "0", "--output-dir", str(tmp_path / "run")], capsys,
+               "predicts 4 classes", "has 2")
+
+
+@pytest.mark.slow
 def test_qat_run_resumes_stays_with_fp32_and_exports_int8(run, tmp_path, capsys):
     """``train --qat`` from the trained run: it stops and resumes like any run, its float weights still predict as
     the fp32 model does (it distils from it), and its int8 ONNX export passes the agreement check."""
