@@ -6,7 +6,8 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
 - ONNX int8: ONNX Runtime static quantization of the convolutions but the stem's (``quant_pre_process``, QDQ,
   per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
   whose u8*s8 dot products saturate), the skip path kept in float (:func:`onnx_float_residuals`);
-- OpenVINO int8: NNCF post-training quantization of the IR, the stem kept in float; fp16/bf16: fp16-compressed
+- OpenVINO int8: NNCF post-training quantization of the IR, the stem kept in float, activation ranges from the
+  calibration images' min/max; fp16/bf16: fp16-compressed
   weights in the IR and the compiled inference precision (kept in the IR's ``runtime_options`` and in the
   artefact's metadata);
 - ExecuTorch int8: PT2E with the XNNPACK quantizer (per-channel symmetric; convolutions only, the stem's in
@@ -192,11 +193,18 @@ def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: to
     model = ov.convert_model(str(fp32_onnx))
     if precision == "int8":
         import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
         batches = [part.contiguous().numpy() for part in chunks(calibration, batch)]
+        # Activation ranges from the calibration images' overall min/max: NNCF's default, the mean of each batch's
+        # min/max, clips the outliers a trained model's activations have (XS: 98.6 -> 99.4 % agreement, mean |dp|
+        # 0.0040 -> 0.0009; docs/quantization.md).
         model = nncf.quantize(
             model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
             subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=openvino_stem(model)),
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX),
         )
     else:
         model.set_rt_info(OPENVINO_HINT[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
