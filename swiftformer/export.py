@@ -77,6 +77,7 @@ class ExportResult:
     note: str = ""
     precision: str = "fp32"
     agreement: Agreement | None = None  # reduced precisions: against fp32 PyTorch on held-out real images
+    run_as_checked: str = ""  # how to run the artefact as it was checked, where its runtime's default differs
 
 
 def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -141,14 +142,27 @@ def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> P
 
 def compile_openvino(path: Path, threads: int | None = None, precision: str = "fp32") -> openvino.CompiledModel:
     """The IR compiled for this CPU in ``precision`` (fp32 by default, not the bf16 the plugin picks on CPUs with
-    native bf16; an int8 IR runs its float remainder in fp32)."""
-    from .quantize import OPENVINO_HINT
+    native bf16; an int8 IR's float remainder as :func:`~swiftformer.quantize.openvino_hint` says)."""
+    from .quantize import openvino_hint
 
     ov = _openvino()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": openvino_hint(precision)}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     return ov.Core().compile_model(str(path), "CPU", config)
+
+
+def openvino_run_as_checked(precision: str) -> str:
+    """How to compile an IR as the check ran it, if this CPU's OpenVINO default differs: on CPUs with native bf16 the
+    plugin compiles every IR (fp32 and int8 too) in bf16, and it does not read the hint kept in the IR."""
+    from .quantize import openvino_hint
+
+    default = _openvino().Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    wanted = openvino_hint(precision)
+    if default == wanted:
+        return ""
+    return (f"checked in {wanted}; OpenVINO compiles it in {default} on this CPU unless told: "
+            f"compile_model(model, 'CPU', {{'INFERENCE_PRECISION_HINT': '{wanted}'}}) (swiftformer eval/predict/bench do)")
 
 
 def _export_openvino(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
@@ -411,6 +425,8 @@ def export_model(
                     )
                 if check is not None:  # real images given: the fp32 artefact's agreement too
                     result.agreement = check_agreement(fused, staged, info, check, min_agreement or 0.0)
+        if fmt == "openvino":
+            result.run_as_checked = openvino_run_as_checked(precision)
         if fmt == "onnx":
             _embed_onnx_metadata(staged, info)
         write_info(staged, info)

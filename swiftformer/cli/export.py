@@ -112,4 +112,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"check: agreement with fp32 PyTorch on held-out real images - {verdict}")
     elif result.max_abs_diff is None:
         print(f"check: {result.note}")
+    if result.run_as_checked:
+        print(f"note: {result.run_as_checked}")
     return 0
