@@ -7,10 +7,9 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
   per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
   whose u8*s8 dot products saturate), the skip path kept in float (:func:`onnx_float_residuals`);
 - OpenVINO int8: NNCF post-training quantization of the IR, the stem kept in float, activation ranges from the
-  calibration images' min/max, no bias correction, the float remainder compiled in bf16 on CPUs with native bf16 (:func:`openvino_hint`);
-  fp16/bf16: fp16-compressed
-  weights in the IR and the compiled inference precision (recorded in the IR's ``runtime_options`` and in the
-  artefact's metadata);
+  calibration images' min/max, no bias correction, the float remainder compiled in bf16 on CPUs with native bf16
+  (:func:`openvino_hint`); fp16/bf16: fp16-compressed weights in the IR and the compiled inference precision
+  (recorded in the IR's ``runtime_options`` and in the artefact's metadata);
 - ExecuTorch int8: PT2E with the XNNPACK quantizer (per-channel symmetric; convolutions only, the stem's in
   float), lowered to the XNNPACK delegate;
 - Core ML fp16: fp16 compute precision (what the Neural Engine runs); int8: per-channel symmetric int8 weights
@@ -225,7 +224,7 @@ def openvino_hint(precision: str) -> str:
 
     An int8 IR runs its float remainder (stem, GELU, attention, adds) in bf16 where the CPU has native bf16 and in
     f32 elsewhere: OpenVINO's own default, so a plain ``compile_model`` runs what the export checked. Measured on
-    AMX: 1.31x -> 1.52x fp32 on XS at batch 1, agreement within 0.2 points (docs/quantization.md).
+    AMX: XS at batch 1 1.31x -> 1.52x fp32 in one interleaved run, agreement within 0.3 points (docs/quantization.md).
     """
     if precision == "int8":
         return "bf16" if cpu_info().bf16 else "f32"
