@@ -161,8 +161,8 @@ def openvino_run_as_checked(precision: str) -> str:
     wanted = openvino_hint(precision)
     if default == wanted:
         return ""
-    return (f"checked in {wanted}; OpenVINO compiles it in {default} on this CPU unless told: "
-            f"compile_model(model, 'CPU', {{'INFERENCE_PRECISION_HINT': '{wanted}'}}) (swiftformer eval/predict/bench do)")
+    return (f"checked in {wanted}; OpenVINO compiles it in {default} on this CPU unless told: compile_model(model, "
+            f"'CPU', {{'INFERENCE_PRECISION_HINT': '{wanted}'}}) (swiftformer eval/predict/bench do)")
 
 
 def _export_openvino(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
