@@ -184,22 +184,29 @@ def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def xs_onnx_and_photos(model: torch.nn.Module, tmp_path: Path) -> tuple[Path, torch.Tensor]:
+    """``model`` fused (NCHW) and written as ONNX at 32 px, with 8 real photos to calibrate it on."""
+    from swiftformer.export import write_onnx
+    from swiftformer.models import reparameterize
+    from swiftformer.recipes import TrainConfig
+
+    fused = reparameterize(model.eval(), channels_last=False)
+    transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
+    calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
+                             transform).images
+    return write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx"), calibration
+
+
 def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
     """What measurement chose (docs/quantization.md): ONNX int8 quantizes the convolutions but the stem's two;
     OpenVINO int8 leaves the stem's two in float; every other convolution is int8 in both."""
     import onnx
     import openvino as ov
 
-    from swiftformer.export import write_onnx
-    from swiftformer.models import create_model, reparameterize
+    from swiftformer.models import create_model
     from swiftformer.quantize import onnx_int8, openvino_reduced
-    from swiftformer.recipes import TrainConfig
 
-    fused = reparameterize(create_model("swiftformer_xs").eval(), channels_last=False)
-    transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
-    calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
-                             transform).images
-    fp32 = write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx")
+    fp32, calibration = xs_onnx_and_photos(create_model("swiftformer_xs"), tmp_path)
 
     graph = onnx.load(str(onnx_int8(fp32, tmp_path / "int8.onnx", calibration, 1))).graph
     producer = {out: node.op_type for node in graph.node for out in node.output}
@@ -226,17 +233,11 @@ def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
     import numpy as np
     import openvino as ov
 
-    from swiftformer.export import write_onnx
-    from swiftformer.models import create_model, reparameterize
+    from swiftformer.models import create_model
     from swiftformer.quantize import openvino_reduced
-    from swiftformer.recipes import TrainConfig
 
     torch.manual_seed(0)
-    fused = reparameterize(create_model("swiftformer_xs").eval(), channels_last=False)
-    transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
-    calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
-                             transform).images
-    fp32 = write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx")
+    fp32, calibration = xs_onnx_and_photos(create_model("swiftformer_xs"), tmp_path)
     model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
     # activations only (weights' quantizers read a Constant), and not NNCF's SmoothQuant rescaling of the attention's
     # inputs: its values sit after unit-norm tokens, where upstream int8 rounding moves the extremes most
@@ -252,7 +253,6 @@ def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
         low, high = (op.input(i).get_source_output().get_node().get_data() for i in (1, 2))
         # upstream int8 rounding moves later layers' extremes by a few per cent; the default range missed by 38 %
         assert high.max() >= 0.9 * values.max() and low.min() <= 0.9 * values.min(), op.get_friendly_name()
-
 
 
 def convolution_biases(model: object) -> dict[str, object]:
@@ -272,16 +272,10 @@ def test_openvino_int8_keeps_the_biases(tmp_path):
     import numpy as np
     import openvino as ov
 
-    from swiftformer.export import write_onnx
-    from swiftformer.models import create_model, reparameterize
+    from swiftformer.models import create_model
     from swiftformer.quantize import openvino_reduced
-    from swiftformer.recipes import TrainConfig
 
-    fused = reparameterize(randomize(create_model("swiftformer_xs"), seed=3).eval(), channels_last=False)  # real biases
-    transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
-    calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
-                             transform).images
-    fp32 = write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx")
+    fp32, calibration = xs_onnx_and_photos(randomize(create_model("swiftformer_xs"), seed=3), tmp_path)  # real biases
     core = ov.Core()
     before = convolution_biases(ov.convert_model(str(fp32)))  # what openvino_reduced quantizes
     after = convolution_biases(core.read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration,
