@@ -199,7 +199,7 @@ def xs_onnx_and_photos(model: torch.nn.Module, tmp_path: Path) -> tuple[Path, to
 
 def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
     """What measurement chose (docs/quantization.md): ONNX int8 quantizes the convolutions but the stem's two;
-    OpenVINO int8 leaves the stem's two in float; every other convolution is int8 in both."""
+    OpenVINO int8 leaves the stem's two and the head in float; every other convolution is int8 in both."""
     import onnx
     import openvino as ov
 
@@ -225,6 +225,11 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in convs]
     assert fed_fq[:2] == [False, False] and all(fed_fq[2:])
+    linears = {op.get_friendly_name() for op in ov.convert_model(str(fp32)).get_ordered_ops()  # weights, not tokens
+               if op.get_type_name() == "MatMul" and op.input(1).get_source_output().get_node().get_type_name() == "Constant"}
+    fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
+              for op in model.get_ordered_ops() if op.get_friendly_name() in linears]
+    assert not fed_fq[-1] and all(fed_fq[:-1]) and len(fed_fq) > 8  # the head, read by the logits, stays float
 
 
 def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
