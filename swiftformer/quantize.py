@@ -6,8 +6,8 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
 - ONNX int8: ONNX Runtime static quantization of the convolutions but the stem's (``quant_pre_process``, QDQ,
   per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
   whose u8*s8 dot products saturate), the skip path kept in float (:func:`onnx_float_residuals`);
-- OpenVINO int8: NNCF post-training quantization of the IR, the stem and the head kept in float, activation ranges from the
-  calibration images' min/max, no bias correction, the float remainder compiled in bf16 on CPUs with native bf16
+- OpenVINO int8: NNCF post-training quantization of the IR, the stem and the head kept in float, activation ranges
+  from the calibration images' min/max, no bias correction, the float remainder compiled in bf16 on CPUs with native bf16
   (:func:`openvino_hint`); fp16/bf16: weights stored in that precision in the IR and the compiled inference precision
   (recorded in the IR's ``runtime_options`` and in the artefact's metadata);
 - ExecuTorch int8: PT2E with the XNNPACK quantizer (per-channel symmetric; convolutions only, the stem's in
@@ -225,19 +225,23 @@ def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: to
 def openvino_bf16_weights(model: object) -> None:
     """Store the convolutions' and matrix products' weights in bf16 (each read through a Convert to f32), rounded
     once from fp32: the IR is as small as an fp16 one and a bf16 compile runs exactly these weights. fp16-compressed
-    weights, rounded again to bf16 by the plugin, cost trained models agreement (L3: 99.9 -> 99.2 %, mean |dp| twice
-    as large; docs/quantization.md). Biases stay fp32, as the plugin adds them."""
+    weights, rounded again to bf16 by the plugin, cost trained models agreement (3-epoch L3: 99.9 -> 99.2 %, mean
+    |dp| twice as large; docs/quantization.md). Biases stay fp32, as the plugin adds them."""
     import numpy as np
     import openvino as ov
     from openvino import opset13
 
+    converted = {}  # one bf16 copy of a weight its consumers share
     for op in model.get_ordered_ops():
         weights = op.input(1).get_source_output().get_node() if op.get_type_name() in WEIGHTED_OPS else None
         if weights is None or weights.get_type_name() != "Constant" or weights.get_output_element_type(0) != ov.Type.f32:
             continue
-        rounded = ov.Tensor(ov.Type.bf16, weights.get_output_shape(0))
-        rounded.data.view(np.int16)[...] = torch.from_numpy(weights.get_data().copy()).bfloat16().view(torch.int16).numpy()
-        op.input(1).replace_source_output(opset13.convert(ov.op.Constant(rounded), ov.Type.f32).output(0))
+        if weights.get_name() not in converted:
+            bits = torch.from_numpy(weights.get_data().copy()).bfloat16().view(torch.int16).numpy()
+            rounded = ov.Tensor(ov.Type.bf16, weights.get_output_shape(0))
+            rounded.data.view(np.int16)[...] = bits
+            converted[weights.get_name()] = opset13.convert(ov.op.Constant(rounded), ov.Type.f32).output(0)
+        op.input(1).replace_source_output(converted[weights.get_name()])
 
 
 def openvino_hint(precision: str) -> str:
@@ -257,15 +261,28 @@ def openvino_float_ops(model: object) -> list[str]:
 
     - the stem's convolutions (every Convolution before the first GroupConvolution, as :func:`onnx_stem` finds
       them): on the raw normalised image they moved the probabilities most of any group (XS: 95.4 -> 98.0 %);
-    - the head's MatMul (the last one): it reads the pooled features before the final BN folded into it, whose
-      channels span very different ranges under one activation scale (trained L3: 98.4 -> 98.7 %, mean |dp| -15 %;
-      ONNX Runtime with the head alone int8: 97.9 %).
+    - the head's MatMul (:func:`openvino_head`): it reads the pooled features before the final BN folded into it,
+      whose channels span very different ranges under one activation scale (trained L3: 98.4 -> 98.7 %, mean |dp|
+      -15 %; ONNX Runtime with the head alone int8: 97.9 %).
     """
     ops = model.get_ordered_ops()
     first_depthwise = next((i for i, op in enumerate(ops) if op.get_type_name() == "GroupConvolution"), 0)
     stem = [op.get_friendly_name() for op in ops[:first_depthwise] if op.get_type_name() == "Convolution"]
-    head = [op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul"][-1:]
-    return stem + head
+    return [*stem, openvino_head(model)]
+
+
+def openvino_head(model: object) -> str:
+    """The classifier's MatMul: the first one up from the logits (through the bias Add and any reshape)."""
+    node = model.output(0).get_node()
+    while node.get_type_name() != "MatMul":
+        sources = [port.get_source_output().get_node() for port in node.inputs()]
+        sources = [source for source in sources if source.get_type_name() != "Constant"]
+        if not sources:
+            raise ValueError("no MatMul computes the model's output: not a classifier")
+        node = sources[0]
+    if node.input(1).get_source_output().get_node().get_type_name() != "Constant":
+        raise ValueError(f"{node.get_friendly_name()}, the MatMul nearest the output, has no weight tensor")
+    return node.get_friendly_name()
 
 
 # ExecuTorch, and quantization-aware training (swiftformer.qat) ----------------------------------------------
