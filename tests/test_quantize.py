@@ -357,6 +357,26 @@ def test_a_rejected_artefact_is_not_written(run, tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_precision_that_calibrates_nothing_checks_on_all_of_a_small_calibration_folder(run, tmp_path, capsys):
+    """bf16 takes no calibration images, so a --calibration folder smaller than --calibration-size (default 256) is
+    all check images, not refused as used up."""
+    if not installed("openvino"):
+        pytest.skip("openvino not installed (pip install -e '.[dev]' installs it)")
+    photos = tmp_path / "photos"
+    for name in CLASSES:
+        (photos / name).mkdir(parents=True)
+        for photo in sorted((run["val"] / name).iterdir())[:10]:
+            (photos / name / photo.name).symlink_to(photo)
+    out = tmp_path / "xs-bf16.xml"
+    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+                "--precision", "bf16", "--out", str(out), "--calibration", str(photos)]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrates nothing: every image of --calibration is a check image" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("openvino bf16"))
+    assert int(row.split()[2]) == 40 and float(row.split()[3]) >= 99.5 and out.is_file()
+
+
 def eval_top1(*args: str, capsys) -> float:
     assert main(["eval", *args, "--json"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]

@@ -53,16 +53,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration/check draw")
 
 
+def _calibrates(args: argparse.Namespace) -> bool:
+    from ..quantize import CALIBRATED
+
+    return (args.format, args.precision) in CALIBRATED
+
+
 def _images(args: argparse.Namespace, transform):
-    """(calibration, check) image batches from the folders given, or ``None`` where none were given."""
+    """(calibration, check) image batches from the folders given, or ``None`` where none were given. A precision
+    that calibrates nothing checks on the whole of ``--calibration`` when no ``--check-data`` is given."""
     from ..calibration import calibration_and_check, check_images, load_batch
 
-    if args.calibration:
+    if args.calibration and _calibrates(args):
         chosen, held_out = calibration_and_check(args.calibration, args.calibration_size, args.check_data,
                                                  args.check_size, args.seed)
         return load_batch(chosen, transform), load_batch(held_out, transform)
-    if args.check_data:
-        return None, load_batch(check_images(args.check_data, args.check_size, args.seed), transform)
+    check_folder = args.check_data or args.calibration
+    if check_folder:
+        return None, load_batch(check_images(check_folder, args.check_size, args.seed), transform)
     return None, None
 
 
@@ -90,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
     img_size = tuple(args.img_size) if args.img_size else (run_size or 224,) * 2
     crop_pct, interpolation = run.get("crop_pct"), run.get("interpolation")
     calibration, check = (None, None)
-    if args.calibration or args.check_data:  # at fp32 they give the check images only
+    if args.calibration and not _calibrates(args):
+        use = ("--calibration is not used (--check-data is)" if args.check_data
+               else "every image of --calibration is a check image")
+        print(f"note: --format {args.format} --precision {args.precision} calibrates nothing: {use}")
+    if args.calibration or args.check_data:
         from ..artefacts import artefact_info
 
         transform = artefact_info(model, args.format, args.precision, img_size, 1, 1, class_names, crop_pct,
