@@ -46,14 +46,14 @@ def check_teacher_classes(finetune: str, class_names: list[str], data: str) -> N
     from .checkpoint import checkpoint_num_classes, file_kind, read_native_state_dict, safe_torch_load
     from .inference import check_class_names
 
-    found = checkpoint_num_classes(read_native_state_dict(finetune)[0])
+    stored = safe_torch_load(finetune) if file_kind(Path(finetune)) in ("zip", "pickle") else None
+    names = stored.get("class_names") if isinstance(stored, dict) else None  # a run of ours names its classes
+    found = len(names) if names else checkpoint_num_classes(read_native_state_dict(finetune)[0])
     if found != len(class_names):
         raise DataError(f"--qat distils from {finetune}, which predicts {found} classes, but {data} has "
                         f"{len(class_names)}: train a float model on these classes first, then --qat --finetune it")
-    if file_kind(Path(finetune)) in ("zip", "pickle"):
-        stored = safe_torch_load(finetune)
-        if isinstance(stored, dict) and stored.get("class_names"):
-            check_class_names(list(stored["class_names"]), class_names, finetune, data)
+    if names:
+        check_class_names(list(names), class_names, finetune, data)
 
 
 def float_teacher(model: nn.Module) -> nn.Module:
