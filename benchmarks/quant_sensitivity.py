@@ -53,7 +53,8 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = write_onnx(fused, check.images[:1], Path(tmp) / "fp32.onnx")
-        blocks = onnx_blocks(fp32)
+        prepared = onnx.load(str(onnx_prepared(fp32, Path(tmp) / "prepared.onnx"))).graph
+        blocks = onnx_blocks(prepared)
         everything = [name for block, names in blocks.items() if block != "products" for name in names]
 
         def measure(label: str, nodes: list[str] | None = None, exclude: list[str] | None = None) -> None:
@@ -72,7 +73,6 @@ def main() -> None:
                 if block != "products":
                     measure(block.replace("body.", "").replace("blocks.", "b"), nodes=names)
         measure("products only", nodes=blocks["products"])
-        prepared = onnx.load(str(onnx_prepared(fp32, Path(tmp) / "prepared.onnx"))).graph
         convs = [node.name for node in prepared.node if node.op_type == "Conv"]
         measure("convs only", nodes=convs)
         measure("default (convs but the stem's)")

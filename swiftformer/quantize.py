@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from torch import nn
 from .cpu import cpu_info
 from .errors import SwiftFormerError
 from .models.fused import FusedStem
+
+if TYPE_CHECKING:
+    import onnx
 
 PRECISIONS = {
     "onnx": ("fp32", "int8"),
@@ -157,17 +161,12 @@ def onnx_stem(onnx_path: Path) -> list[str]:
     return []
 
 
-def onnx_blocks(fp32_onnx: Path) -> dict[str, list[str]]:
-    """The quantizable nodes (:data:`ONNX_QUANTIZABLE`) of ``fp32_onnx`` (after ``quant_pre_process``, the names
-    ``onnx_int8`` sees) by block: ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus
-    ``products``: the activation-by-activation MatMuls of the attentions (no weight input), for per-block
-    sensitivity measurements."""
+def onnx_blocks(graph: onnx.GraphProto) -> dict[str, list[str]]:
+    """The quantizable nodes (:data:`ONNX_QUANTIZABLE`) of a :func:`onnx_prepared` graph (the names ``onnx_int8``
+    sees) by block: ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus ``products``: the
+    activation-by-activation MatMuls of the attentions (no weight input), for per-block sensitivity measurements."""
     import re
 
-    import onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        graph = onnx.load(str(onnx_prepared(fp32_onnx, Path(tmp) / "prepared.onnx"))).graph
     weights = {init.name for init in graph.initializer}
     pattern = re.compile(r"^(body\.\d+(?:\.\d+\.(?:blocks\.\d+|downsample))?)\.")
     blocks: dict[str, list[str]] = {"products": []}
