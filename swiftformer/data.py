@@ -172,6 +172,21 @@ class CheckedImageFolder(ImageFolder):
         return (self.transform(image) if self.transform else image), target
 
 
+class Relabelled(Dataset):
+    """``dataset`` with label ``i`` read as ``indices[i]``: a folder holding some of a model's classes, its labels
+    as the model's class indices (:func:`swiftformer.inference.model_class_indices`)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | BadImage:
+        sample = self.dataset[index]
+        return sample if isinstance(sample, BadImage) else (sample[0], self.indices[sample[1]])
+
+
 def image_folder(root: Path, transform: Callable) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")

@@ -90,6 +90,14 @@ def check_class_names(expected: list[str], found: list[str], model_source: str, 
     raise DataError(f"the classes of {data_source} differ from those of {model_source} ({'; '.join(parts)})")
 
 
+def model_class_indices(model_names: list[str], data_names: list[str], model_source: str, data_source: str) -> list[int]:
+    """The model's class index of each class of the data, matched by name: the data may hold some of the model's
+    classes, in any order; a class the model lacks is a :class:`DataError` naming it (:func:`check_class_names`)."""
+    if any(name not in model_names for name in data_names):
+        check_class_names(model_names, data_names, model_source, data_source)
+    return [model_names.index(name) for name in data_names]
+
+
 def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preprocessing and data settings to evaluate with: the run's own (image size, crop, dataset), or the
     defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints; non-``None`` overrides on top."""

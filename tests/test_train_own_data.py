@@ -81,6 +81,25 @@ def test_eval_on_other_class_names_is_refused_naming_them(base, tmp_path, monkey
                 capsys, "only in", ": dog", ": wolf")
 
 
+def _eval_json(checkpoint: Path, data: Path, capsys) -> dict:
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--workers", "0", "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_eval_on_some_of_the_model_classes_scores_each_photo_as_the_model_names_it(base, tmp_path, capsys):
+    """A folder holding two of the model's three classes: its labels are the model's indices of those names (not
+    0 and 1), every prediction picks among all three classes, and the report says so."""
+    checkpoint = base / "run" / "last.pth"
+    full = _eval_json(checkpoint, base / "photos", capsys)
+    some = photo_folder(tmp_path / "some", {"dog": "dog", "airplane": "airplane"})
+    part = _eval_json(checkpoint, some, capsys)
+    assert part["class_names"] == list(CLASSES) and part["class_total"] == [4, 0, 4]
+    assert part["class_correct"][0::2] == full["class_correct"][0::2]
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(some), "--workers", "0"]) == 0
+    table, summary = capsys.readouterr().out.split("images:")
+    assert "cat" not in table and "dog" in table and "holds 2 of the model's 3 classes" in summary
+
+
 def test_resume_on_other_class_names_is_refused_and_keeps_the_stored_names(base, tmp_path, capsys):
     run = _copy_run(base, tmp_path / "run")
     other = photo_folder(tmp_path / "other", {"airplane": "airplane", "cat": "cat", "wolf": "dog"})

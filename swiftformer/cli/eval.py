@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import build_dataset, eval_loader
+    from ..data import Relabelled, build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
     from ..engine import evaluate, memory_format
-    from ..inference import check_class_names, load_model, run_config
+    from ..inference import load_model, model_class_indices, run_config
 
     dist_info = init_distributed(args.device)
     try:
@@ -38,13 +38,18 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})
-        dataset, class_names = build_dataset(loaded.model, config, "val")
-        if loaded.run_config is not None:  # our runs know their class names; other checkpoints only their count
-            check_class_names(loaded.class_names, class_names, args.checkpoint, config.data or config.dataset)
-        if len(class_names) != loaded.model.num_classes:
+        dataset, data_names = build_dataset(loaded.model, config, "val")
+        data_source = config.data or config.dataset
+        if loaded.run_config is not None:  # our runs know their class names: the data's are matched to them
+            indices = model_class_indices(loaded.class_names, data_names, args.checkpoint, data_source)
+            if indices != list(range(loaded.model.num_classes)):
+                dataset = Relabelled(dataset, indices)
+        elif len(data_names) == loaded.model.num_classes:  # other checkpoints know only their count
+            indices = list(range(len(data_names)))
+        else:
             from ..errors import DataError
 
-            raise DataError(f"the data has {len(class_names)} classes, the model predicts {loaded.model.num_classes}")
+            raise DataError(f"the data has {len(data_names)} classes, the model predicts {loaded.model.num_classes}")
         loader = eval_loader(dataset, config.batch_size, config.workers, dist_info, config.skip_bad_images)
         model = loaded.model.to(dist_info.device, memory_format=memory_format(channels_last=True))
         result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp, channels_last=True)
@@ -52,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
     if not dist_info.is_main:
         return 0
+    names = loaded.class_names if loaded.run_config is not None else data_names
     if args.json:
-        print(json.dumps({**result.to_dict(), "class_names": class_names}))
+        print(json.dumps({**result.to_dict(), "class_names": names}))
         return 0
-    print(per_class_table(class_names, result.class_correct, result.class_total))
+    shown = sorted(indices)  # the data's classes, in the model's order
+    print(per_class_table([names[i] for i in shown], [result.class_correct[i] for i in shown],
+                          [result.class_total[i] for i in shown]))
     print(f"images: {result.count}")
+    if len(indices) < model.num_classes:
+        print(f"note: {data_source} holds {len(indices)} of the model's {model.num_classes} classes; "
+              f"top-1 and top-5 pick among all {model.num_classes}")
     print(f"top-1: {result.top1:.2f}  top-5: {result.top5:.2f}")
     return 0
 
