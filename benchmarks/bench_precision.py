@@ -17,7 +17,7 @@ from pathlib import Path
 
 from swiftformer.agreement import Agreement
 from swiftformer.bench import FORMAT_OF, BenchResult, run_benchmark, speedup
-from swiftformer.calibration import calibration_and_check, check_images, load_batch
+from swiftformer.calibration import calibration_images, check_images, load_batch
 from swiftformer.cpu import cpu_info
 from swiftformer.data import eval_transform
 from swiftformer.export import SUFFIXES, export_model
@@ -36,7 +36,7 @@ def agreements(checkpoint: str, data: Path, result: BenchResult, calibration_siz
     run = loaded.run_config or {}
     img_size = run.get("img_size", 224)
     transform = eval_transform(loaded.model, run_config(loaded, {"img_size": img_size}))
-    calibration = load_batch(calibration_and_check(data / "train", calibration_size)[0], transform)
+    calibration = load_batch(calibration_images(data / "train", calibration_size), transform)
     check = load_batch(check_images(data / "val", check_size), transform)
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +73,7 @@ def main() -> None:
     data = Path(args.data)
     models = args.models.split(",")
 
-    chosen, _ = calibration_and_check(data / "train", args.calibration_size)
+    chosen = calibration_images(data / "train", args.calibration_size)
     calibration = load_batch(chosen, eval_transform(None, TrainConfig(img_size=args.img_size))).images
     result = run_benchmark(
         models + [f"timm/{name}" for name in models], ["eager", *args.backends.split(",")], batch=args.batch,

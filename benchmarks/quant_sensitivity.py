@@ -18,7 +18,7 @@ import torch
 
 from swiftformer.agreement import compare, format_table, model_labels
 from swiftformer.artefacts import artefact_info, run_onnx
-from swiftformer.calibration import calibration_and_check, check_images, load_batch
+from swiftformer.calibration import calibration_images, check_images, load_batch
 from swiftformer.cpu import cpu_info
 from swiftformer.export import write_onnx
 from swiftformer.inference import load_model
@@ -43,7 +43,7 @@ def main() -> None:
     transform = artefact_info(loaded.model, "onnx", "int8", (size, size), 1, 1, loaded.class_names,
                               run.get("crop_pct"), run.get("interpolation")).transform()
     data = Path(args.data)
-    calibration = load_batch(calibration_and_check(data / "train", args.calibration_size)[0], transform).images
+    calibration = load_batch(calibration_images(data / "train", args.calibration_size), transform).images
     check = load_batch(check_images(data / "val", args.check_size), transform)
     labels, _ = model_labels(check.labels, check.class_names, loaded.class_names)
     fused = reparameterize(loaded.model, channels_last=False)

@@ -69,6 +69,15 @@ def _draw(images: ImageList, seed: int) -> list[int]:
     return torch.randperm(len(images.paths), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def calibration_images(folder: str | Path, size: int = DEFAULT_CALIBRATION_SIZE, seed: int = 0) -> ImageList:
+    """``size`` seeded images of ``folder`` to calibrate on, all of them if it holds fewer, none held out: for
+    callers that check elsewhere or not at all (``swiftformer bench`` times artefacts, it does not check them)."""
+    if size < 1:
+        raise DataError(f"--calibration-size must be at least 1, got {size}")
+    pool = folder_images(folder)
+    return pool.take(_draw(pool, seed)[:size])
+
+
 def calibration_and_check(
     calibration: str | Path,
     size: int = DEFAULT_CALIBRATION_SIZE,

@@ -18,7 +18,7 @@ import torch
 
 from swiftformer.agreement import compare, model_labels
 from swiftformer.artefacts import is_artefact, read_info, sidecar
-from swiftformer.calibration import calibration_and_check, folder_images, load_batch
+from swiftformer.calibration import calibration_and_check, calibration_images, folder_images, load_batch
 from swiftformer.cli import main
 from swiftformer.data import eval_transform
 from swiftformer.errors import DataError, SwiftFormerError
@@ -139,6 +139,9 @@ def test_a_flat_folder_is_unlabelled_and_a_used_up_folder_is_an_error(tmp_path):
     assert len(images.paths) == 5 and images.labels is None
     with pytest.raises(DataError, match="all used for calibration"):
         calibration_and_check(tmp_path, 5)
+    # calibrating without a check (bench) takes the same seeded draw, all of a folder smaller than asked for
+    assert sorted(calibration_images(tmp_path, 256).paths) == sorted(images.paths)
+    assert calibration_images(tmp_path, 3, seed=1).paths == calibration_and_check(tmp_path, 3, seed=1)[0].paths
     with pytest.raises(DataError, match="is not a folder"):
         folder_images(tmp_path / "missing")
 

@@ -125,11 +125,14 @@ def _calibration(args: argparse.Namespace):
     """The int8 calibration images (real photos, SwiftFormer's eval transform at ``--img-size``), or ``None``."""
     if not args.calibration:
         return None
-    from ..calibration import calibration_and_check, load_batch
+    from ..calibration import calibration_images, load_batch
     from ..data import eval_transform
     from ..recipes import TrainConfig
 
-    chosen, _ = calibration_and_check(args.calibration, args.calibration_size)
+    chosen = calibration_images(args.calibration, args.calibration_size)
+    if len(chosen.paths) < args.calibration_size:
+        log.warning("%s holds %d images, fewer than --calibration-size %d: int8 is calibrated on all of them",
+                    args.calibration, len(chosen.paths), args.calibration_size)
     return load_batch(chosen, eval_transform(None, TrainConfig(img_size=args.img_size))).images
 
 
