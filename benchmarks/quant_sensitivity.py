@@ -45,7 +45,7 @@ def main() -> None:
     data = Path(args.data)
     calibration = load_batch(calibration_images(data / "train", args.calibration_size), transform).images
     check = load_batch(check_images(data / "val", args.check_size), transform)
-    labels, _ = model_labels(check.labels, check.class_names, loaded.class_names)
+    labels = model_labels(check.labels, check.class_names, loaded.class_names)
     fused = reparameterize(loaded.model, channels_last=False)
     with torch.no_grad():
         reference = fused(check.images)

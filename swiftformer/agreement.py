@@ -39,16 +39,19 @@ def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tenso
 
 
 def model_labels(folder_labels: torch.Tensor | None, folder_classes: list[str] | None,
-                 model_classes: list[str]) -> tuple[torch.Tensor | None, str]:
-    """The folder's labels as the model's class indices, or ``None`` and why they cannot be used."""
+                 model_classes: list[str]) -> torch.Tensor | None:
+    """The folder's labels as the model's class indices (matched by name), or ``None`` for unlabelled images and
+    for a folder holding a class the model lacks (top-1 is then not reported)."""
+    from .errors import DataError
+    from .inference import model_class_indices
+
     if folder_labels is None or folder_classes is None:
-        return None, "unlabelled images"
-    index = {name: i for i, name in enumerate(model_classes)}
-    missing = [name for name in folder_classes if name not in index]
-    if missing:
-        return None, f"class {missing[0]!r} of the images is not a class of the model"
-    mapping = torch.tensor([index[name] for name in folder_classes])
-    return mapping[folder_labels], ""
+        return None
+    try:
+        indices = model_class_indices(model_classes, folder_classes, "the model", "the images")
+    except DataError:
+        return None
+    return torch.tensor(indices)[folder_labels]
 
 
 def format_table(rows: dict[str, Agreement]) -> str:

@@ -347,7 +347,7 @@ def _embed_onnx_metadata(path: Path, info: ArtefactInfo) -> None:
 def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: ImageBatch,
                     min_agreement: float) -> Agreement:
     """The artefact at ``path`` against ``fused`` (fp32 PyTorch) on ``check``; an error below ``min_agreement``."""
-    labels, _ = model_labels(check.labels, check.class_names, info.class_names)
+    labels = model_labels(check.labels, check.class_names, info.class_names)
     reference = torch.cat([fused(part) for part in check.images.split(64)])
     agreement = compare(reference, open_artefact(path, info)(check.images), labels)
     if agreement.agreement < min_agreement:
