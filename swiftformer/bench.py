@@ -387,6 +387,9 @@ def run_benchmark(
                 log(f"skipped {backend} {reason}")
             else:
                 pairs.append((backend, precision))
+    if not pairs:
+        raise SwiftFormerError(f"nothing to time: every backend and precision asked for is skipped "
+                               f"({'; '.join(result.skipped)})")
     with tempfile.TemporaryDirectory(prefix="swiftformer-bench-") as tmp:
         built = {}
         for name in models:
@@ -414,6 +417,9 @@ def run_benchmark(
                 runners["matmul|peak"], matmul_flops = matmul_runner()
             # A batch-N pass is N times longer: fewer calls per round keep the run time in check.
             calls = max(1, iters // size) if size > 1 else iters
+            if not runners:
+                raise SwiftFormerError(f"nothing to time at batch {size}: no model could be built for "
+                                       f"{', '.join(f'{b} {p}' for b, p in pairs)} (the reasons are logged above)")
             log(f"timing {len(runners)} runners at batch {size}: {rounds} rounds of {calls} calls")
             samples = time_interleaved(runners, warmup=warmup if size == 1 else 1, rounds=rounds, iters=calls)
             if matmul_flops:

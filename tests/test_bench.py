@@ -223,3 +223,7 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
     summary = written["summary"]
     assert summary["threads"] == 1 and summary["cpu"] and isinstance(summary["isa"], list)
     assert main(["bench", "--precision", "int4"]) == 2
+    capsys.readouterr()
+    assert main(["bench", "--models", "swiftformer_xs", "--backends", "onnxruntime", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nothing to time" in err and "needs --calibration" in err, err
