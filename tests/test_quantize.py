@@ -335,6 +335,23 @@ def test_reduced_precision_artefact_agrees_with_fp32_on_held_out_photos(exported
     assert info.class_names == list(CLASSES) and info.crop_pct == 1.0
 
 
+INT8_WEIGHTS = [("onnx", ".onnx", ("onnxruntime",)), ("openvino", ".xml", ("openvino", "nncf")),
+                ("litert", ".tflite", ("litert_torch", "ai_edge_litert"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,suffix,modules", INT8_WEIGHTS, ids=[f for f, _, _ in INT8_WEIGHTS])
+def test_an_int8_artefact_stores_int8_weights(run, exported, fmt, suffix, modules):
+    """Under half the bytes of the fp32 weights: an artefact that keeps fp32 weights and quantizes them at run time
+    (LiteRT without the quantizer at conversion did) agrees with fp32 as well, but is no int8 deployment."""
+    if not installed(*modules):
+        pytest.skip(f"{', '.join(modules)} not installed (pip install -e '.[dev]' installs them)")
+    out, _ = exported(fmt, "int8", suffix)
+    weights = out.with_suffix(".bin") if fmt == "openvino" else out
+    fp32_bytes = 4 * sum(p.numel() for p in load_model(str(run["checkpoint"])).model.parameters())
+    assert weights.stat().st_size < 0.5 * fp32_bytes, (weights.stat().st_size, fp32_bytes)
+
+
 @pytest.mark.slow
 def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
     pytest.importorskip("coremltools")
