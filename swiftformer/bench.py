@@ -32,7 +32,7 @@ from torch import nn
 
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
-from .export import CHANNELS_LAST, compile_openvino, write_executorch, write_onnx, write_openvino
+from .export import CHANNELS_LAST, channels_last, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
@@ -248,7 +248,7 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
                  precision: str = "fp32", calibration: torch.Tensor | None = None) -> Runner:
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
     if precision != "fp32":
-        fused = fused_form(name, model, channels_last=CHANNELS_LAST[FORMAT_OF[backend]])
+        fused = fused_form(name, model, channels_last=channels_last(FORMAT_OF[backend], precision))
         stem = f"{name.replace('/', '_')}_b{x.shape[0]}_{precision}"
         return reduced_runner(fused, backend, precision, x, calibration, workdir / stem, threads)
     if backend == "eager":
