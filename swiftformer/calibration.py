@@ -115,6 +115,7 @@ def check_images(folder: str | Path, check_size: int = DEFAULT_CHECK_SIZE, seed:
 
 def load_batch(images: ImageList, transform: Callable) -> ImageBatch:
     """The images through ``transform`` (the model's eval transform), stacked."""
-    tensor, _ = batch_images(images.paths, transform)  # a corrupt image is an error naming it (no skipping)
+    tensor, _ = batch_images(images.paths, transform, remedy="remove or replace it: every calibration and check "
+                             "image is read")  # export and bench skip none: the draw stays the seeded one
     labels = torch.tensor(images.labels) if images.labels is not None else None
     return ImageBatch(tensor, labels, images.class_names)

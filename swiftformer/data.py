@@ -386,17 +386,19 @@ def load_image(path: Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {decode_failure(error)}") from None
 
 
-def batch_images(paths: list[Path], transform: Callable, skip_bad: bool = False) -> tuple[torch.Tensor | None, list[Path]]:
+def batch_images(paths: list[Path], transform: Callable, skip_bad: bool = False,
+                 remedy: str = "--skip-bad-images leaves such files out") -> tuple[torch.Tensor | None, list[Path]]:
     """``(N, 3, H, W)`` tensor of the transformed images and their paths (``None`` when none is readable).
 
-    An unreadable file is a :class:`DataError`; with ``skip_bad`` it is logged and left out instead."""
+    An unreadable file is a :class:`DataError` ending in ``remedy`` (what the caller's command offers); with
+    ``skip_bad`` it is logged and left out instead."""
     images, kept = [], []
     for path in paths:
         try:
             images.append(transform(load_image(path)))
         except DataError as error:
             if not skip_bad:
-                raise DataError(f"{error} (--skip-bad-images leaves such files out)") from None
+                raise DataError(f"{error} ({remedy})") from None
             log.warning("skipping %s", str(error).removeprefix("cannot read "))
             continue
         kept.append(path)
