@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+# Fewer check images than this get a note: a percentage over them is too coarse to stand behind.
+FEW_CHECK_IMAGES = 200
 # Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
 CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltools", "executorch", "nncf")
 
@@ -122,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     if result.agreement is not None:
         print(format_table({f"{args.format} {result.precision}": result.agreement}))
         print(f"check: agreement with fp32 PyTorch on held-out real images - {verdict}")
+        images = result.agreement.images
+        if images < FEW_CHECK_IMAGES:
+            print(f"note: only {images} check images, so one disagreement is {100 / images:.1f} % of them: "
+                  f"give {FEW_CHECK_IMAGES} or more (--check-data DIR) for the agreement bound to mean much")
     elif result.max_abs_diff is None:
         print(f"check: {result.note}")
     if result.run_as_checked:
