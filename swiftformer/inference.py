@@ -51,6 +51,9 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
     An exported artefact (``.onnx``, OpenVINO ``.xml``, TorchScript ``.pt``, ``.pte``, ``.tflite``) runs on its own
     runtime, with the preprocessing and class names stored beside it (:mod:`swiftformer.artefacts`)."""
     path = Path(checkpoint) if checkpoint else None
+    if path is not None and path.suffix == ".mlpackage":
+        raise CheckpointError(f"{path} is a Core ML package, which runs on macOS only; eval and predict take the "
+                              ".onnx, .xml, .pt, .pte and .tflite artefacts and our checkpoints")
     if path is not None and is_artefact(path):
         if ema:
             raise CheckpointError(f"--ema needs a training checkpoint of ours; {path} is an exported artefact")
@@ -92,9 +95,12 @@ def check_class_names(expected: list[str], found: list[str], model_source: str, 
 
 def model_class_indices(model_names: list[str], data_names: list[str], model_source: str, data_source: str) -> list[int]:
     """The model's class index of each class of the data, matched by name: the data may hold some of the model's
-    classes, in any order; a class the model lacks is a :class:`DataError` naming it (:func:`check_class_names`)."""
-    if any(name not in model_names for name in data_names):
-        check_class_names(model_names, data_names, model_source, data_source)
+    classes, in any order; a class the model lacks is a :class:`DataError` naming it."""
+    unknown = [name for name in data_names if name not in model_names]
+    if unknown:
+        raise DataError(f"{data_source} holds {len(unknown)} class(es) that {model_source} does not predict: "
+                        f"{', '.join(unknown)} (it predicts {len(model_names)}; a folder may hold some of them, "
+                        "never others)")
     return [model_names.index(name) for name in data_names]
 
 

@@ -78,7 +78,7 @@ def test_eval_on_other_class_names_is_refused_naming_them(base, tmp_path, monkey
 
     monkeypatch.setattr("swiftformer.engine.evaluate", no_evaluation)
     user_error(["eval", "--checkpoint", str(base / "run" / "last.pth"), "--data", str(other), "--workers", "0"],
-                capsys, "only in", ": dog", ": wolf")
+                capsys, "1 class(es) that", "does not predict: wolf")
 
 
 def _eval_json(checkpoint: Path, data: Path, capsys) -> dict:
