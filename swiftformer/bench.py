@@ -478,14 +478,18 @@ def attention_exponents(rows: Sequence[dict], low: int | None = None, high: int 
 
 # Output ------------------------------------------------------------------------------------------------
 def format_table(records: Sequence[Record]) -> str:
-    header = f"{'model':<28}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}{'params M':>10}{'GMACs':>7}{'top-1':>7}"
+    """The records as a table; ``paper top-1`` is each model's published figure, not a measurement of the row."""
+    header = (f"{'model':<28}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}"
+              f"{'params M':>10}{'GMACs':>7}{'paper top-1':>12}")
     lines = [header, "-" * len(header)]
     for r in records:
         top1 = f"{r.top1:.1f}" if r.top1 is not None else "-"
         lines.append(
             f"{r.model:<28}{r.backend:<13}{r.precision:<6}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
-            f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>7}"
+            f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>12}"
         )
+    lines.append("paper top-1: the published ImageNet-1K fp32 figure of each model (224 px unless its paper says "
+                 "otherwise); the times are of random weights, whose accuracy is not measured here")
     return "\n".join(lines)
 
 
