@@ -146,6 +146,18 @@ def test_a_flat_folder_is_unlabelled_and_a_used_up_folder_is_an_error(tmp_path):
         folder_images(tmp_path / "missing")
 
 
+def test_an_unreadable_calibration_image_is_named_with_a_remedy_the_command_has(tmp_path):
+    """export and bench have no --skip-bad-images: the error must not send the user to it."""
+    from swiftformer.recipes import TrainConfig
+
+    for path in sorted((shared_data("cifar10-mini") / "val" / "cat").iterdir())[:3]:
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    with pytest.raises(DataError, match="broken.jpg") as error:
+        load_batch(folder_images(tmp_path), eval_transform(None, TrainConfig(img_size=32)))
+    assert "remove or replace it" in str(error.value) and "--skip-bad-images" not in str(error.value)
+
+
 def test_agreement_counts_top1_changes_and_probability_differences():
     reference = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0], [4.0, 0.0, 0.0]])
     artefact = reference.clone()
@@ -361,6 +373,8 @@ def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
         assert export(run, "coreml", precision, out) == 0
         assert out.is_dir() and f"Core ML {precision} runs on macOS only" in capsys.readouterr().out
         assert json.loads(sidecar(out).read_text())["precision"] == precision
+    user_error(["eval", "--checkpoint", str(out), "--data", str(run["dir"] / "data")], capsys,
+               "is a Core ML package, which runs on macOS only")
 
 
 @pytest.mark.slow
@@ -395,6 +409,7 @@ def test_a_precision_that_calibrates_nothing_checks_on_all_of_a_small_calibratio
     assert "calibrates nothing: every image of --calibration is a check image" in printed
     row = next(line for line in printed.splitlines() if line.startswith("openvino bf16"))
     assert int(row.split()[2]) == 40 and float(row.split()[3]) >= 99.5 and out.is_file()
+    assert "only 40 check images, so one disagreement is 2.5 % of them" in printed
 
 
 def eval_top1(*args: str, capsys) -> float:
