@@ -58,6 +58,8 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         if ema:
             raise CheckpointError(f"--ema needs a training checkpoint of ours; {path} is an exported artefact")
         info = read_info(path)
+        if model_name and model_name.split(".")[0] != info.variant:
+            raise CheckpointError(f"{path} holds a {info.variant}, not a {model_name}")
         return LoadedModel(ArtefactModel(path, info), info.class_names, run_config_of(info))
     run = _is_training_checkpoint(path) if path else None
     if run is not None:

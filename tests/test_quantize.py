@@ -431,6 +431,8 @@ def test_eval_and_predict_take_exported_artefacts(run, exported, fmt, suffix, pr
     assert main(["predict", str(photo), "--checkpoint", str(out), "--topk", "2", "--json"]) == 0
     top = json.loads(capsys.readouterr().out)["top"]
     assert [entry["class"] for entry in top][0] in CLASSES and len(top) == 2
+    user_error(["eval", "--model", "swiftformer_l3", "--checkpoint", str(out), "--data", data], capsys,
+               "holds a swiftformer_xs, not a swiftformer_l3")
 
 
 @pytest.mark.slow
