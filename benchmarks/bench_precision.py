@@ -24,7 +24,7 @@ from swiftformer.export import SUFFIXES, export_model
 from swiftformer.inference import load_model, run_config
 from swiftformer.recipes import TrainConfig
 
-BACKENDS = ("onnxruntime", "openvino", "executorch")
+BACKENDS = ("onnxruntime", "openvino", "executorch", "litert")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 

@@ -51,14 +51,15 @@ PEER_TOP1 = {
 }
 PEERS = tuple(f"timm/{name}" for name in PEER_TOP1)
 DEFAULT_MODELS = tuple(list_models()) + PEERS
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch", "cuda")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch", "litert", "cuda")
 # The export format whose graph a backend runs (its feature-map layout: export.CHANNELS_LAST).
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch"}
-# Those that build in seconds per model (compile and executorch take up to minutes); uninstalled ones are skipped.
+FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
+# Those that build in seconds per model (compile, executorch and litert take up to minutes); uninstalled ones are
+# skipped.
 DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime", "openvino")
 # Precisions each backend runs (the artefacts of swiftformer.quantize); every other backend runs fp32 only.
 BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-                      "executorch": ("fp32", "int8")}
+                      "executorch": ("fp32", "int8"), "litert": ("fp32", "int8")}
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
 
@@ -213,6 +214,14 @@ def _executorch_timed(pte: Path, x: torch.Tensor, threads: int) -> Runner:
     return _timed(lambda: method.execute(inputs))
 
 
+def _litert_timed(tflite: Path, x: torch.Tensor, threads: int) -> Runner:
+    """The ``.tflite`` on the ``ai-edge-litert`` interpreter (its XNNPACK delegate) with ``threads`` threads."""
+    from .artefacts import run_litert
+
+    run = run_litert(tflite, threads)
+    return _timed(lambda: run(x))
+
+
 def precision_skip_reason(backend: str, precision: str, cpu: CpuInfo, calibrated: bool) -> str:
     """Why ``backend`` cannot run ``precision`` here (``""``: it can)."""
     able = BACKEND_PRECISIONS.get(backend, ("fp32",))
@@ -236,6 +245,8 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
     if backend == "executorch":
         return _executorch_timed(quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False), x,
                                  threads)
+    if backend == "litert":
+        return _litert_timed(quantize.litert(model, x, path.with_suffix(".tflite"), precision, calibration), x, threads)
     fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
     if backend == "onnxruntime":
         run = run_onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
@@ -267,6 +278,10 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
         return openvino_runner(fused, x, workdir / f"{stem}.xml", threads)
     if backend == "executorch":
         return executorch_runner(fused, x, workdir / f"{stem}.pte", threads)
+    if backend == "litert":
+        from .quantize import litert
+
+        return _litert_timed(litert(fused, x, workdir / f"{stem}.tflite", "fp32", None), x, threads)
     if backend == "cuda":
         return cuda_runner(fused, x)
     raise SwiftFormerError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -285,6 +300,7 @@ def available_backends(requested: Iterable[str]) -> list[str]:
         "executorch": importlib.util.find_spec("executorch") is not None,
         "onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
         "openvino": importlib.util.find_spec("openvino") is not None,
+        "litert": all(importlib.util.find_spec(m) is not None for m in ("litert_torch", "ai_edge_litert")),
     }
     return [b for b in requested if usable.get(b, True)]
 

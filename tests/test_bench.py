@@ -227,3 +227,28 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
     assert main(["bench", "--models", "swiftformer_xs", "--backends", "onnxruntime", "--precision", "int8"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "nothing to time" in err and "needs --calibration" in err, err
+
+
+@pytest.mark.slow
+def test_cli_bench_times_litert_fp32_and_int8(tmp_path):
+    """Both LiteRT precisions are built, timed and recorded (a speed ratio at 64 px and one call proves nothing; the
+    figures are benchmarks/bench_precision.py's). In a child process: litert-torch imports JAX, whose threads make
+    a later fork of the test process (DataLoader workers) liable to deadlock."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from .conftest import shared_data
+
+    if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert")):
+        pytest.skip("litert-torch is not installed (pip install -e '.[dev]' installs it)")
+    out = tmp_path / "b.json"
+    child = subprocess.run([
+        sys.executable, "-m", "swiftformer", "bench", "--models", "swiftformer_xs", "--backends", "litert",
+        "--precision", "fp32,int8", "--calibration", str(shared_data("cifar10-mini") / "val" / "ship"),
+        "--calibration-size", "8", "--img-size", "64", "--rounds", "1", "--iters", "1", "--threads", "1",
+        "--json", str(out)], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    records = json.loads(out.read_text())["records"]
+    assert sorted((r["backend"], r["precision"]) for r in records) == [("litert", "fp32"), ("litert", "int8")]
+    assert all(r["median_ms"] > 0 for r in records)
