@@ -20,7 +20,8 @@ USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, e
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
-    "export": ("swiftformer.cli.export", "the fused model as ONNX, OpenVINO IR, Core ML, TorchScript or ExecuTorch, checked against PyTorch"),
+    "export": ("swiftformer.cli.export", "the fused model as ONNX, OpenVINO IR, Core ML, TorchScript, ExecuTorch or "
+               "LiteRT, in fp32, fp16, bf16 or int8, checked"),
     "bench": ("swiftformer.cli.bench", "latency and throughput beside the mobile peers per backend"),
     "bench-attention": ("swiftformer.cli.bench_attention", "time of each token mixer vs token count, and its scaling exponent"),
     "train": ("swiftformer.cli.train", "train or fine-tune with a recipe (one process, or torchrun for DDP)"),
