@@ -327,7 +327,11 @@ def coreml_int8_weights(mlmodel: object) -> object:
     config = cto.OptimizationConfig(
         global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
     )
-    return cto.linear_quantize_weights(mlmodel, config)
+    import numpy as np
+
+    # an all-zero weight channel gets scale 0, and coremltools' 0 / 0 warns; it dequantizes to the zeros it was
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return cto.linear_quantize_weights(mlmodel, config)
 
 
 # LiteRT ----------------------------------------------------------------------------------------------------
