@@ -38,19 +38,29 @@ def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tenso
     )
 
 
-def model_labels(folder_labels: torch.Tensor | None, folder_classes: list[str] | None,
-                 model_classes: list[str]) -> torch.Tensor | None:
-    """The folder's labels as the model's class indices (matched by name), or ``None`` for unlabelled images and
-    for a folder holding a class the model lacks (top-1 is then not reported)."""
+def unlabelled_reason(folder_classes: list[str] | None, model_classes: list[str]) -> str:
+    """Why a folder's images give no top-1 against a model (``""`` when they give one)."""
     from .errors import DataError
     from .inference import model_class_indices
 
-    if folder_labels is None or folder_classes is None:
-        return None
+    if folder_classes is None:
+        return "the check images are not in class folders (DIR/CLASS/IMAGE), so they carry no labels"
     try:
-        indices = model_class_indices(model_classes, folder_classes, "the model", "the images")
-    except DataError:
+        model_class_indices(model_classes, folder_classes, "the model", "the check folder")
+    except DataError as error:
+        return str(error)
+    return ""
+
+
+def model_labels(folder_labels: torch.Tensor | None, folder_classes: list[str] | None,
+                 model_classes: list[str]) -> torch.Tensor | None:
+    """The folder's labels as the model's class indices (matched by name), or ``None`` for unlabelled images and
+    for a folder holding a class the model lacks (top-1 is then not reported: :func:`unlabelled_reason` says why)."""
+    from .inference import model_class_indices
+
+    if folder_labels is None or unlabelled_reason(folder_classes, model_classes):
         return None
+    indices = model_class_indices(model_classes, folder_classes, "the model", "the check folder")
     return torch.tensor(indices)[folder_labels]
 
 
