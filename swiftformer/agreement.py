@@ -38,29 +38,31 @@ def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tenso
     )
 
 
-def unlabelled_reason(folder_classes: list[str] | None, model_classes: list[str]) -> str:
-    """Why a folder's images give no top-1 against a model (``""`` when they give one)."""
+def _match_classes(folder_classes: list[str] | None, model_classes: list[str]) -> tuple[list[int] | None, str]:
+    """The model's class index of each folder class, or ``None`` with the reason the folder gives no top-1."""
     from .errors import DataError
     from .inference import model_class_indices
 
     if folder_classes is None:
-        return "the check images are not in class folders (DIR/CLASS/IMAGE), so they carry no labels"
+        return None, "the check images are not in class folders (DIR/CLASS/IMAGE), so they carry no labels"
     try:
-        model_class_indices(model_classes, folder_classes, "the model", "the check folder")
+        return model_class_indices(model_classes, folder_classes, "the model", "the check folder"), ""
     except DataError as error:
-        return str(error)
-    return ""
+        return None, str(error)
+
+
+def unlabelled_reason(folder_classes: list[str] | None, model_classes: list[str]) -> str:
+    """Why a folder's images give no top-1 against a model (``""`` when they give one)."""
+    return _match_classes(folder_classes, model_classes)[1]
 
 
 def model_labels(folder_labels: torch.Tensor | None, folder_classes: list[str] | None,
                  model_classes: list[str]) -> torch.Tensor | None:
     """The folder's labels as the model's class indices (matched by name), or ``None`` for unlabelled images and
     for a folder holding a class the model lacks (top-1 is then not reported: :func:`unlabelled_reason` says why)."""
-    from .inference import model_class_indices
-
-    if folder_labels is None or unlabelled_reason(folder_classes, model_classes):
+    indices, _ = _match_classes(folder_classes, model_classes)
+    if folder_labels is None or indices is None:
         return None
-    indices = model_class_indices(model_classes, folder_classes, "the model", "the check folder")
     return torch.tensor(indices)[folder_labels]
 
 

@@ -440,6 +440,7 @@ def test_unlabelled_reason_names_the_missing_labels_or_the_foreign_class():
     assert model_labels(torch.tensor([1, 0]), ["cat", "wolf"], list(CLASSES)) is None
     assert model_labels(torch.tensor([1, 0]), ["cat", "ship"], list(CLASSES)).tolist() == [3, 2]
 
+
 def eval_top1(*args: str, capsys) -> float:
     assert main(["eval", *args, "--json"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]

@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..artefacts import ArtefactModel
     from ..data import Relabelled, build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
     from ..engine import evaluate, memory_format
-    from ..artefacts import ArtefactModel
     from ..inference import load_model, model_class_indices, run_config
 
     dist_info = init_distributed(args.device)
@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         if args.amp != "none" and isinstance(loaded.model, ArtefactModel):
             from ..errors import SwiftFormerError
 
-            raise SwiftFormerError(f"--amp {args.amp} casts a PyTorch model; {args.checkpoint} is an artefact that runs "
-                             f"in the precision it was exported in ({loaded.model.info.precision}): leave --amp unset")
+            raise SwiftFormerError(f"--amp {args.amp} casts a PyTorch model; {args.checkpoint} is an artefact that "
+                                   f"runs in the precision it was exported in ({loaded.model.info.precision}): "
+                                   "leave --amp unset")
         config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})
