@@ -46,7 +46,8 @@ def check_teacher_classes(finetune: str, class_names: list[str], data: str) -> N
     from .checkpoint import checkpoint_num_classes, file_kind, read_native_state_dict, safe_torch_load
     from .inference import check_class_names
 
-    stored = safe_torch_load(finetune) if file_kind(Path(finetune)) in ("zip", "pickle") else None
+    path = Path(finetune)  # a file, or a Hugging Face model folder (read_native_state_dict reads both)
+    stored = safe_torch_load(path) if path.is_file() and file_kind(path) in ("zip", "pickle") else None
     names = stored.get("class_names") if isinstance(stored, dict) else None  # a run of ours names its classes
     found = len(names) if names else checkpoint_num_classes(read_native_state_dict(finetune)[0])
     if found != len(class_names):
