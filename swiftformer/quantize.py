@@ -21,6 +21,9 @@ Calibration images are real photos, preprocessed as the model expects (:mod:`swi
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,6 +338,31 @@ def coreml_int8_weights(mlmodel: object) -> object:
 
 
 # LiteRT ----------------------------------------------------------------------------------------------------
+# litert-torch's own switch for its progress tree, and TensorFlow's for the C++ INFO lines of its converter
+LITERT_QUIET_ENV = {"LITERT_TORCH_SHOW_PROGRESS": "n", "TF_CPP_MIN_LOG_LEVEL": "1"}
+
+
+@contextlib.contextmanager
+def quiet_litert() -> Iterator[None]:
+    """One conversion prints ~40 lines of progress and a line per op it lowers through JAX (on the root logger):
+    they would bury the export's own result. ``--verbose`` (root logger at DEBUG) keeps them; a setting of the
+    user's own environment is kept too."""
+    root = logging.getLogger()
+    if root.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    added = [name for name in LITERT_QUIET_ENV if name not in os.environ]
+    level = root.level
+    os.environ.update({name: LITERT_QUIET_ENV[name] for name in added})
+    root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def _litert_torch():
     try:
         import litert_torch
@@ -375,6 +403,12 @@ def litert_int8_quantizer() -> object:
 def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
            calibration: torch.Tensor | None) -> Path:
     """``.tflite`` through litert-torch: fp32, or int8 through its PT2E flow (:func:`litert_int8_quantizer`)."""
+    with quiet_litert():
+        return _litert(fused, example, out, precision, calibration)
+
+
+def _litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
+            calibration: torch.Tensor | None) -> Path:
     litert_torch = _litert_torch()
     if precision != "int8":
         litert_torch.convert(fused, (example,)).export(str(out))
