@@ -423,5 +423,8 @@ def _litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
     # the quantizer goes to the converter too: without it the quantize/dequantize pairs stay in the graph, the
     # weights stay fp32 and every op runs in float (a simulated int8 model, several times slower than fp32)
     quantized = convert_pt2e(prepared, fold_quantize=False)
+    # captured from the fused model in eval mode, the graph holds eval ops only; an exported module still says
+    # training=True (its .eval() raises), and litert-torch would warn that the model "is converted in training mode"
+    quantized.training = False
     litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
     return out

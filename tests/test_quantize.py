@@ -89,9 +89,10 @@ def exported(run, tmp_path_factory):
 
     def get(fmt: str, precision: str, suffix: str) -> tuple[Path, str]:
         if (fmt, precision) not in done:
-            out, printed = folder / f"xs-{precision}{suffix}", io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                assert export(run, fmt, precision, out) == 0
+            out, printed, logged = folder / f"xs-{precision}{suffix}", io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(logged):
+                assert export(run, fmt, precision, out) == 0, logged.getvalue()
+            assert "training mode" not in logged.getvalue(), logged.getvalue()  # a converter doubting the graph
             done[fmt, precision] = out, printed.getvalue()
         return done[fmt, precision]
 
