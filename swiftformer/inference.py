@@ -37,7 +37,7 @@ def default_class_names(num_classes: int) -> list[str]:
     return [f"class {i}" for i in range(num_classes)]
 
 
-def _is_training_checkpoint(path: Path) -> dict[str, Any] | None:
+def training_run(path: Path) -> dict[str, Any] | None:
     """The checkpoint dict when ``path`` is a training run of ours, whatever its name (decided by content)."""
     if not path.is_file() or file_kind(path) not in ("zip", "pickle"):
         return None
@@ -61,7 +61,7 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         if model_name and model_name.split(".")[0] != info.variant:
             raise CheckpointError(f"{path} holds a {info.variant}, not a {model_name}")
         return LoadedModel(ArtefactModel(path, info), info.class_names, run_config_of(info))
-    run = _is_training_checkpoint(path) if path else None
+    run = training_run(path) if path else None
     if run is not None:
         config = run["config"]
         if model_name and model_name.split(".")[0] != config["model"]:

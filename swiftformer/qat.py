@@ -43,12 +43,11 @@ def check_qat_config(finetune: str | None, resume: str | None) -> None:
 def check_teacher_classes(finetune: str, class_names: list[str], data: str) -> None:
     """The float model QAT distils from must predict the data's classes, in their order: a head that fine-tuning
     would replace for other classes is untrained, and distilling from it would teach noise."""
-    from .checkpoint import checkpoint_num_classes, file_kind, read_native_state_dict, safe_torch_load
-    from .inference import check_class_names
+    from .checkpoint import checkpoint_num_classes, read_native_state_dict
+    from .inference import check_class_names, training_run
 
-    path = Path(finetune)  # a file, or a Hugging Face model folder (read_native_state_dict reads both)
-    stored = safe_torch_load(path) if path.is_file() and file_kind(path) in ("zip", "pickle") else None
-    names = stored.get("class_names") if isinstance(stored, dict) else None  # a run of ours names its classes
+    run = training_run(Path(finetune))  # None for other files and Hugging Face folders
+    names = run.get("class_names") if run else None  # a run of ours names its classes
     found = len(names) if names else checkpoint_num_classes(read_native_state_dict(finetune)[0])
     if found != len(class_names):
         raise DataError(f"--qat distils from {finetune}, which predicts {found} classes, but {data} has "

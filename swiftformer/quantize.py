@@ -347,18 +347,15 @@ def quiet_litert() -> Iterator[None]:
     """One conversion prints ~40 lines of progress and a line per op it lowers through JAX (on the root logger):
     they would bury the export's own result. ``--verbose`` (root logger at DEBUG) keeps them; a setting of the
     user's own environment is kept too."""
-    root = logging.getLogger()
-    if root.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    added = [name for name in LITERT_QUIET_ENV if name not in os.environ]
-    level = root.level
+    from .runlog import quiet_library
+
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    added = [] if verbose else [name for name in LITERT_QUIET_ENV if name not in os.environ]
     os.environ.update({name: LITERT_QUIET_ENV[name] for name in added})
-    root.setLevel(logging.WARNING)
     try:
-        yield
+        with quiet_library(verbose):
+            yield
     finally:
-        root.setLevel(level)
         for name in added:
             os.environ.pop(name, None)
 
@@ -403,28 +400,23 @@ def litert_int8_quantizer() -> object:
 def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
            calibration: torch.Tensor | None) -> Path:
     """``.tflite`` through litert-torch: fp32, or int8 through its PT2E flow (:func:`litert_int8_quantizer`)."""
-    with quiet_litert():
-        return _litert(fused, example, out, precision, calibration)
+    with quiet_litert():  # from the import on: TensorFlow reads its log level as it loads
+        litert_torch = _litert_torch()
+        if precision != "int8":
+            litert_torch.convert(fused, (example,)).export(str(out))
+            return out
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-
-def _litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
-            calibration: torch.Tensor | None) -> Path:
-    litert_torch = _litert_torch()
-    if precision != "int8":
-        litert_torch.convert(fused, (example,)).export(str(out))
-        return out
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = litert_int8_quantizer()
-    prepared = prepare_pt2e(torch.export.export(fused, (example,)).module(), quantizer)
-    for part in chunks(calibration, example.shape[0]):
-        prepared(part)
-    # the quantizer goes to the converter too: without it the quantize/dequantize pairs stay in the graph, the
-    # weights stay fp32 and every op runs in float (a simulated int8 model, several times slower than fp32)
-    quantized = convert_pt2e(prepared, fold_quantize=False)
-    # captured from the fused model in eval mode, the graph holds eval ops only; an exported module still says
-    # training=True (its .eval() raises), and litert-torch would warn that the model "is converted in training mode"
-    quantized.training = False
-    litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+        quantizer = litert_int8_quantizer()
+        prepared = prepare_pt2e(torch.export.export(fused, (example,)).module(), quantizer)
+        for part in chunks(calibration, example.shape[0]):
+            prepared(part)
+        # the quantizer goes to the converter too: without it the quantize/dequantize pairs stay in the graph, the
+        # weights stay fp32 and every op runs in float (a simulated int8 model, several times slower than fp32)
+        quantized = convert_pt2e(prepared, fold_quantize=False)
+        # captured from the fused model in eval mode, the graph holds eval ops only; an exported module still says
+        # training=True (its .eval() raises), and litert-torch would warn it "is converted in training mode"
+        quantized.training = False
+        litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
     return out

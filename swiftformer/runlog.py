@@ -4,7 +4,9 @@ Only rank 0 writes; other ranks get a :class:`RunLog` with ``enabled=False`` tha
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -120,3 +122,17 @@ def plot_curves(log_path: str | Path, png_path: str | Path) -> Path:
     figure.savefig(png_path, dpi=100)
     plt.close(figure)
     return png_path
+
+
+@contextlib.contextmanager
+def quiet_library(verbose: bool) -> Iterator[None]:
+    """The libraries' INFO lines on the root logger (per-epoch summaries, the converters' graph rewrites) would
+    bury a command's own few lines; warnings stay, and ``verbose`` keeps everything."""
+    logger = logging.getLogger()
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

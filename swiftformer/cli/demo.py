@@ -9,11 +9,8 @@ only strings them together.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,20 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-@contextlib.contextmanager
-def quiet_library(verbose: bool) -> Iterator[None]:
-    """The steps' INFO lines (per-epoch summaries, the converters' graph rewrites) would bury the demo's one line
-    per step; warnings stay."""
-    logger = logging.getLogger()
-    level = logger.level
-    if not verbose:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..recipes import load_recipe
 
@@ -62,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_recipe("demo_digits", overrides)
     print(f"demo     {config.model} from scratch on scikit-learn's digits, "
           f"recipe swiftformer/configs/demo_digits.yaml, run directory {config.output_dir}", flush=True)
+    from ..runlog import quiet_library
+
     with quiet_library(getattr(args, "verbose", False)):
         checkpoint = train_step(config)
         model, loader = evaluate_step(checkpoint)
