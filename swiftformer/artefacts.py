@@ -216,13 +216,12 @@ class ArtefactModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[1:]) != tuple(self.info.input_size):
             raise SwiftFormerError(f"the artefact takes {list(self.info.input_size)} images, got {list(images.shape[1:])}"
-                                   " (leave --img-size unset: the artefact's metadata gives it)")
+                                   " (its metadata's transform makes them)")
         return self._run(images.cpu())
 
 
 def run_config_of(info: ArtefactInfo) -> dict[str, Any]:
-    """The eval settings an artefact implies (for :func:`swiftformer.inference.run_config`)."""
-    if info.input_size[1] != info.input_size[2]:
-        raise SwiftFormerError(f"eval and predict take square inputs; the artefact takes {list(info.input_size[1:])}")
-    return {"img_size": info.input_size[1], "crop_pct": info.crop_pct, "interpolation": info.interpolation,
-            "batch_size": max(info.batch or 32, 1), "workers": 2}
+    """The eval settings an artefact implies (for :func:`swiftformer.inference.run_config`). No image size: the
+    artefact's own, any height and width, is the only one it takes (:func:`swiftformer.data.model_data_config`)."""
+    return {"crop_pct": info.crop_pct, "interpolation": info.interpolation, "batch_size": max(info.batch or 32, 1),
+            "workers": 2}

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 from torchvision.datasets import ImageFolder
 
+from .artefacts import ArtefactModel
 from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
@@ -78,8 +79,10 @@ class Datasets:
 
 
 def model_data_config(model: nn.Module | None, config: TrainConfig) -> dict[str, Any]:
-    """The model's preprocessing at the run's image size, crop and interpolation."""
-    return resolve_data_config(model, config.img_size, crop_pct=config.crop_pct, interpolation=config.interpolation)
+    """The model's preprocessing at the run's image size, crop and interpolation; an exported artefact's at the
+    height and width it was exported at, the one size it runs."""
+    img_size = None if isinstance(model, ArtefactModel) else config.img_size
+    return resolve_data_config(model, img_size, crop_pct=config.crop_pct, interpolation=config.interpolation)
 
 
 def train_transform(model: nn.Module | None, config: TrainConfig) -> Callable:

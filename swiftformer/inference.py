@@ -14,7 +14,7 @@ from torch import nn
 
 from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
 from .checkpoint import file_kind, load_native_state_dict, safe_torch_load
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, SwiftFormerError
 from .pretrained import create_model
 from .qat import fused_from_run
 from .recipes import TrainConfig, apply_overrides
@@ -108,9 +108,15 @@ def model_class_indices(model_names: list[str], data_names: list[str], model_sou
 
 def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preprocessing and data settings to evaluate with: the run's own (image size, crop, dataset), or the
-    defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints; non-``None`` overrides on top."""
+    defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints, an artefact's from its metadata;
+    non-``None`` overrides on top (never another image size for an artefact: it runs one)."""
     base = loaded.run_config or {"batch_size": 64, "workers": 2}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if isinstance(loaded.model, ArtefactModel) and "img_size" in given:
+        height, width = loaded.model.info.input_size[1:]
+        if (given["img_size"],) * 2 != (height, width):
+            raise SwiftFormerError(f"--img-size {given['img_size']}: the artefact runs {height}x{width} images only "
+                                   "(its metadata); leave --img-size unset")
     return apply_overrides(TrainConfig(), {**base, **given, "val_subset": None, "train_subset": None})
 
 

@@ -469,6 +469,28 @@ def test_eval_and_predict_take_exported_artefacts(run, exported, fmt, suffix, pr
 
 
 @pytest.mark.slow
+def test_eval_and_predict_take_a_non_square_artefact(run, tmp_path, capsys):
+    """An artefact exported at H != W is measured at its own size: eval's top-1 is the PyTorch model's on the same
+    crops (its metadata's transform), and another --img-size is refused."""
+    out = tmp_path / "xs-48x32.onnx"
+    assert export(run, "onnx", "fp32", out, "--img-size", "48", "32") == 0
+    info = read_info(out)
+    assert info.input_size == (3, 48, 32)
+    capsys.readouterr()
+    data = str(run["dir"] / "data")
+    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys)
+    batch = load_batch(folder_images(run["val"]), info.transform())
+    with torch.no_grad():
+        hits = load_model(str(run["checkpoint"])).model(batch.images).argmax(1) == torch.as_tensor(batch.labels)
+    assert deployed > 30.0 and abs(deployed - 100.0 * hits.float().mean().item()) <= 0.5  # one photo of 400
+    photo = str(next((run["val"] / "ship").iterdir()))
+    assert main(["predict", photo, "--checkpoint", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top"][0]["class"] in CLASSES
+    user_error(["predict", photo, "--checkpoint", str(out), "--img-size", "48"], capsys,
+               "--img-size 48: the artefact runs 48x32 images only")
+
+
+@pytest.mark.slow
 def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
     if not installed("litert_torch", "ai_edge_litert"):
         pytest.skip("litert-torch is not installed (pip install -e '.[dev]' installs it)")
