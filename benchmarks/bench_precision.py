@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from swiftformer.agreement import Agreement
+from swiftformer.agreement import Agreement, top1_change_text
 from swiftformer.bench import FORMAT_OF, BenchResult, run_benchmark, speedup
 from swiftformer.calibration import calibration_images, check_images, load_batch
 from swiftformer.cpu import cpu_info
@@ -86,7 +86,7 @@ def main() -> None:
     info = cpu_info()
     print(f"\n{info.model}, {', '.join(info.isa())}, {args.threads} threads, {args.img_size} px")
     print(f"{'model':<16}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'vs fp32':>9}{'vs timm':>9}"
-          f"{'agree %':>9}{'top-1 fp32':>12}{'top-1':>7}")
+          f"{'agree %':>9}{'top-1 fp32':>12}{'top-1':>7}{'change':>14}")
     for record in result.records:
         if record.model.startswith("timm/"):
             continue
@@ -95,8 +95,9 @@ def main() -> None:
         agreement = found.get((record.model, record.backend, record.precision)) if record.batch == 1 else None
         quality = (f"{100 * agreement.agreement:>9.2f}"
                    + (f"{agreement.reference_top1:>12.2f}{agreement.artefact_top1:>7.2f}"
-                      if agreement.reference_top1 is not None else f"{'-':>12}{'-':>7}")
-                   if agreement else f"{'-':>9}{'-':>12}{'-':>7}")
+                      f"{top1_change_text(agreement):>14}"
+                      if agreement.reference_top1 is not None else f"{'-':>12}{'-':>7}{'-':>14}")
+                   if agreement else f"{'-':>9}{'-':>12}{'-':>7}{'-':>14}")
         print(f"{record.model:<16}{record.backend:<13}{record.precision:<6}{record.batch:>6}{record.median_ms:>11.2f}"
               f"{speedup(same_fp32.median_ms, record.median_ms) if same_fp32 else float('nan'):>8.2f}x"
               f"{speedup(timm.median_ms, record.median_ms) if timm else float('nan'):>8.2f}x{quality}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swiftformer.agreement import compare, model_labels
+from swiftformer.agreement import compare, model_labels, top1_loss_warning
 from swiftformer.artefacts import is_artefact, read_info, sidecar
 from swiftformer.calibration import calibration_and_check, calibration_images, folder_images, load_batch
 from swiftformer.checkpoint import save_checkpoint
@@ -167,9 +167,26 @@ def test_agreement_counts_top1_changes_and_probability_differences():
     result = compare(reference, artefact, torch.tensor([0, 1, 2, 1]))
     assert result.agreement == pytest.approx(0.75)
     assert result.reference_top1 == pytest.approx(75.0) and result.artefact_top1 == pytest.approx(100.0)
+    assert result.top1_change_se == pytest.approx(100.0 * (0.25 * 0.75) ** 0.5 / 2)  # one of four images fixed
+    assert top1_loss_warning(result) == ""  # a gain
     assert result.max_prob_diff == pytest.approx(float(reference[0].softmax(0)[0] - reference[0].softmax(0)[1]))
     assert model_labels(torch.tensor([0, 1]), ["dog", "cat"], ["cat", "dog"]).tolist() == [1, 0]
     assert model_labels(torch.tensor([0]), ["emu"], ["cat", "dog"]) is None
+
+
+def test_a_top1_loss_beyond_the_images_noise_is_a_warning():
+    """30 of 1,000 images broken, none fixed: -3 points at 0.54 standard error; 3 broken and 2 fixed is noise."""
+    labels = torch.zeros(1000, dtype=torch.long)
+    right, wrong = torch.tensor([4.0, 0.0]), torch.tensor([0.0, 4.0])
+    reference = right.repeat(1000, 1)
+    broken = reference.clone()
+    broken[:30] = wrong
+    warning = top1_loss_warning(compare(reference, broken, labels))
+    assert "top-1 fell 3.00 points below fp32 on these 1000 images, 5.6 standard errors" in warning
+    noisy_reference, noisy = reference.clone(), reference.clone()
+    noisy_reference[:2] = wrong
+    noisy[2:5] = wrong
+    assert top1_loss_warning(compare(noisy_reference, noisy, labels)) == ""
 
 
 def test_an_unsupported_pair_names_the_formats_that_can(tmp_path, capsys):

@@ -77,7 +77,7 @@ def _images(args: argparse.Namespace, transform):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agreement import format_table, unlabelled_reason
+    from ..agreement import format_table, top1_loss_warning, unlabelled_reason
     from ..export import MAX_DYNAMIC_BATCH, check_output, check_request, export_model
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"check: agreement with fp32 PyTorch on held-out real images - {verdict}")
         if result.agreement.reference_top1 is None:
             print(f"note: no top-1 (-) because {unlabelled_reason(check.class_names, class_names)}")
+        if warning := top1_loss_warning(result.agreement):
+            print(f"warning: {warning}")
         images = result.agreement.images
         if images < FEW_CHECK_IMAGES:
             print(f"note: only {images} check images, so one disagreement is {100 / images:.1f} % of them: "
