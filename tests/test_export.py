@@ -14,7 +14,7 @@ from swiftformer.cli import main
 from swiftformer.errors import SwiftFormerError
 from swiftformer.export import ExportCheckError, check_inputs, compile_openvino, export_model, write_openvino
 
-from .conftest import VARIANT_NAMES, randomize
+from .conftest import VARIANT_NAMES, randomize, user_error
 
 IMG_SIZE = (128, 96)  # non-square and small: export time does not depend on it, the check does
 
@@ -172,6 +172,21 @@ def test_cli_export_prints_the_check(tmp_path, capsys):
     assert code == 0 and out.is_file()
     assert "batch 3" in printed and "max abs diff vs PyTorch" in printed
     assert main(["export", "--model", "swiftformer_q", "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 2
+
+
+def test_cli_export_img_size_is_one_side_or_two(tmp_path, capsys):
+    """``--img-size N`` is square, as in every other command; ``H W`` is any shape; three sides are one line."""
+    checkpoint = tmp_path / "xs.safetensors"
+    swiftformer.save_checkpoint(randomized("swiftformer_xs"), checkpoint)
+    base = ["export", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript"]
+    for sides, expected in ((["48"], (48, 48)), (["48", "32"], (48, 32))):
+        out = tmp_path / f"xs-{'x'.join(sides)}.pt"
+        assert main([*base, "--out", str(out), "--img-size", *sides]) == 0
+        assert list(torch.jit.load(str(out))(torch.randn(1, 3, *expected)).shape) == [1, 1000]
+        assert f"input [3, {expected[0]}, {expected[1]}]" in capsys.readouterr().out
+    user_error([*base, "--out", str(tmp_path / "xs.pt"), "--img-size", "48", "32", "64"], capsys,
+               "--img-size 48 32 64: give N (square) or H W")
+    assert not (tmp_path / "xs.pt").exists()
 
 
 # A failed check leaves nothing; weights are never silently random; a run's image size (issue 15: 2, 11, 15) ---

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..errors import SwiftFormerError
+
 # Fewer check images than this get a note: a percentage over them is too coarse to stand behind.
 FEW_CHECK_IMAGES = 200
 # Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
@@ -39,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--dynamic-batch", action="store_true", help=f"any batch size from 1 to {MAX_DYNAMIC_BATCH}"
     )
-    parser.add_argument("--img-size", type=image_side, nargs=2, default=None, metavar=("H", "W"),
-                        help="default: the run's size for our training checkpoints, else 224 224")
+    parser.add_argument("--img-size", type=image_side, nargs="+", default=None, metavar="N | H W",
+                        help="N (square) or H W; default: the run's size for our training checkpoints, else 224")
     parser.add_argument("--atol", type=positive_float, default=1e-4, help="largest accepted max abs difference of the logits (fp32)")
     parser.add_argument("--precision", choices=ALL_PRECISIONS, default="fp32")
     parser.add_argument("--calibration", default=None, help="folder of real images (ImageFolder or flat) to calibrate int8 on")
@@ -53,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=probability, default=None,
                         help="least top-1 agreement with fp32 PyTorch, 0..1 (default 0.995 fp16/bf16, 0.98 int8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration/check draw")
+
+
+def image_hw(sides: list[int]) -> tuple[int, int]:
+    """``--img-size N`` (square) or ``H W``."""
+    if len(sides) > 2:
+        raise SwiftFormerError(f"--img-size {' '.join(map(str, sides))}: give N (square) or H W")
+    return (sides[0], sides[-1])
 
 
 def _calibrates(args: argparse.Namespace) -> bool:
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     # before any weights are fetched or converted
     check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data))
     check_output(args.format, args.out)
+    requested = image_hw(args.img_size) if args.img_size else None
     if args.random_weights:
         model = create_model(args.model, attention=args.attention)
         class_names, run = default_class_names(model.num_classes), {}
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         model, class_names, run = loaded.model, loaded.class_names, loaded.run_config or {}
         weights = f"weights {args.checkpoint}" if args.checkpoint else "the released ImageNet weights"
     run_size = run.get("img_size")
-    img_size = tuple(args.img_size) if args.img_size else (run_size or 224,) * 2
+    img_size = requested or (run_size or 224,) * 2
     crop_pct, interpolation = run.get("crop_pct"), run.get("interpolation")
     calibration, check = (None, None)
     if args.calibration and not _calibrates(args):
