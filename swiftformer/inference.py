@@ -46,7 +46,8 @@ def training_run(path: Path) -> dict[str, Any] | None:
 
 
 def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool = False, attention: str = "additive") -> LoadedModel:
-    """Model in eval mode with its class names. ``checkpoint=None`` gives the released ImageNet weights.
+    """Model in eval mode with its class names. ``checkpoint=None`` gives the released ImageNet weights (of
+    SwiftFormer-XS without ``model_name``); other weights than our runs and artefacts need ``model_name``.
 
     An exported artefact (``.onnx``, OpenVINO ``.xml``, TorchScript ``.pt``, ``.pte``, ``.tflite``) runs on its own
     runtime, with the preprocessing and class names stored beside it (:mod:`swiftformer.artefacts`)."""
@@ -78,6 +79,9 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         return LoadedModel(model.eval(), names, config)
     if ema:
         raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
+    if path is not None and not model_name:  # official, timm, HF and native weights do not name their variant
+        raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "
+                              "give --model (e.g. --model swiftformer_l1)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
     return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
 

@@ -189,6 +189,22 @@ def test_cli_export_img_size_is_one_side_or_two(tmp_path, capsys):
     assert not (tmp_path / "xs.pt").exists()
 
 
+def test_cli_export_takes_the_variant_from_a_run_and_asks_for_it_otherwise(tmp_path, capsys):
+    """Weights that do not name their variant need --model (never a silent XS); an artefact is not re-exported."""
+    checkpoint = tmp_path / "l1.safetensors"
+    swiftformer.save_checkpoint(randomized("swiftformer_l1"), checkpoint)
+    out = str(tmp_path / "m.pt")
+    user_error(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", out], capsys,
+               "l1.safetensors is not a training run of ours", "give --model")
+    user_error(["export", "--random-weights", "--format", "torchscript", "--out", out], capsys,
+               "--model: which variant to export with --random-weights")
+    assert main(["export", "--model", "swiftformer_l1", "--checkpoint", str(checkpoint), "--format", "torchscript",
+                 "--out", out, "--img-size", "64"]) == 0
+    capsys.readouterr()
+    user_error(["export", "--checkpoint", out, "--format", "onnx", "--out", str(tmp_path / "m.onnx")], capsys,
+               "m.pt is an exported artefact: export from the checkpoint it was made from")
+
+
 # A failed check leaves nothing; weights are never silently random; a run's image size (issue 15: 2, 11, 15) ---
 @pytest.mark.parametrize("fmt,name", [("torchscript", "xs.pt"), ("openvino", "xs.xml")])
 def test_a_failed_check_leaves_no_artefact_and_keeps_the_previous_one(fmt, name, tmp_path):

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..quantize import ALL_PRECISIONS
     from .numbers import image_side, positive_float, positive_int, probability
 
-    parser.add_argument("--model", required=True, help="variant, e.g. swiftformer_s")
+    parser.add_argument("--model", default=None, help="variant, e.g. swiftformer_s (a training run of ours says its own)")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", default=None, help="weights: our last.pth/best.pth, official, timm, Hugging "
                          "Face or native (default: the released ImageNet weights of --model)")
@@ -87,6 +87,7 @@ def _images(args: argparse.Namespace, transform):
 
 def run(args: argparse.Namespace) -> int:
     from ..agreement import format_table, top1_loss_warning, unlabelled_reason
+    from ..artefacts import is_artefact
     from ..export import MAX_DYNAMIC_BATCH, check_output, check_request, export_model
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
@@ -98,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data))
     check_output(args.format, args.out)
     requested = image_hw(args.img_size) if args.img_size else None
+    if not args.model and not args.checkpoint:
+        weights = "--random-weights" if args.random_weights else "the released weights"
+        raise SwiftFormerError(f"--model: which variant to export with {weights} (e.g. --model swiftformer_xs)")
+    if args.checkpoint and is_artefact(args.checkpoint):
+        raise SwiftFormerError(f"{args.checkpoint} is an exported artefact: export from the checkpoint it was made from")
     if args.random_weights:
         model = create_model(args.model, attention=args.attention)
         class_names, run = default_class_names(model.num_classes), {}
