@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
 
+    if args.format == "openvino" and args.precision == "int8":
+        import nncf  # noqa: F401  (importing it sets its logger to INFO: import it before quieting it)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
