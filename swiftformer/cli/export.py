@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
         if result.agreement.reference_top1 is None:
             print(f"note: no top-1 (-) because {unlabelled_reason(check.class_names, class_names)}")
         if warning := top1_loss_warning(result.agreement):
-            print(f"warning: {warning}")
+            remedy = ("; more calibration images (--calibration-size 1024) or train --qat may recover it"
+                      if args.precision == "int8" else "")
+            print(f"warning: {warning}{remedy}")
         images = result.agreement.images
         if images < FEW_CHECK_IMAGES:
             print(f"note: only {images} check images, so one disagreement is {100 / images:.1f} % of them: "
