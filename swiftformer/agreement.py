@@ -42,13 +42,14 @@ def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tenso
     reference, artefact = reference.float(), artefact.float()
     diff = (reference.softmax(1) - artefact.softmax(1)).abs()
     same = (reference.argmax(1) == artefact.argmax(1)).double().mean()
-    agreement = Agreement(reference.shape[0], float(same), float(diff.max()), float(diff.mean()), None, None)
+    reference_top1 = artefact_top1 = change_se = None
     if labels is not None:
         right = [(logits.argmax(1) == labels).double() for logits in (reference, artefact)]
         change = right[1] - right[0]  # per image: +1 fixed, -1 broken, 0 either both right or both wrong
-        agreement.reference_top1, agreement.artefact_top1 = (float(100.0 * hits.mean()) for hits in right)
-        agreement.top1_change_se = float(100.0 * change.std(correction=0) / len(change) ** 0.5)
-    return agreement
+        reference_top1, artefact_top1 = (float(100.0 * hits.mean()) for hits in right)
+        change_se = float(100.0 * change.std(correction=0) / len(change) ** 0.5)
+    return Agreement(reference.shape[0], float(same), float(diff.max()), float(diff.mean()), reference_top1,
+                     artefact_top1, change_se)
 
 
 def _match_classes(folder_classes: list[str] | None, model_classes: list[str]) -> tuple[list[int] | None, str]:
@@ -96,7 +97,7 @@ def format_table(rows: dict[str, Agreement]) -> str:
 def top1_loss_warning(row: Agreement) -> str:
     """A warning when the artefact's top-1 fell further below fp32's than the check images' noise explains."""
     change, se = row.top1_change, row.top1_change_se
-    if change is None or change >= -REAL_LOSS_SE * se or change == 0:
+    if change is None or change >= -REAL_LOSS_SE * se:
         return ""
     depth = f"{-change / se:.1f} standard errors" if se else "on every image it changed"
     return (f"top-1 fell {-change:.2f} points below fp32 on these {row.images} images, {depth}: "

@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.format, args.out)
     requested = image_hw(args.img_size) if args.img_size else None
     if not args.model and not args.checkpoint:
-        weights = "--random-weights" if args.random_weights else "the released weights"
-        raise SwiftFormerError(f"--model: which variant to export with {weights} (e.g. --model swiftformer_xs)")
+        source = "--random-weights" if args.random_weights else "the released weights"
+        raise SwiftFormerError(f"--model: which variant to export with {source} (e.g. --model swiftformer_xs)")
     if args.checkpoint and is_artefact(args.checkpoint):
         raise SwiftFormerError(f"{args.checkpoint} is an exported artefact: export from the checkpoint it was made from")
     if args.random_weights:
