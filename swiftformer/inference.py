@@ -79,7 +79,8 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         return LoadedModel(model.eval(), names, config)
     if ema:
         raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
-    if path is not None and not model_name:  # official, timm, HF and native weights do not name their variant
+    # official, timm, HF and native weights do not name their variant (a missing file is the loader's error to name)
+    if path is not None and path.exists() and not model_name:
         raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "
                               "give --model (e.g. --model swiftformer_l1)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)

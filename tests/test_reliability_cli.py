@@ -49,7 +49,9 @@ def test_unknown_model_suggests_the_closest_names(tmp_path, capsys):
 
 def test_missing_paths_are_named(tmp_path, capsys):
     missing = tmp_path / "missing"
-    _user_error(["eval", "--checkpoint", f"{missing}.pth"], capsys, f"{missing}.pth")
+    _user_error(["eval", "--checkpoint", f"{missing}.pth"], capsys, f"checkpoint not found: {missing}.pth")
+    _user_error(["export", "--checkpoint", f"{missing}.pth", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+                capsys, f"checkpoint not found: {missing}.pth")  # not "give --model": the file is not there
     _user_error(["eval", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.safetensors"], capsys, f"{missing}.safetensors")
     _user_error(["predict", f"{missing}.jpg", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth"], capsys, f"{missing}.pth")
     _user_error(["export", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth", "--format", "onnx",
