@@ -100,8 +100,8 @@ def top1_loss_warning(row: Agreement) -> str:
     if change is None or change >= -REAL_LOSS_SE * se:
         return ""
     depth = f"{-change / se:.1f} standard errors" if se else "on every image it changed"
-    return (f"top-1 fell {-change:.2f} points below fp32 on these {row.images} images, {depth}: "
-            "a real loss, not the images' noise")
+    return (f"top-1 fell {-change:.2f} points below fp32 on these {row.images} images, {depth}: more than their noise "
+            "explains but about 1 time in 40; check on more images (--check-data DIR, --check-size N) to be sure")
 
 
 def top1_change_text(row: Agreement) -> str:

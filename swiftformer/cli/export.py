@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         if result.agreement.reference_top1 is None:
             print(f"note: no top-1 (-) because {unlabelled_reason(check.class_names, class_names)}")
         if warning := top1_loss_warning(result.agreement):
-            remedy = ("; more calibration images (--calibration-size 1024) or train --qat may recover it"
+            remedy = ("; if it holds there, more calibration images (--calibration-size 1024) or train --qat may "
+                      "recover it"
                       if args.precision == "int8" else "")
             print(f"warning: {warning}{remedy}")
         images = result.agreement.images
