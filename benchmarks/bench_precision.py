@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from swiftformer.agreement import Agreement, compare, model_labels, top1_change_text
-from swiftformer.artefacts import open_artefact, read_info
+from swiftformer.agreement import Agreement, top1_change_text
+from swiftformer.artefacts import read_info
 from swiftformer.bench import FORMAT_OF, precision_skip_reason, run_benchmark, speedup
 from swiftformer.calibration import ImageBatch, calibration_and_check, calibration_images, check_images, load_batch
 from swiftformer.cpu import cpu_info
 from swiftformer.data import eval_transform
-from swiftformer.export import SUFFIXES, export_model
+from swiftformer.export import SUFFIXES, check_agreement, export_model
 from swiftformer.inference import LoadedModel, load_model, run_config
 from swiftformer.models import reparameterize
 from swiftformer.recipes import TrainConfig
@@ -76,16 +76,9 @@ def agreements(run: TrainedRun, pairs: list[tuple[str, str]]) -> dict[tuple[str,
             )
             found[(loaded.model.variant, backend, precision, "val")] = exported.agreement
             if "train" in run.pools:
-                found[(loaded.model.variant, backend, precision, "train")] = pool_agreement(
-                    fused, path, run.pools["train"], loaded.class_names)
+                found[(loaded.model.variant, backend, precision, "train")] = check_agreement(
+                    fused, path, read_info(path), run.pools["train"], 0.0)
     return found
-
-
-def pool_agreement(fused: torch.nn.Module, path: Path, pool: ImageBatch, class_names: list[str]) -> Agreement:
-    """The artefact at ``path`` against ``fused`` on ``pool`` (as the export's own check does on its images)."""
-    reference = torch.cat([fused(part) for part in pool.images.split(64)])
-    artefact = open_artefact(path, read_info(path))(pool.images)
-    return compare(reference, artefact, model_labels(pool.labels, pool.class_names, class_names))
 
 
 def print_agreements(found: dict[tuple[str, str, str, str], Agreement]) -> None:
@@ -159,6 +152,7 @@ def main() -> None:
             print(f"skipped {reason}")
     if found:
         print_agreements(found)
+
 
 if __name__ == "__main__":
     main()
