@@ -24,6 +24,7 @@ from swiftformer.agreement import Agreement, top1_change_text
 from swiftformer.artefacts import read_info
 from swiftformer.bench import FORMAT_OF, precision_skip_reason, run_benchmark, speedup
 from swiftformer.calibration import ImageBatch, calibration_and_check, calibration_images, check_images, load_batch
+from swiftformer.cli.numbers import non_negative_int
 from swiftformer.cpu import cpu_info
 from swiftformer.data import eval_transform
 from swiftformer.export import SUFFIXES, check_agreement, export_model
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--calibration-size", type=int, default=256)
     parser.add_argument("--check-size", type=int, default=1000)
-    parser.add_argument("--check-train", type=int, default=0, metavar="N",
+    parser.add_argument("--check-train", type=non_negative_int, default=0, metavar="N",
                         help="also check on up to N train photos that calibration did not use")
     parser.add_argument("--no-timing", action="store_true", help="agreement and top-1 only")
     args = parser.parse_args()
