@@ -289,6 +289,29 @@ def openvino_head(model: object) -> str:
 
 
 # ExecuTorch, and quantization-aware training (swiftformer.qat) ----------------------------------------------
+# Images per calibration call of a PT2E model: its observers cost about as much per call at batch 1 as at 32 (256
+# photos at batch 1 took 20 s of an ExecuTorch XS export at 32 px)
+PT2E_CALIBRATION_BATCH = 32
+
+
+def pt2e_calibrated(model: nn.Module, quantizer: object, calibration: torch.Tensor,
+                    fold_quantize: bool = True) -> torch.fx.GraphModule:
+    """``model`` captured, prepared by ``quantizer``, observed on every ``calibration`` image and converted.
+
+    Captured with a batch dimension of its own, whatever the artefact's, so the photos go
+    :data:`PT2E_CALIBRATION_BATCH` at a time; the caller exports the result again at the artefact's shape."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from .export import _batch_dim
+
+    example = calibration[:1].expand(2, -1, -1, -1).contiguous()  # batch 1 would be specialised to a constant
+    captured = torch.export.export(model, (example,), dynamic_shapes=_batch_dim(True)).module()
+    prepared = prepare_pt2e(captured, quantizer)
+    for part in calibration.split(PT2E_CALIBRATION_BATCH):
+        prepared(part.contiguous())
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
 def pt2e_int8_quantizer(qat: bool) -> object:
     """The XNNPACK PT2E quantizer with the int8 rule of every runtime here: convolutions only, per-channel
     symmetric int8 weights, affine int8 activations, the stem's in float (docs/quantization.md: on S, 96.8 % ->
@@ -307,16 +330,10 @@ def executorch_int8(fused: nn.Module, example: torch.Tensor, out: Path, calibrat
     """PT2E int8 (XNNPACK quantizer: per-channel symmetric weights, affine activations), lowered to XNNPACK."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from .export import _batch_dim, _contiguous_copy
 
-    model = _contiguous_copy(fused)
-    captured = torch.export.export(model, (example,), dynamic_shapes=_batch_dim(dynamic_batch)).module()
-    prepared = prepare_pt2e(captured, pt2e_int8_quantizer(qat=False))
-    for part in chunks(calibration, example.shape[0]):
-        prepared(part.contiguous())
-    quantized = convert_pt2e(prepared)
+    quantized = pt2e_calibrated(_contiguous_copy(fused), pt2e_int8_quantizer(qat=False), calibration)
     program = torch.export.export(quantized, (example,), dynamic_shapes=_batch_dim(dynamic_batch))
     out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
     return out
@@ -406,15 +423,11 @@ def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
             litert_torch.convert(fused, (example,)).export(str(out))
             return out
         from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = litert_int8_quantizer()
-        prepared = prepare_pt2e(torch.export.export(fused, (example,)).module(), quantizer)
-        for part in chunks(calibration, example.shape[0]):
-            prepared(part)
         # the quantizer goes to the converter too: without it the quantize/dequantize pairs stay in the graph, the
         # weights stay fp32 and every op runs in float (a simulated int8 model, several times slower than fp32)
-        quantized = convert_pt2e(prepared, fold_quantize=False)
+        quantized = pt2e_calibrated(fused, quantizer, calibration, fold_quantize=False)
         # captured from the fused model in eval mode, the graph holds eval ops only; an exported module still says
         # training=True (its .eval() raises), and litert-torch would warn it "is converted in training mode"
         quantized.training = False
