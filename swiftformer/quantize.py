@@ -6,7 +6,8 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
 - ONNX int8: ONNX Runtime static quantization of the convolutions but the stem's (``quant_pre_process``, QDQ,
   per-channel symmetric int8 weights, uint8 activations; 7-bit weights, ``reduce_range``, on CPUs without VNNI,
   whose u8*s8 dot products saturate), the skip path kept in float (:func:`onnx_float_residuals`);
-- OpenVINO int8: NNCF post-training quantization of the IR, the stem and the head kept in float, activation ranges
+- OpenVINO int8: NNCF post-training quantization of the IR, the stem and the head kept in float (every MatMul on
+  CPUs without VNNI, :func:`openvino_float_ops`), activation ranges
   from the calibration images' min/max, no bias correction, the float remainder compiled in bf16 on CPUs with native bf16
   (:func:`openvino_hint`); fp16/bf16: weights stored in that precision in the IR and the compiled inference precision
   (recorded in the IR's ``runtime_options`` and in the artefact's metadata);
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .cpu import cpu_info
+from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
 from .models.fused import FusedStem
 
@@ -188,7 +189,7 @@ def onnx_blocks(graph: onnx.GraphProto) -> dict[str, list[str]]:
 # OpenVINO --------------------------------------------------------------------------------------------------
 def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch.Tensor | None,
                      dynamic_batch: bool, batch: int) -> Path:
-    """The IR in ``precision``: NNCF int8 (calibrated; the stem and the head in float, :func:`openvino_float_ops`), or
+    """The IR in ``precision``: NNCF int8 (calibrated; what :func:`openvino_float_ops` names in float), or
     weights stored in fp16 / bf16 (:func:`openvino_bf16_weights`) with an fp16 / bf16 hint."""
     import openvino as ov
 
@@ -208,7 +209,7 @@ def openvino_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: to
         # docs/quantization.md.
         model = nncf.quantize(
             model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=openvino_float_ops(model)),
+            subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=openvino_float_ops(model, cpu_info())),
             advanced_parameters=AdvancedQuantizationParameters(
                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True),
         )
@@ -259,18 +260,22 @@ def openvino_hint(precision: str) -> str:
     return OPENVINO_HINT[precision]
 
 
-def openvino_float_ops(model: object) -> list[str]:
-    """What NNCF int8 leaves in float in an OpenVINO model, as the other runtimes do (docs/quantization.md):
+def openvino_float_ops(model: object, cpu: CpuInfo) -> list[str]:
+    """What NNCF int8 leaves in float in an OpenVINO model for ``cpu``, as the other runtimes do (docs/quantization.md):
 
     - the stem's convolutions (every Convolution before the first GroupConvolution, as :func:`onnx_stem` finds
       them): on the raw normalised image they moved the probabilities most of any group (XS: 95.4 -> 98.0 %);
     - the head's MatMul (:func:`openvino_head`): it reads the pooled features before the final BN folded into it,
       whose channels span very different ranges under one activation scale (trained L3: 98.4 -> 98.7 %, mean |dp|
-      -15 %; ONNX Runtime with the head alone int8: 97.9 %).
+      -15 %; ONNX Runtime with the head alone int8: 97.9 %);
+    - on CPUs without VNNI, every MatMul (the attentions' linears): OpenVINO's int8 matrix products there ran
+      slower than its fp32 ones (AVX2, XS: 2.4 against 1.8 ms per inference), where VNNI and AMX make them faster.
     """
     ops = model.get_ordered_ops()
     first_depthwise = next((i for i, op in enumerate(ops) if op.get_type_name() == "GroupConvolution"), 0)
     stem = [op.get_friendly_name() for op in ops[:first_depthwise] if op.get_type_name() == "Convolution"]
+    if not cpu.vnni:
+        return [*stem, *(op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul")]
     return [*stem, openvino_head(model)]
 
 

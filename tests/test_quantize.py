@@ -231,15 +231,17 @@ def xs_onnx_and_photos(model: torch.nn.Module, tmp_path: Path) -> tuple[Path, to
     return write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx"), calibration
 
 
-def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
+def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, monkeypatch):
     """What measurement chose (docs/quantization.md): ONNX int8 quantizes the convolutions but the stem's two;
     OpenVINO int8 leaves the stem's two and the head in float; every other convolution is int8 in both, and
-    OpenVINO's other weight MatMuls are int8."""
+    OpenVINO's other weight MatMuls are int8 on a CPU with VNNI, float on one without."""
     import onnx
     import openvino as ov
 
+    from swiftformer import quantize
+    from swiftformer.cpu import CpuInfo
     from swiftformer.models import create_model
-    from swiftformer.quantize import onnx_int8, openvino_reduced
+    from swiftformer.quantize import onnx_int8, openvino_float_ops, openvino_reduced
 
     fp32, calibration = xs_onnx_and_photos(create_model("swiftformer_xs"), tmp_path)
 
@@ -256,6 +258,8 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
                   if name in dequantized]
     assert add_inputs and all(producer.get(name) == "Conv" for name in add_inputs)
 
+    vnni = CpuInfo("Xeon", frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    monkeypatch.setattr(quantize, "cpu_info", lambda: vnni)
     model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in convs]
@@ -265,6 +269,11 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path):
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
               for op in model.get_ordered_ops() if op.get_friendly_name() in linears]
     assert not fed_fq[-1] and all(fed_fq[:-1]) and len(fed_fq) > 8  # the head, read by the logits, stays float
+
+    fp32_model = ov.convert_model(str(fp32))
+    avx2 = set(openvino_float_ops(fp32_model, CpuInfo("EPYC", frozenset({"avx2", "fma"}))))
+    matmuls = {op.get_friendly_name() for op in fp32_model.get_ordered_ops() if op.get_type_name() == "MatMul"}
+    assert linears <= matmuls <= avx2 and avx2 - matmuls == set(openvino_float_ops(fp32_model, vnni)) - matmuls
 
 
 def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
