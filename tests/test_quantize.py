@@ -264,13 +264,13 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, mo
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in convs]
     assert fed_fq[:2] == [False, False] and all(fed_fq[2:])
-    linears = {op.get_friendly_name() for op in ov.convert_model(str(fp32)).get_ordered_ops()  # weights, not tokens
+    fp32_model = ov.convert_model(str(fp32))
+    linears = {op.get_friendly_name() for op in fp32_model.get_ordered_ops()  # weights, not tokens
                if op.get_type_name() == "MatMul" and op.input(1).get_source_output().get_node().get_type_name() == "Constant"}
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
               for op in model.get_ordered_ops() if op.get_friendly_name() in linears]
     assert not fed_fq[-1] and all(fed_fq[:-1]) and len(fed_fq) > 8  # the head, read by the logits, stays float
 
-    fp32_model = ov.convert_model(str(fp32))
     avx2 = set(openvino_float_ops(fp32_model, CpuInfo("EPYC", frozenset({"avx2", "fma"}))))
     matmuls = {op.get_friendly_name() for op in fp32_model.get_ordered_ops() if op.get_type_name() == "MatMul"}
     assert linears <= matmuls <= avx2 and avx2 - matmuls == set(openvino_float_ops(fp32_model, vnni)) - matmuls
