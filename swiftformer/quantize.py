@@ -15,16 +15,18 @@ fp32 PyTorch on held-out real images (:mod:`swiftformer.agreement`). What each f
   float), lowered to the XNNPACK delegate;
 - Core ML fp16: fp16 compute precision (what the Neural Engine runs); int8: per-channel symmetric int8 weights
   (``coremltools.optimize``), activations in fp16;
-- LiteRT (``.tflite``): ``litert-torch`` conversion, int8 through its PT2E flow, the convolutions but the stem's
-  (:func:`litert_int8_quantizer`).
+- LiteRT (``.tflite``): ``litert-torch`` conversion; int8: that graph quantized by LiteRT's ``ai-edge-quantizer``,
+  the convolutions but the stem's (:func:`litert_int8`).
 
 Calibration images are real photos, preprocessed as the model expects (:mod:`swiftformer.calibration`).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,8 +172,6 @@ def onnx_blocks(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """The quantizable nodes (:data:`ONNX_QUANTIZABLE`) of a :func:`onnx_prepared` graph (the names ``onnx_int8``
     sees) by block: ``body.1.2.blocks.5``, ``body.0`` (stem), ``body.2`` (head)..., plus ``products``: the
     activation-by-activation MatMuls of the attentions (no weight input), for per-block sensitivity measurements."""
-    import re
-
     weights = {init.name for init in graph.initializer}
     pattern = re.compile(r"^(body\.\d+(?:\.\d+\.(?:blocks\.\d+|downsample))?)\.")
     blocks: dict[str, list[str]] = {"products": []}
@@ -299,8 +299,7 @@ def openvino_head(model: object) -> str:
 PT2E_CALIBRATION_BATCH = 32
 
 
-def pt2e_calibrated(model: nn.Module, quantizer: object, calibration: torch.Tensor,
-                    fold_quantize: bool = True) -> torch.fx.GraphModule:
+def pt2e_calibrated(model: nn.Module, quantizer: object, calibration: torch.Tensor) -> torch.fx.GraphModule:
     """``model`` captured, prepared by ``quantizer``, observed on every ``calibration`` image and converted.
 
     Captured with a batch dimension of its own, whatever the artefact's, so the photos go
@@ -314,7 +313,7 @@ def pt2e_calibrated(model: nn.Module, quantizer: object, calibration: torch.Tens
     prepared = prepare_pt2e(captured, quantizer)
     for part in calibration.split(PT2E_CALIBRATION_BATCH):
         prepared(part.contiguous())
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    return convert_pt2e(prepared)
 
 
 def pt2e_int8_quantizer(qat: bool) -> object:
@@ -393,48 +392,47 @@ def _litert_torch():
     return litert_torch
 
 
-def litert_int8_quantizer() -> object:
-    """litert-torch's PT2E quantizer with the int8 rule of every runtime here: convolutions only, per-channel
-    symmetric int8 weights, the stem's in float. Its own ``set_global`` also quantizes the linears, adds, multiplies
-    and pooling: trained S/L1/L3 then agreed with fp32 on 95.3-97.8 % of 1,000 photos, 98.6-99.7 % with this rule
-    (docs/quantization.md). The rule is an ``annotate`` through litert-torch's conv annotator: the quantizer keeps
-    ``set_operator_type`` without applying it, and its ``set_module_name`` does not match the module names
-    ``torch.export`` records."""
-    from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.pt2e_quantizer_utils import OP_TO_ANNOTATOR, propagate_annotation
+# Ops whose int8 kernels the LiteRT artefact uses: the convolutions (the 1x1 MLPs of the NCHW form among them).
+LITERT_INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# litert-torch names each tensor after the modules that produced it: the stem's stays float (onnx_stem's reason)
+LITERT_OUTSIDE_STEM = rf"^(?!.*{re.escape(f'{FusedStem.__module__}.{FusedStem.__qualname__}')}_).*$"
 
-    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
 
-    stem = f"{FusedStem.__module__}.{FusedStem.__qualname__}"  # torch.export records module types by name
+def litert_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
+    """The fp32 ``.tflite`` quantized by LiteRT's own ``ai-edge-quantizer``: static int8 convolutions but the stem's
+    (per-channel symmetric weights, activation ranges from the calibration images' min/max), every other op float.
 
-    def outside_stem(node: torch.fx.Node) -> bool:
-        return all(kind not in (FusedStem, stem) for _, kind in node.meta.get("nn_module_stack", {}).values())
+    Not litert-torch's PT2E flow: its converter folds each GELU between two int8 convolutions into an int8 GELU,
+    which the XNNPACK delegate does not take, so the graph ran as 21 partitions with the GELUs on the interpreter's
+    own kernels (XS at 224 px, batch 1: 1.46x fp32, against 1.85x with the GELUs in float in one partition;
+    docs/quantization.md)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer as aeq
 
-    class ConvolutionsButTheStem(pt2e_quantizer.PT2EQuantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            OP_TO_ANNOTATOR["conv"](model, config, outside_stem)
-            propagate_annotation(model)
-            return model
-
-    return ConvolutionsButTheStem().set_global(config)  # read by QuantConfig only: static int8, not dynamic
+    interpreter = Interpreter(model_content=float_tflite)
+    signature, spec = next(iter(interpreter.get_signature_list().items()))
+    (name,) = spec["inputs"]
+    batch = int(interpreter.get_input_details()[0]["shape"][0])
+    samples = []
+    for part in calibration.split(batch):  # the graph's fixed batch; a short last one padded (min/max unchanged)
+        part = torch.cat([part, part[-1:].expand(batch - part.shape[0], *part.shape[1:])])
+        samples.append({name: part.contiguous().numpy()})
+    q = aeq.Quantizer(float_tflite)
+    for op in LITERT_INT8_OPS:
+        q.add_static_config(regex=LITERT_OUTSIDE_STEM, operation_name=op, activation_num_bits=8, weight_num_bits=8)
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
+        ranges = q.calibrate({signature: samples}, num_threads=torch.get_num_threads())
+        return bytes(q.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
 def litert(fused: nn.Module, example: torch.Tensor, out: Path, precision: str,
            calibration: torch.Tensor | None) -> Path:
-    """``.tflite`` through litert-torch: fp32, or int8 through its PT2E flow (:func:`litert_int8_quantizer`)."""
+    """``.tflite`` through litert-torch; int8: that fp32 graph quantized by :func:`litert_int8`."""
     with quiet_litert():  # from the import on: TensorFlow reads its log level as it loads
-        litert_torch = _litert_torch()
+        float_model = _litert_torch().convert(fused, (example,))
         if precision != "int8":
-            litert_torch.convert(fused, (example,)).export(str(out))
-            return out
-        from litert_torch.quantize.quant_config import QuantConfig
-
-        quantizer = litert_int8_quantizer()
-        # the quantizer goes to the converter too: without it the quantize/dequantize pairs stay in the graph, the
-        # weights stay fp32 and every op runs in float (a simulated int8 model, several times slower than fp32)
-        quantized = pt2e_calibrated(fused, quantizer, calibration, fold_quantize=False)
-        # captured from the fused model in eval mode, the graph holds eval ops only; an exported module still says
-        # training=True (its .eval() raises), and litert-torch would warn it "is converted in training mode"
-        quantized.training = False
-        litert_torch.convert(quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(out))
+            float_model.export(str(out))
+        else:
+            out.write_bytes(litert_int8(float_model.model_content(), calibration))
     return out

@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -392,6 +393,26 @@ def test_an_int8_artefact_stores_int8_weights(run, exported, fmt, suffix, module
     weights = out.with_suffix(".bin") if fmt == "openvino" else out
     fp32_bytes = 4 * sum(p.numel() for p in load_model(str(run["checkpoint"])).model.parameters())
     assert weights.stat().st_size < 0.5 * fp32_bytes, (weights.stat().st_size, fp32_bytes)
+
+
+@pytest.mark.slow
+def test_litert_int8_runs_as_one_xnnpack_partition_with_the_stem_in_float(exported):
+    """An int8 op the XNNPACK delegate does not take (the GELUs litert-torch's PT2E flow made int8) splits the graph
+    into partitions with the interpreter's own kernels between them: 21 for XS, 1.46x fp32 instead of 1.85x."""
+    if not installed("litert_torch", "ai_edge_litert"):
+        pytest.skip("litert-torch is not installed (pip install -e '.[dev]' installs it)")
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    out, _ = exported("litert", "int8", ".tflite")
+    plain = Interpreter(model_path=str(out), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    dtypes = {tensor["index"]: tensor["dtype"].__name__ for tensor in plain.get_tensor_details()}
+    ops = Counter((op["op_name"], dtypes[op["inputs"][0]]) for op in plain._get_ops_details())  # the graph's own ops
+    assert ops["CONV_2D", "float32"] == 2 and ops["CONV_2D", "int8"] > 20 and ops["DEPTHWISE_CONV_2D", "int8"] > 0
+    assert ops["GELU", "float32"] > 0 and not {op for op, dtype in ops if dtype != "float32"} - {
+        "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE"}, ops
+    delegated = Interpreter(model_path=str(out), num_threads=2)
+    delegated.allocate_tensors()  # the XNNPACK delegate takes its partitions here, each one node named DELEGATE
+    assert sum(op["op_name"] == "DELEGATE" for op in delegated._get_ops_details()) == 1
 
 
 @pytest.mark.slow
