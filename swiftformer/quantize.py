@@ -427,7 +427,10 @@ def litert_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
     q.load_quantization_recipe(recipe.get_quantization_recipe())
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     with contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
+        # profiler-based: min/max gathered by the XNNPACK-delegated run itself (XS at 224 px: 2x faster than keeping
+        # every tensor for Python to read, the same ranges)
         ranges = calibrator.Calibrator(float_tflite, num_threads=torch.get_num_threads(),
+                                       mode=calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED,
                                        qsv_update_func=qsv_utils.min_max_update)
         ranges.calibrate({signature: samples}, recipe)
         quantized = q.quantize(ranges.get_model_qsvs(), enable_progress_bar=False, enable_progress_report=False)
