@@ -168,6 +168,13 @@ def run_litert(path: Path, threads: int | None) -> Run:
     return run
 
 
+def padded(images: torch.Tensor, batch: int) -> torch.Tensor:
+    """``images`` with their last one repeated up to ``batch``: the last chunk for a fixed-batch graph."""
+    if images.shape[0] >= batch:
+        return images
+    return torch.cat([images, images[-1:].expand(batch - images.shape[0], *images.shape[1:])])
+
+
 def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = None) -> Run:
     """A function from images to logits that runs ``path`` on its runtime, any number of images at a time.
 
@@ -189,9 +196,7 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
         for start in range(0, images.shape[0], chunk):
             part = images[start : start + chunk].float()
             count = part.shape[0]
-            if info.batch and count < info.batch:  # pad a fixed-batch graph's last chunk
-                part = torch.cat([part, part[-1:].expand(info.batch - count, *part.shape[1:])])
-            outputs.append(run(part)[:count].float())
+            outputs.append(run(padded(part, info.batch) if info.batch else part)[:count].float())
         return torch.cat(outputs)
 
     return run_all

@@ -412,14 +412,14 @@ def litert_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
     from ai_edge_quantizer import quantizer as aeq
     from ai_edge_quantizer.utils import qsv_utils
 
+    from .artefacts import padded
+
     interpreter = Interpreter(model_content=float_tflite)
     signature, spec = next(iter(interpreter.get_signature_list().items()))
     (name,) = spec["inputs"]
     batch = int(interpreter.get_input_details()[0]["shape"][0])
-    samples = []
-    for part in calibration.split(batch):  # the graph's fixed batch; a short last one padded (min/max unchanged)
-        part = torch.cat([part, part[-1:].expand(batch - part.shape[0], *part.shape[1:])])
-        samples.append({name: part.contiguous().numpy()})
+    # the graph's fixed batch; a short last one padded (min/max unchanged)
+    samples = [{name: padded(part, batch).contiguous().numpy()} for part in calibration.split(batch)]
     recipe = recipe_manager.RecipeManager()
     for op in LITERT_INT8_OPS:
         recipe.add_static_config(regex=LITERT_OUTSIDE_STEM, operation_name=op, activation_num_bits=8, weight_num_bits=8)
