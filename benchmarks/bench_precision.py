@@ -151,6 +151,7 @@ def main() -> None:
                   f"{speedup(timm.median_ms, record.median_ms) if timm else float('nan'):>8.2f}x")
         for reason in result.skipped:
             print(f"skipped {reason}")
+        print("\n".join(result.steadiness_lines()))
     if found:
         print_agreements(found)
 

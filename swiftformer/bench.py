@@ -8,7 +8,9 @@
 Every (model, backend) pair becomes a *runner*: a callable that runs one forward pass on a fixed input
 and returns its wall time. All runners are warmed up, then timed in interleaved rounds (each round runs
 every runner, in a rotated order), so a change of machine load hits them all alike; the report gives the
-median and 90th percentile of all calls. Weights are random: latency does not depend on their values.
+median and 90th percentile of all calls, and each runner's *round spread* (its slowest round's median over its
+fastest's): a shared VM can run 1.3-1.6x slower for tens of seconds at a time, and a run whose runners' rounds
+disagree by more than ``UNSTEADY_SPREAD`` says so rather than passing its ratios off as the machine's. Weights are random: latency does not depend on their values.
 Reduced precisions (``--precision``) run the artefacts ``swiftformer export --precision`` writes; int8 is
 calibrated on real images (``--calibration``), and a precision this CPU or backend cannot run is skipped with
 the reason.
@@ -62,6 +64,9 @@ BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp1
                       "executorch": ("fp32", "int8"), "litert": ("fp32", "int8")}
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
+# A runner's per-round medians agree within a few per cent on a steady machine; past this ratio the machine's
+# speed changed during the run (measured on a shared VM: 1.3-1.6x states lasting tens of seconds).
+UNSTEADY_SPREAD = 1.2
 
 Runner = Callable[[], float]  # one forward pass; returns its time in seconds
 
@@ -82,6 +87,7 @@ class Record:
     threads: int
     allocator: str
     precision: str = "fp32"
+    round_spread: float | None = None  # slowest / fastest per-round median (None: timed in one round)
     images_per_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -342,6 +348,15 @@ def summarize(times: Sequence[float]) -> tuple[float, float]:
     return float(np.median(ms)), float(np.percentile(ms, 90))
 
 
+def round_spread(times: Sequence[float], rounds: int) -> float | None:
+    """The slowest over the fastest median of ``times`` split into ``rounds`` equal, consecutive rounds (as
+    :func:`time_interleaved` returns them); ``None`` for a single round."""
+    if rounds < 2:
+        return None
+    medians = np.median(np.asarray(times, float).reshape(rounds, -1), axis=1)
+    return float(medians.max() / medians.min())
+
+
 def fit_exponent(tokens: Sequence[float], times: Sequence[float]) -> float:
     """Least-squares slope of log(time) against log(tokens): time ∝ N^exponent."""
     if len(tokens) < 2:
@@ -365,6 +380,28 @@ class BenchResult:
     def find(self, model: str, backend: str, batch: int = 1, precision: str = "fp32") -> Record | None:
         return next((r for r in self.records if (r.model, r.backend, r.batch, r.precision) ==
                      (model, backend, batch, precision)), None)
+
+    def steadiness(self) -> dict[int, float]:
+        """Per batch size, the median over runners of their round spread (batch sizes timed in one round are
+        left out)."""
+        spreads: dict[int, list[float]] = {}
+        for r in self.records:
+            if r.round_spread is not None:
+                spreads.setdefault(r.batch, []).append(r.round_spread)
+        return {batch: float(statistics.median(values)) for batch, values in spreads.items()}
+
+    def steadiness_lines(self) -> list[str]:
+        """One line per batch size on how steady the machine was; a warning where it was not."""
+        lines = []
+        for batch, spread in self.steadiness().items():
+            measured = f"at batch {batch} a runner's slowest round took {spread:.2f}x its fastest (median over runners)"
+            if spread > UNSTEADY_SPREAD:
+                lines.append(f"warning: this machine's speed changed during the run: {measured}, so its ratios can "
+                             f"be off by as much; repeat it, with more --rounds to spread every runner over the "
+                             f"changes")
+            else:
+                lines.append(f"steady machine: {measured}")
+        return lines
 
 
 def run_benchmark(
@@ -446,7 +483,7 @@ def run_benchmark(
                 median_ms, p90_ms = summarize(times)
                 records.append(
                     Record(name, backend, size, img_size, median_ms, p90_ms, params, macs, published_top1(name),
-                           threads, allocator, precision)
+                           threads, allocator, precision, round_spread(times, rounds))
                 )
     return result
 

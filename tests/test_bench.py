@@ -125,9 +125,31 @@ def test_summary_compares_with_timm_peers_and_the_matmul_rate():
     assert len(lines) == 3
 
 
+def test_round_spread_is_the_slowest_rounds_median_over_the_fastest():
+    times = [1.0, 1.1, 0.9, 2.0, 2.2, 2.1, 1.5, 1.5, 9.0]  # three rounds of three calls
+    assert bench.round_spread(times, 3) == pytest.approx(2.1)
+    assert bench.round_spread(times, 1) is None
+
+
+def test_steadiness_warns_when_the_machine_changed_speed_during_the_run():
+    def spread(median_ms: float, value: float, batch: int = 1) -> Record:
+        r = record("swiftformer_xs", "eager", median_ms, batch=batch)
+        r.round_spread = value
+        return r
+
+    result = BenchResult([spread(5.0, 1.03), spread(6.0, 1.5), spread(7.0, 1.6),
+                          spread(90.0, 1.04, batch=32), record("swiftformer_s", "eager", 9.0)])
+    assert result.steadiness() == {1: pytest.approx(1.5), 32: pytest.approx(1.04)}
+    batch1, batch32 = result.steadiness_lines()
+    assert batch1.startswith("warning: this machine's speed changed") and "at batch 1" in batch1 and "1.50x" in batch1
+    assert batch32.startswith("steady machine") and "1.04x" in batch32
+    lines, summary = summary_lines(result, batch=32)
+    assert lines[:2] == [batch1, batch32] and summary["round_spread"] == result.steadiness()
+
+
 def test_run_benchmark_tiny_case_and_outputs(tmp_path):
     result = bench.run_benchmark(
-        ["swiftformer_xs"], ["eager", "fused", "cuda"], batch=2, img_size=64, threads=1, rounds=1, iters=1,
+        ["swiftformer_xs"], ["eager", "fused", "cuda"], batch=2, img_size=64, threads=1, rounds=2, iters=1,
         warmup=1, allocator="test",
     )
     backends = bench.available_backends(["eager", "fused", "cuda"])  # cuda only where a GPU is
@@ -136,6 +158,8 @@ def test_run_benchmark_tiny_case_and_outputs(tmp_path):
     assert first.params == count_params(bench.benchmark_model("swiftformer_xs"))
     assert first.macs > 0 and first.top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
     assert result.matmul_gflops is not None and result.matmul_gflops > 0
+    assert all(r.round_spread is not None and r.round_spread >= 1.0 for r in result.records)
+    assert set(result.steadiness()) == {1, 2}
     bench.write_json(result.records, tmp_path / "b.json", {"matmul_gflops": result.matmul_gflops})
     written = json.loads((tmp_path / "b.json").read_text())
     assert all(RECORD_FIELDS <= set(row) and "summary" not in row for row in written["records"]) and written["summary"]["matmul_gflops"] > 0

@@ -42,7 +42,8 @@ def summary_lines(result, batch: int) -> tuple[list[str], dict]:
     from ..bench import speedup
     from ..models import list_models
 
-    lines, summary = [], {"matmul_gflops": result.matmul_gflops}
+    lines, summary = result.steadiness_lines(), {"matmul_gflops": result.matmul_gflops,
+                                                 "round_spread": result.steadiness()}
     names = {r.model for r in result.records}
     for variant in list_models():
         timm_eager = result.find(f"timm/{variant}", "eager")
