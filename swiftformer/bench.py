@@ -10,7 +10,8 @@ and returns its wall time. All runners are warmed up, then timed in interleaved 
 every runner, in a rotated order), so a change of machine load hits them all alike; the report gives the
 median and 90th percentile of all calls, and each runner's *round spread* (its slowest round's median over its
 fastest's): a shared VM can run 1.3-1.6x slower for tens of seconds at a time, and a run whose runners' rounds
-disagree by more than ``UNSTEADY_SPREAD`` says so rather than passing its ratios off as the machine's. Weights are random: latency does not depend on their values.
+disagree by more than ``UNSTEADY_SPREAD`` says so rather than passing its ratios off as the machine's. Weights
+are random: latency does not depend on their values.
 Reduced precisions (``--precision``) run the artefacts ``swiftformer export --precision`` writes; int8 is
 calibrated on real images (``--calibration``), and a precision this CPU or backend cannot run is skipped with
 the reason.
