@@ -402,6 +402,8 @@ class BenchResult:
                              f"changes")
             else:
                 lines.append(f"steady machine: {measured}")
+        if self.records and not lines:
+            lines.append("the machine's steadiness is not measured in a single round (--rounds 2 or more)")
         return lines
 
 

@@ -122,7 +122,7 @@ def test_summary_compares_with_timm_peers_and_the_matmul_rate():
     assert summary["swiftformer_s_vs_mobilevitv2_100"] == pytest.approx(2.5)
     # fused at batch 32: 100 img/s * 2 GFLOP = 200 GFLOP/s = 50 % of 400
     assert summary["swiftformer_s_fraction_of_matmul_peak"] == pytest.approx(0.5)
-    assert len(lines) == 3
+    assert len(lines) == 4 and "not measured" in lines[0]  # records of one round: steadiness unmeasured
 
 
 def test_round_spread_is_the_slowest_rounds_median_over_the_fastest():
@@ -145,6 +145,8 @@ def test_steadiness_warns_when_the_machine_changed_speed_during_the_run():
     assert batch32.startswith("steady machine") and "1.04x" in batch32
     lines, summary = summary_lines(result, batch=32)
     assert lines[:2] == [batch1, batch32] and summary["round_spread"] == result.steadiness()
+    single = BenchResult([record("swiftformer_xs", "eager", 5.0)])
+    assert single.steadiness() == {} and "not measured" in single.steadiness_lines()[0]
 
 
 def test_run_benchmark_tiny_case_and_outputs(tmp_path):
