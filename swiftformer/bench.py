@@ -179,7 +179,13 @@ def onnx_file(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
 
 
 def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
-    """ONNX Runtime with all graph optimisations, ``threads`` intra-op threads, sequential execution."""
+    return _onnxruntime_timed(onnx_file(model, x, path), x, threads)
+
+
+def _onnxruntime_timed(onnx: Path, x: torch.Tensor, threads: int) -> Runner:
+    """ONNX Runtime with all graph optimisations, ``threads`` intra-op threads, sequential execution, for every
+    precision. Idle worker threads sleep instead of spinning, so they do not steal the cores of the next runner: an
+    int8 session that spun made the OpenVINO fp32 runner after it 1.45-1.57x slower (docs/quantization.md)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -187,9 +193,8 @@ def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: i
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle worker threads sleep instead of spinning, so they do not steal the cores of the next runner.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(onnx_file(model, x, path)), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return _timed(lambda: session.run(None, feed))
 
@@ -247,7 +252,6 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
                    path: Path, threads: int) -> Runner:
     """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes."""
     from . import quantize
-    from .artefacts import run_onnx
 
     if backend == "executorch":
         return _executorch_timed(quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False), x,
@@ -256,8 +260,8 @@ def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tens
         return _litert_timed(quantize.litert(model, x, path.with_suffix(".tflite"), precision, calibration), x, threads)
     fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
     if backend == "onnxruntime":
-        run = run_onnx(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), threads)
-        return _timed(lambda: run(x))
+        return _onnxruntime_timed(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), x,
+                                  threads)
     xml = quantize.openvino_reduced(fp32, path.with_suffix(".xml"), precision, calibration, False, x.shape[0])
     return _openvino_timed(xml, x, threads, precision)
 

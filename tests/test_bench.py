@@ -256,6 +256,43 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
 
 
 @pytest.mark.slow
+def test_every_timed_onnxruntime_session_sleeps_when_idle(tmp_path, monkeypatch):
+    """A session whose idle threads spin takes the cores of the runner timed after it: the int8 one, built without
+    the fp32 runner's settings, made OpenVINO fp32 1.45-1.57x slower in a full bench run (docs/quantization.md)."""
+    import onnxruntime as ort
+
+    from swiftformer.calibration import folder_images, load_batch
+    from swiftformer.data import eval_transform
+    from swiftformer.models import create_model
+    from swiftformer.recipes import TrainConfig
+
+    from .conftest import shared_data
+
+    built = []
+
+    class Recording(ort.InferenceSession):
+        def __init__(self, path: str, sess_options: ort.SessionOptions | None = None, **kwargs: object) -> None:
+            built.append(sess_options)
+            super().__init__(path, sess_options, **kwargs)
+
+    def spinning(options: ort.SessionOptions | None) -> str:
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except (AttributeError, RuntimeError):  # no options, or the entry left at ONNX Runtime's default (spin)
+            return "default"
+
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    model = create_model("swiftformer_xs").eval()
+    photos = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(4))),
+                        eval_transform(model, TrainConfig(img_size=32, crop_pct=1.0))).images
+    for precision in ("fp32", "int8"):
+        built.clear()
+        runner = bench.build_runner("swiftformer_xs", model, "onnxruntime", photos[:1], tmp_path, 1, precision, photos)
+        assert runner() > 0
+        assert spinning(built[-1]) == "0", precision  # the last session built is the timed one (after calibration's)
+
+
+@pytest.mark.slow
 def test_cli_bench_times_litert_fp32_and_int8(tmp_path):
     """Both LiteRT precisions are built, timed and recorded (a speed ratio at 64 px and one call proves nothing; the
     figures are benchmarks/bench_precision.py's). In a child process: litert-torch imports JAX, whose threads make
