@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import logging
 import shutil
 import sys
 import tempfile
@@ -45,6 +47,8 @@ from .models.fused import FusedModel, reparameterize, set_layout
 
 if TYPE_CHECKING:
     import openvino
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch", "litert")
 SUFFIXES = {
@@ -150,14 +154,35 @@ def write_openvino(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> P
 
 def compile_openvino(path: Path, threads: int | None = None, precision: str = "fp32") -> openvino.CompiledModel:
     """The IR compiled for this CPU in ``precision`` (fp32 by default, not the bf16 the plugin picks on CPUs with
-    native bf16; an int8 IR's float remainder as :func:`~swiftformer.quantize.openvino_hint` says)."""
+    native bf16; an int8 IR's float remainder as :func:`~swiftformer.quantize.openvino_hint` says). A warning where
+    this CPU cannot compute in that precision: OpenVINO then falls back without a word."""
     from .quantize import openvino_hint
 
     ov = _openvino()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": openvino_hint(precision)}
+    hint = openvino_hint(precision)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
+    if (computed := openvino_computes(hint)) != hint:
+        part = "the float part of this int8 IR" if precision == "int8" else f"this {precision} IR"
+        log.warning("%s: OpenVINO has no %s kernels for this CPU and computes %s in %s, so what it gives "
+                    "here is not what it gives on a CPU that has them; measure it there (swiftformer eval "
+                    "--checkpoint %s)", path.name, hint, part, computed, path.name)
     return ov.Core().compile_model(str(path), "CPU", config)
+
+
+@functools.cache
+def openvino_computes(hint: str) -> str:
+    """The precision OpenVINO's CPU plugin computes in when asked for ``hint`` here: ``hint`` where this CPU has
+    kernels for it, else the plugin's fallback (f32 on AVX2; bf16 for f16 on AVX-512 without FP16). Asked of a
+    one-operation model, as the fallback does not depend on the model."""
+    ov = _openvino()
+    from openvino import opset13
+
+    image = opset13.parameter([1, 4], np.float32)
+    probe = ov.Model([opset13.matmul(image, opset13.constant(np.ones((4, 1), np.float32)), False, False)], [image])
+    compiled = ov.Core().compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    return compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
 
 def openvino_run_as_checked(precision: str) -> str:
@@ -166,11 +191,11 @@ def openvino_run_as_checked(precision: str) -> str:
     from .quantize import openvino_hint
 
     default = _openvino().Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
-    wanted = openvino_hint(precision)
-    if default == wanted:
+    checked = openvino_computes(openvino_hint(precision))
+    if default == checked:
         return ""
-    return (f"checked in {wanted}; OpenVINO compiles it in {default} on this CPU unless told: compile_model(model, "
-            f"'CPU', {{'INFERENCE_PRECISION_HINT': '{wanted}'}}) (swiftformer eval/predict/bench do)")
+    return (f"checked in {checked}; OpenVINO compiles it in {default} on this CPU unless told: compile_model(model, "
+            f"'CPU', {{'INFERENCE_PRECISION_HINT': '{checked}'}}) (swiftformer eval/predict/bench do)")
 
 
 def _export_openvino(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:

@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -425,6 +426,26 @@ def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
         assert json.loads(sidecar(out).read_text())["precision"] == precision
     user_error(["eval", "--checkpoint", str(out), "--data", str(run["dir"] / "data")], capsys,
                "is a Core ML package, which runs on macOS only")
+
+
+@pytest.mark.slow
+def test_an_openvino_precision_this_cpu_cannot_compute_is_said_not_checked(run, tmp_path):
+    """OpenVINO compiles an fp16 IR in another precision, without a word, on a CPU without fp16 kernels (f32 on
+    AVX2, bf16 on AVX-512 without FP16): the export must say its check did not measure fp16 arithmetic. oneDNN's
+    ISA cap makes any CPU such a one (AVX-512 at most), in a child process as it is read once per process."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "xs-fp16.xml"
+    child = subprocess.run(
+        [sys.executable, "-m", "swiftformer", "export", "--model", "swiftformer_xs", "--checkpoint",
+         str(run["checkpoint"]), "--format", "openvino", "--precision", "fp16", "--out", str(out), "--check-data",
+         str(run["val"]), "--check-size", "40", "--min-agreement", "0.9"],
+        capture_output=True, text=True, env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    )
+    assert child.returncode == 0, child.stderr
+    said = child.stdout + child.stderr
+    assert "xs-fp16.xml: OpenVINO has no f16 kernels for this CPU and computes this fp16 IR in" in said, said
+    assert "measure it there (swiftformer eval --checkpoint xs-fp16.xml)" in said
+    assert "note: checked in" not in said  # it was checked in the plugin's own fallback: nothing to tell it
 
 
 @pytest.mark.slow
