@@ -77,6 +77,15 @@ class ExportCheckError(SwiftFormerError):
     """An exported artefact that is malformed or whose outputs differ from PyTorch's beyond the tolerance."""
 
 
+class DisagreementError(ExportCheckError):
+    """A reduced-precision artefact below the agreement bound, with the measurement that put it there (the CLI
+    prints it: on a few check images one disagreement can be the whole shortfall)."""
+
+    def __init__(self, message: str, agreement: Agreement) -> None:
+        super().__init__(message)
+        self.agreement = agreement
+
+
 @dataclass
 class ExportResult:
     """What :func:`export_model` wrote and how well it matched PyTorch."""
@@ -384,10 +393,11 @@ def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: Ima
     reference = torch.cat([fused(part) for part in check.images.split(64)])
     agreement = compare(reference, open_artefact(path, info)(check.images), labels)
     if agreement.agreement < min_agreement:
-        raise ExportCheckError(
+        differ = round((1 - agreement.agreement) * agreement.images)
+        raise DisagreementError(
             f"{info.format} {info.precision} artefact agrees with fp32 PyTorch on {100 * agreement.agreement:.2f} % of "
-            f"{agreement.images} held-out images, below --min-agreement {100 * min_agreement:.2f} %: not written"
-        )
+            f"{agreement.images} check images ({differ} differ), below --min-agreement {100 * min_agreement:.2f} %: "
+            "not written", agreement)
     return agreement
 
 

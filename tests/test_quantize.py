@@ -422,7 +422,10 @@ def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
     for precision in ("fp16", "int8"):
         out = tmp_path / f"xs-{precision}.mlpackage"
         assert export(run, "coreml", precision, out) == 0
-        assert out.is_dir() and f"Core ML {precision} runs on macOS only" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert out.is_dir() and f"Core ML {precision} runs on macOS only" in printed
+        if precision == "int8":  # weights only: --calibration is not used, and nothing is checked here
+            assert "calibrates nothing: the package is not run here (Core ML runs on macOS only)" in printed
         assert json.loads(sidecar(out).read_text())["precision"] == precision
     user_error(["eval", "--checkpoint", str(out), "--data", str(run["dir"] / "data")], capsys,
                "is a Core ML package, which runs on macOS only")
@@ -460,8 +463,32 @@ def test_a_rejected_artefact_is_not_written(run, tmp_path, capsys, monkeypatch):
         fp32, out, calibration * 1e3, batch))
     out = tmp_path / "xs-int8.onnx"
     assert export(run, "onnx", "int8", out) == 2
-    assert "below --min-agreement" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "differ), below --min-agreement" in said.err
+    assert printed_agreement(said.out) < 98.0  # the measurement that refused it is shown, not only the verdict
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_check_on_the_runs_training_images_or_at_another_size_is_said_so(run, tmp_path, capsys):
+    """Check images drawn from --calibration are held out from calibration, not from training: where that folder
+    is the run's own training data, agreement and top-1 flatter the model. An artefact at another size than the
+    run's is the model at that size, which agreement with PyTorch at the same size cannot show."""
+    if not installed("openvino"):
+        pytest.skip("openvino not installed (pip install -e '.[dev]' installs it)")
+    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+                "--precision", "bf16", "--out", str(tmp_path / "xs.xml"), "--calibration", str(run["train"]),
+                "--check-size", "40", "--img-size", "48", "--min-agreement", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "check: agreement with fp32 PyTorch on the images of --calibration - OK" in printed
+    assert f"warning: the check images ({run['train']}) are this run's training images" in printed
+    assert "note: the run was trained at 32 px and this artefact takes 48x48" in printed
+    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+                "--precision", "bf16", "--out", str(tmp_path / "xs.xml"), "--check-data", str(run["val"]),
+                "--check-size", "40", "--min-agreement", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "on the images of --check-data - OK" in printed
+    assert "training images" not in printed and "note: the run was trained at" not in printed
 
 
 @pytest.mark.slow

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SwiftFormerError
+
+if TYPE_CHECKING:
+    from ..agreement import Agreement
 
 # Fewer check images than this get a note: a percentage over them is too coarse to stand behind.
 FEW_CHECK_IMAGES = 200
@@ -85,10 +90,42 @@ def _images(args: argparse.Namespace, transform):
     return None, None
 
 
+def check_source(args: argparse.Namespace) -> str:
+    """What the check images are, for the verdict line."""
+    if args.check_data:
+        return "the images of --check-data"
+    return "images of --calibration not used to calibrate" if _calibrates(args) else "the images of --calibration"
+
+
+def training_images_warning(folder: str, run: dict) -> str:
+    """A warning when ``folder`` holds the training images of the run being exported: agreement and top-1 on photos
+    the model was fitted to are no guide to the photos it will see."""
+    if run.get("dataset", "folder") != "folder" or not run.get("data"):
+        return ""
+    train = (Path(run["data"]) / "train").resolve()
+    checked = Path(folder).resolve()
+    if checked != train and train not in checked.parents:
+        return ""
+    return (f"the check images ({folder}) are this run's training images: agreement and top-1 on photos the model "
+            f"was trained on flatter it; give --check-data with photos it has not seen (e.g. {Path(run['data']) / 'val'})")
+
+
+def report_agreement(label: str, agreement: Agreement, check_names: list[str] | None, class_names: list[str]) -> None:
+    """The check table and what qualifies it; printed whether the artefact passed or not."""
+    from ..agreement import format_table, unlabelled_reason
+
+    print(format_table({label: agreement}))
+    if agreement.reference_top1 is None:
+        print(f"note: no top-1 (-) because {unlabelled_reason(check_names, class_names)}")
+    if agreement.images < FEW_CHECK_IMAGES:
+        print(f"note: only {agreement.images} check images, so one disagreement is {100 / agreement.images:.1f} % of "
+              f"them: give {FEW_CHECK_IMAGES} or more (--check-data DIR) for the agreement bound to mean much")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..agreement import format_table, top1_loss_warning, unlabelled_reason
+    from ..agreement import top1_loss_warning
     from ..artefacts import is_artefact
-    from ..export import MAX_DYNAMIC_BATCH, check_output, check_request, export_model
+    from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
 
@@ -117,22 +154,32 @@ def run(args: argparse.Namespace) -> int:
     run_size = run.get("img_size")
     img_size = requested or (run_size or 224,) * 2
     crop_pct, interpolation = run.get("crop_pct"), run.get("interpolation")
+    if run_size and requested and requested != (run_size, run_size):
+        print(f"note: the run was trained at {run_size} px and this artefact takes {requested[0]}x{requested[1]}: "
+              "its accuracy is the model's at that size, which the check (PyTorch at the same size) cannot show")
     calibration, check = (None, None)
+    runs_here = args.format != "coreml" or args.precision == "fp32"
     if args.calibration and not _calibrates(args):
-        use = ("--calibration is not used (--check-data is)" if args.check_data
+        use = ("the package is not run here (Core ML runs on macOS only), so no image is used" if not runs_here
+               else "--calibration is not used (--check-data is)" if args.check_data
                else "every image of --calibration is a check image")
         print(f"note: --format {args.format} --precision {args.precision} calibrates nothing: {use}")
-    if args.calibration or args.check_data:
+    if (args.calibration or args.check_data) and runs_here:
         from ..artefacts import artefact_info
 
         transform = artefact_info(model, args.format, args.precision, img_size, 1, 1, class_names, crop_pct,
                                   interpolation).transform()
         calibration, check = _images(args, transform)
-    result = export_model(
-        model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
-        img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
-        min_agreement=args.min_agreement, class_names=class_names, crop_pct=crop_pct, interpolation=interpolation,
-    )
+    label = f"{args.format} {args.precision}"
+    try:
+        result = export_model(
+            model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
+            img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
+            min_agreement=args.min_agreement, class_names=class_names, crop_pct=crop_pct, interpolation=interpolation,
+        )
+    except DisagreementError as error:
+        report_agreement(label, error.agreement, check.class_names, class_names)
+        raise
     batch = f"batch 1..{MAX_DYNAMIC_BATCH}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
     print(f"wrote {result.path} ({args.format} {result.precision}, fused {model.variant}, {batch}, "
           f"input {list(result.input_shape[1:])}{' as trained' if run_size and not args.img_size else ''}), {weights}")
@@ -140,19 +187,15 @@ def run(args: argparse.Namespace) -> int:
     if result.max_abs_diff is not None:
         print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} (tolerance {args.atol:g}) - {verdict}")
     if result.agreement is not None:
-        print(format_table({f"{args.format} {result.precision}": result.agreement}))
-        print(f"check: agreement with fp32 PyTorch on held-out real images - {verdict}")
-        if result.agreement.reference_top1 is None:
-            print(f"note: no top-1 (-) because {unlabelled_reason(check.class_names, class_names)}")
+        report_agreement(label, result.agreement, check.class_names, class_names)
+        print(f"check: agreement with fp32 PyTorch on {check_source(args)} - {verdict}")
+        if warning := training_images_warning(args.check_data or args.calibration, run):
+            print(f"warning: {warning}")
         if warning := top1_loss_warning(result.agreement):
             remedy = ("; if it holds there, more calibration images (--calibration-size 1024) or train --qat may "
                       "recover it"
                       if args.precision == "int8" else "")
             print(f"warning: {warning}{remedy}")
-        images = result.agreement.images
-        if images < FEW_CHECK_IMAGES:
-            print(f"note: only {images} check images, so one disagreement is {100 / images:.1f} % of them: "
-                  f"give {FEW_CHECK_IMAGES} or more (--check-data DIR) for the agreement bound to mean much")
     elif result.max_abs_diff is None:
         print(f"check: {result.note}")
     if result.run_as_checked:
