@@ -84,7 +84,7 @@ class Record:
     p90_ms: float
     params: int
     macs: int  # per image
-    top1: float | None
+    published_top1: float | None  # the model's ImageNet-1K fp32 figure from its paper, not measured here
     threads: int
     allocator: str
     precision: str = "fp32"
@@ -543,7 +543,7 @@ def format_table(records: Sequence[Record]) -> str:
               f"{'params M':>10}{'GMACs':>7}{'paper top-1':>12}")
     lines = [header, "-" * len(header)]
     for r in records:
-        top1 = f"{r.top1:.1f}" if r.top1 is not None else "-"
+        top1 = f"{r.published_top1:.1f}" if r.published_top1 is not None else "-"
         lines.append(
             f"{r.model:<28}{r.backend:<13}{r.precision:<6}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
             f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>12}"
@@ -575,23 +575,23 @@ def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r.model for r in result.records if r.batch == 1 and r.top1 is not None))
+    models = list(dict.fromkeys(r.model for r in result.records if r.batch == 1 and r.published_top1 is not None))
     best = {name: result.best(name) for name in models}
     figure, axes = plt.subplots(figsize=(7.5, 5))
     ours = [name for name in models if not is_peer(name)]
     if ours:
-        points = sorted((best[n].median_ms, best[n].top1, n) for n in ours)
+        points = sorted((best[n].median_ms, best[n].published_top1, n) for n in ours)
         axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:red", label="SwiftFormer (ours, fused)")
     for name in models:
         record = best[name]
         color = "tab:red" if not is_peer(name) else ("tab:orange" if "swiftformer" in name else "tab:blue")
         if is_peer(name):
-            axes.plot(record.median_ms, record.top1, "s", color=color)
+            axes.plot(record.median_ms, record.published_top1, "s", color=color)
         # ours above-left of the point, timm's swiftformer_* (same top-1) below-right: the labels do not collide
         offset, align = ((-6, 5), "right") if not is_peer(name) else (((5, -10) if "swiftformer" in name else (5, 4)), "left")
         label = name if "swiftformer" in name else name.split("/")[-1]  # keep "timm/" where ours has a twin
         where = record.backend if record.precision == "fp32" else f"{record.backend} {record.precision}"
-        axes.annotate(f"{label} ({where})", (record.median_ms, record.top1),
+        axes.annotate(f"{label} ({where})", (record.median_ms, record.published_top1),
                       textcoords="offset points", xytext=offset, ha=align, fontsize=7)
     axes.plot([], [], "s", color="tab:orange", label="timm swiftformer_*")
     axes.plot([], [], "s", color="tab:blue", label="timm peers")

@@ -158,7 +158,7 @@ def test_run_benchmark_tiny_case_and_outputs(tmp_path):
     assert [(r.backend, r.batch) for r in result.records] == [(b, n) for n in (1, 2) for b in backends]
     first = result.records[0]
     assert first.params == count_params(bench.benchmark_model("swiftformer_xs"))
-    assert first.macs > 0 and first.top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
+    assert first.macs > 0 and first.published_top1 == PUBLISHED_TOP1["swiftformer_xs"] and first.median_ms <= first.p90_ms
     assert result.matmul_gflops is not None and result.matmul_gflops > 0
     assert all(r.round_spread is not None and r.round_spread >= 1.0 for r in result.records)
     assert set(result.steadiness()) == {1, 2}
