@@ -8,6 +8,9 @@ measured with exactly the preprocessing it expects.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,9 +24,13 @@ from torch import nn
 from .data_config import resolve_data_config
 from .errors import CheckpointError, SwiftFormerError
 
+log = logging.getLogger(__name__)
+
 METADATA_KEY = "swiftformer"  # the ONNX metadata_props key
 ARTEFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch", ".tflite": "litert", ".pt": "torchscript"}
 
+# timm's eval transform names (timm.data.transforms.str_to_interp_mode)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
 
 
@@ -58,9 +65,40 @@ class ArtefactInfo:
             fields = json.loads(text)
             fields["input_size"] = tuple(fields["input_size"])
             fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
-            return cls(**fields)
+            info = cls(**fields)
         except (ValueError, TypeError, KeyError) as error:
             raise CheckpointError(f"{source}: malformed artefact metadata ({error})") from None
+        if problem := info.problem():
+            raise CheckpointError(f"{source}: {problem}")
+        return info
+
+    def problem(self) -> str:
+        """What makes these values unusable (``""``: nothing): a hand-edited file must not feed a model garbage."""
+        def numbers(values: tuple, count: int) -> bool:
+            return len(values) == count and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+        def count(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        if self.format not in ARTEFACT_SUFFIXES.values():
+            return f"format {self.format!r} is none of {', '.join(ARTEFACT_SUFFIXES.values())}"
+        if self.precision not in ("fp32", "fp16", "bf16", "int8"):
+            return f"precision {self.precision!r} is none of fp32, fp16, bf16, int8"
+        if len(self.input_size) != 3 or self.input_size[0] != 3 or not all(map(count, self.input_size)):
+            return f"input_size {list(self.input_size)} is not [3, height, width]"
+        if not (self.batch is None or count(self.batch)) or not count(self.max_batch):
+            return f"batch {self.batch!r} / max_batch {self.max_batch!r} are not positive integers"
+        if not numbers(self.mean, 3) or not numbers(self.std, 3) or min(self.std) <= 0:
+            return f"mean {list(self.mean)} / std {list(self.std)} are not three numbers each, std above 0"
+        if not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:
+            return f"crop_pct {self.crop_pct!r} is not in (0, 1]"
+        if self.crop_mode not in ("center", "squash", "border"):
+            return f"crop_mode {self.crop_mode!r} is none of center, squash, border"
+        if self.interpolation not in INTERPOLATIONS:
+            return f"interpolation {self.interpolation!r} is none of {', '.join(INTERPOLATIONS)}"
+        if not self.class_names or not all(isinstance(name, str) for name in self.class_names):
+            return "class_names is not a list of names"
+        return ""
 
 
 def artefact_info(
@@ -102,17 +140,35 @@ def write_info(path: Path, info: ArtefactInfo) -> None:
 def read_info(path: str | Path) -> ArtefactInfo:
     """The metadata of ``path``: its sidecar JSON, else (ONNX) the model's ``metadata_props``."""
     path = Path(path)
+    embedded = _embedded_info(path) if path.suffix == ".onnx" else None
     if sidecar(path).is_file():
-        return ArtefactInfo.from_json(sidecar(path).read_text(), sidecar(path))
-    if path.suffix == ".onnx":
-        import onnx
+        info = ArtefactInfo.from_json(sidecar(path).read_text(), sidecar(path))
+        if embedded is not None and embedded != info:
+            changed = [key for key, value in asdict(info).items() if asdict(embedded)[key] != value]
+            log.warning("%s differs from the metadata inside %s in %s: using the .json", sidecar(path).name, path.name,
+                        ", ".join(changed))
+    elif embedded is not None:
+        info = embedded
+    else:
+        raise CheckpointError(
+            f"{path} has no preprocessing metadata ({sidecar(path).name} is missing): export it with swiftformer export"
+        )
+    if ARTEFACT_SUFFIXES.get(path.suffix, info.format) != info.format:
+        raise CheckpointError(f"{sidecar(path)}: format {info.format!r}, but {path.name} has the suffix of "
+                              f"{ARTEFACT_SUFFIXES[path.suffix]}")
+    return info
 
+
+def _embedded_info(path: Path) -> ArtefactInfo | None:
+    """The metadata an ONNX export keeps inside the model, if any."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if METADATA_KEY in props:
-            return ArtefactInfo.from_json(props[METADATA_KEY], path)
-    raise CheckpointError(
-        f"{path} has no preprocessing metadata ({sidecar(path).name} is missing): export it with swiftformer export"
-    )
+    except DecodeError as error:  # a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable ONNX model ({error})") from None
+    return ArtefactInfo.from_json(props[METADATA_KEY], path) if METADATA_KEY in props else None
 
 
 # Runners ---------------------------------------------------------------------------------------------------
@@ -130,6 +186,9 @@ def run_onnx(path: Path, threads: int | None) -> Run:
 def run_openvino(path: Path, threads: int | None, precision: str) -> Run:
     from .export import compile_openvino
 
+    if not path.with_suffix(".bin").is_file():
+        raise CheckpointError(f"{path}: its weights {path.with_suffix('.bin').name} are not beside it (an OpenVINO IR "
+                              "is the .xml and the .bin of the same name)")
     compiled = compile_openvino(path, threads, precision)
     return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
 
@@ -168,6 +227,23 @@ def run_litert(path: Path, threads: int | None) -> Run:
     return run
 
 
+def _refusals(fmt: str) -> tuple[type[Exception], ...]:
+    """What each runtime raises for a file or an input it refuses (ONNX Runtime's are plain ``Exception`` types)."""
+    if fmt == "onnx":
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        return (ort_errors.InvalidArgument, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
+                ort_errors.NoSuchFile, ort_errors.RuntimeException)
+    return (RuntimeError, ValueError)
+
+
+def _runtime_message(error: Exception) -> str:
+    """A runtime's error on one line, without the source-file lines OpenVINO puts first."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not re.match(r"(Exception from|Check '.*' failed at) \S+:\d+", line)]
+    return " ".join(said or lines) or type(error).__name__
+
+
 def padded(images: torch.Tensor, batch: int) -> torch.Tensor:
     """``images`` with their last one repeated up to ``batch``: the last chunk for a fixed-batch graph."""
     if images.shape[0] >= batch:
@@ -188,7 +264,22 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
                "openvino": lambda p, t: run_openvino(p, t, info.precision)}
     if info.format not in openers:
         raise SwiftFormerError(f"{path}: unknown artefact format {info.format!r}")
-    run = openers[info.format](path, threads)
+    refusals = _refusals(info.format)
+    try:
+        run = openers[info.format](path, threads)
+    except refusals as error:
+        raise CheckpointError(f"{path}: its runtime cannot load it: {_runtime_message(error)}") from None
+    # One run of what the metadata promises: a .json that is not this artefact's is an error here, not a traceback
+    # or a wrong class name later.
+    probe = torch.zeros(info.batch or 1, *info.input_size)
+    try:
+        classes = run(probe).shape[-1]
+    except refusals as error:
+        raise CheckpointError(f"{path} does not take the {list(probe.shape)} input its metadata "
+                              f"({sidecar(path).name}) describes: {_runtime_message(error)}") from None
+    if classes != len(info.class_names):
+        raise CheckpointError(f"{path} predicts {classes} classes; its metadata ({sidecar(path).name}) names "
+                              f"{len(info.class_names)}")
     chunk = info.batch or info.max_batch
 
     def run_all(images: torch.Tensor) -> torch.Tensor:

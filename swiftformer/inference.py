@@ -58,6 +58,9 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
     if path is not None and is_artefact(path):
         if ema:
             raise CheckpointError(f"--ema needs a training checkpoint of ours; {path} is an exported artefact")
+        if attention != "additive":
+            raise CheckpointError(f"--attention {attention}: {path} is an exported artefact, whose graph holds the "
+                                  "attention it was exported with; leave --attention unset")
         info = read_info(path)
         if model_name and model_name.split(".")[0] != info.variant:
             raise CheckpointError(f"{path} holds a {info.variant}, not a {model_name}")
@@ -67,6 +70,9 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         config = run["config"]
         if model_name and model_name.split(".")[0] != config["model"]:
             raise CheckpointError(f"{path} holds a {config['model']}, not a {model_name}")
+        if attention not in ("additive", config["attention"]):  # additive: the default, also when not given
+            raise CheckpointError(f"--attention {attention}: {path} was trained with attention {config['attention']}, "
+                                  "which its run records; leave --attention unset")
         model = create_model(config["model"], num_classes=config["num_classes"], attention=config["attention"])
         key = "ema" if ema else "model"
         if run.get(key) is None:

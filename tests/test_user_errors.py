@@ -95,6 +95,8 @@ OTHERS = [  # (command line, text the line must hold)
     (["detect", "train", "--bogus"], "swiftformer detect train: error: unrecognized arguments: --bogus"),
     (["info", "--attention", "bogus"], "argument --attention: invalid choice: 'bogus'"),
     (["predict", "{image}", "--checkpoint", "{run}/last.pth", "--attention", "bogus"], "argument --attention"),
+    (["predict", "{image}", "--checkpoint", "{run}/last.pth", "--attention", "mhsa"],
+     "was trained with attention additive, which its run records; leave --attention unset"),
     (["detect", "predict", "{run}/last.pth", "{image}"], "is a classification run (swiftformer train)"),
     (["segment", "eval", "{run}/last.pth"], "is a classification run (swiftformer train)"),
     (["train", *TINY_TRAIN, "--set", "bogus_key=1", "--output-dir", "{tmp}/run"], "unknown config key(s): bogus_key"),
