@@ -539,9 +539,12 @@ def test_unlabelled_reason_names_the_missing_labels_or_the_foreign_class():
     assert model_labels(torch.tensor([1, 0]), ["cat", "ship"], list(CLASSES)).tolist() == [3, 2]
 
 
-def eval_top1(*args: str, capsys) -> float:
+def eval_top1(*args: str, capsys, model: str = "swiftformer_xs") -> float:
+    """The top-1 ``eval --json`` reports, after checking it names what it evaluated."""
     assert main(["eval", *args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"] == model
+    return result["top1"]
 
 
 @pytest.mark.slow
@@ -551,7 +554,8 @@ def test_eval_and_predict_take_exported_artefacts(run, exported, fmt, suffix, pr
     out, _ = exported(fmt, precision, suffix)
     data = str(run["dir"] / "data")
     reference = eval_top1("--checkpoint", str(run["checkpoint"]), "--data", data, "--workers", "0", capsys=capsys)
-    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys)
+    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys,
+                         model=f"swiftformer_xs ({fmt} {precision})")
     assert reference > 30.0  # the trained model, above chance (25 %)
     assert abs(deployed - reference) <= (0.0 if precision == "fp32" else 2.0)
     photo = next((run["val"] / "ship").iterdir())
@@ -574,7 +578,8 @@ def test_eval_and_predict_take_a_non_square_artefact(run, tmp_path, capsys):
     assert info.input_size == (3, 48, 32)
     capsys.readouterr()
     data = str(run["dir"] / "data")
-    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys)
+    deployed = eval_top1("--checkpoint", str(out), "--data", data, "--workers", "0", capsys=capsys,
+                         model="swiftformer_xs (onnx fp32)")
     batch = load_batch(folder_images(run["val"]), info.transform())
     with torch.no_grad():
         hits = load_model(str(run["checkpoint"])).model(batch.images).argmax(1) == torch.as_tensor(batch.labels)

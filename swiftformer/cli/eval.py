@@ -65,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     if not dist_info.is_main:
         return 0
     names = loaded.class_names if loaded.run_config is not None else data_names
+    what = loaded.model.variant  # an artefact's says its format and precision, e.g. "swiftformer_xs (onnx int8)"
     if args.json:
-        print(json.dumps({**result.to_dict(), "class_names": names}))
+        print(json.dumps({**result.to_dict(), "model": what, "class_names": names}))
         return 0
     shown = sorted(indices)  # the data's classes, in the model's order
     print(per_class_table([names[i] for i in shown], [result.class_correct[i] for i in shown],
                           [result.class_total[i] for i in shown]))
+    print(f"model: {what}" + (f" from {args.checkpoint}" if args.checkpoint else ", the released weights"))
     print(f"images: {result.count}")
     if len(indices) < model.num_classes:
         print(f"note: {data_source} holds {len(indices)} of the model's {model.num_classes} classes; "
