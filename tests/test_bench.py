@@ -253,6 +253,9 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
     assert main(["bench", "--models", "swiftformer_xs", "--backends", "onnxruntime", "--precision", "int8"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "nothing to time" in err and "needs --calibration" in err, err
+    assert main(["bench", "--models", "swiftformer_xs", "--backends", "fused", "--calibration", str(photos),
+                 "--img-size", "64", "--rounds", "1", "--iters", "1", "--threads", "1"]) == 0
+    assert "note: --calibration is not used: only int8 is calibrated, and --precision is fp32" in capsys.readouterr().out
 
 
 @pytest.mark.slow

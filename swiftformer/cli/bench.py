@@ -126,6 +126,9 @@ def _calibration(args: argparse.Namespace):
     """The int8 calibration images (real photos, SwiftFormer's eval transform at ``--img-size``), or ``None``."""
     if not args.calibration:
         return None
+    if "int8" not in args.precision.split(","):
+        print(f"note: --calibration is not used: only int8 is calibrated, and --precision is {args.precision}")
+        return None
     from ..calibration import calibration_images, load_batch
     from ..data import eval_transform
     from ..recipes import TrainConfig
