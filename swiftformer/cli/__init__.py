@@ -17,6 +17,9 @@ import sys
 USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
                          errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.ENAMETOOLONG})
 
+# Converters and quantizers that log every graph rewrite at INFO (the CLI logs at INFO): hundreds of lines a run.
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "onnxruntime", "openvino", "coremltools", "executorch", "nncf")
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("swiftformer.cli.info", "parameters, MACs and layout of the SwiftFormer variants"),
@@ -31,6 +34,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("swiftformer.cli.detect", "Mask R-CNN on a SwiftFormer FPN: train, eval, predict (COCO JSON data)"),
     "segment": ("swiftformer.cli.segment", "semantic FPN on a SwiftFormer backbone: train, eval, predict (label PNGs)"),
 }
+
+
+def quiet_converters(verbose: bool, uses_nncf: bool = False) -> None:
+    """Warnings only from :data:`CHATTY_LOGGERS` unless ``--verbose``. NNCF sets its own logger to INFO when first
+    imported, so a command that will use it imports it here first."""
+    if verbose:
+        return
+    if uses_nncf:
+        import nncf  # noqa: F401
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class Parser(argparse.ArgumentParser):

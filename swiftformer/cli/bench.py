@@ -93,6 +93,8 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     from ..cpu import cpu_info
     from ..quantize import ALL_PRECISIONS
 
+    from . import quiet_converters
+
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
     precisions = args.precision.split(",")
     unknown = [p for p in precisions if p not in ALL_PRECISIONS]
@@ -100,8 +102,10 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
         from ..errors import SwiftFormerError
 
         raise SwiftFormerError(f"unknown precision {unknown[0]!r}; choose from {','.join(ALL_PRECISIONS)}")
+    backends = _backends(args.backends)
+    quiet_converters(args.verbose, uses_nncf="int8" in precisions and "openvino" in backends)
     result = run_benchmark(
-        models, _backends(args.backends), batch=args.batch, img_size=args.img_size, threads=args.threads,
+        models, backends, batch=args.batch, img_size=args.img_size, threads=args.threads,
         rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info, precisions=precisions,
         calibration=_calibration(args),
     )

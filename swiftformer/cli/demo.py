@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..recipes import load_recipe
+    from . import quiet_converters
+
+    quiet_converters(args.verbose)
 
     overrides = {"output_dir": args.output_dir, "device": args.device, "progress": args.progress, "overwrite": True}
     budget = {"epochs": args.epochs, "img_size": args.img_size}

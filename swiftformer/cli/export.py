@@ -9,7 +9,6 @@ against PyTorch; in fp32, or fp16/bf16/int8 checked on held-out real images.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
 
 # Fewer check images than this get a note: a percentage over them is too coarse to stand behind.
 FEW_CHECK_IMAGES = 200
-# Converters that log every graph rewrite at INFO; the CLI runs with INFO logging.
-CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "openvino", "coremltools", "executorch", "nncf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,10 +126,9 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
 
-    if args.format == "openvino" and args.precision == "int8":
-        import nncf  # noqa: F401  (importing it sets its logger to INFO: import it before quieting it)
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from . import quiet_converters
+
+    quiet_converters(args.verbose, uses_nncf=args.format == "openvino" and args.precision == "int8")
 
     # before any weights are fetched or converted
     check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data))
