@@ -92,7 +92,6 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
 
     from ..cpu import cpu_info
     from ..quantize import ALL_PRECISIONS
-
     from . import quiet_converters
 
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)

@@ -125,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
-
     from . import quiet_converters
 
     quiet_converters(args.verbose, uses_nncf=args.format == "openvino" and args.precision == "int8")
