@@ -53,6 +53,7 @@ def test_eval_reports_top1_top5_per_class_and_json(run_dir, capsys):
     rows = [line.split() for line in lines[header + 1 : header + 11]]  # one row per digit class: name, images, top-1
     assert [row[0] for row in rows] == [str(d) for d in range(10)] and sum(int(row[1]) for row in rows) == 360
     assert all(0 <= float(row[2]) <= 100 for row in rows) and lines[header + 11] == "images: 360"
+    assert lines[0] == f"model: swiftformer_xs from {run_dir / 'last.pth'}"
     assert main(["eval", "--checkpoint", str(run_dir / "last.pth"), "--ema", "--json", "--workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["count"] == 360 and sum(result["class_total"]) == 360 and 0 <= result["top1"] <= result["top5"] <= 100

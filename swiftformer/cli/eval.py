@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**result.to_dict(), "model": what, "class_names": names}))
         return 0
     shown = sorted(indices)  # the data's classes, in the model's order
+    print(f"model: {what}" + (f" from {args.checkpoint}" if args.checkpoint else ", the released weights"))
     print(per_class_table([names[i] for i in shown], [result.class_correct[i] for i in shown],
                           [result.class_total[i] for i in shown]))
-    print(f"model: {what}" + (f" from {args.checkpoint}" if args.checkpoint else ", the released weights"))
     print(f"images: {result.count}")
     if len(indices) < model.num_classes:
         print(f"note: {data_source} holds {len(indices)} of the model's {model.num_classes} classes; "
