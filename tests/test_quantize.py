@@ -424,8 +424,8 @@ def test_coreml_reduced_precision_packages_validate(run, tmp_path, capsys):
         assert export(run, "coreml", precision, out) == 0
         printed = capsys.readouterr().out
         assert out.is_dir() and f"Core ML {precision} runs on macOS only" in printed
-        if precision == "int8":  # weights only: --calibration is not used, and nothing is checked here
-            assert "calibrates nothing: the package is not run here (Core ML runs on macOS only)" in printed
+        # fp16 and int8 (weights only) calibrate nothing, and no image check runs a package: no image is read
+        assert "uses no image: it calibrates nothing, and no image check runs Core ML packages" in printed
         assert json.loads(sidecar(out).read_text())["precision"] == precision
     user_error(["eval", "--checkpoint", str(out), "--data", str(run["dir"] / "data")], capsys,
                "is a Core ML package, which runs on macOS only")

@@ -153,10 +153,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: the run was trained at {run_size} px and this artefact takes {requested[0]}x{requested[1]}: "
               "its accuracy is the model's at that size, which the check (PyTorch at the same size) cannot show")
     calibration, check = (None, None)
-    runs_here = args.format != "coreml" or args.precision == "fp32"
-    if args.calibration and not _calibrates(args):
-        use = ("the package is not run here (Core ML runs on macOS only), so no image is used" if not runs_here
-               else "--calibration is not used (--check-data is)" if args.check_data
+    runs_here = args.format != "coreml"  # eval/predict/the check run no Core ML package (macOS prediction only)
+    if (args.calibration or args.check_data) and not runs_here:
+        print(f"note: --format {args.format} --precision {args.precision} uses no image: it calibrates nothing, and "
+              "no image check runs Core ML packages (they predict on macOS only)")
+    elif args.calibration and not _calibrates(args):
+        use = ("--calibration is not used (--check-data is)" if args.check_data
                else "every image of --calibration is a check image")
         print(f"note: --format {args.format} --precision {args.precision} calibrates nothing: {use}")
     if (args.calibration or args.check_data) and runs_here:
