@@ -210,6 +210,14 @@ def run_executorch(path: Path, threads: int | None) -> Run:
     return lambda x: method.execute([x.contiguous()])[0]
 
 
+def executorch_max_batch(path: Path) -> int:
+    """The largest batch a ``.pte`` takes: its input's memory is planned for that many images. Lowering can narrow
+    a dynamic batch below the one exported (torch 2.14: a 1x1 convolution's backend choice guards batch < 16)."""
+    from executorch.runtime import Runtime
+
+    return int(Runtime.get().load_program(str(path)).load_method("forward").metadata.input_tensor_meta(0).sizes()[0])
+
+
 def run_litert(path: Path, threads: int | None) -> Run:
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -281,6 +289,8 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
         raise CheckpointError(f"{path} predicts {classes} classes; its metadata ({sidecar(path).name}) names "
                               f"{len(info.class_names)}")
     chunk = info.batch or info.max_batch
+    if info.format == "executorch" and info.batch is None:  # a .pte written before its metadata said its real bound
+        chunk = min(chunk, executorch_max_batch(path))
 
     def run_all(images: torch.Tensor) -> torch.Tensor:
         outputs = []

@@ -36,8 +36,8 @@ from torch import nn
 
 from .agreement import DEFAULT_MIN_AGREEMENT, Agreement, compare, model_labels
 from .artefacts import (
-    METADATA_KEY, ArtefactInfo, artefact_info, open_artefact, run_executorch, run_onnx, run_openvino, run_torchscript,
-    write_info,
+    METADATA_KEY, ArtefactInfo, artefact_info, executorch_max_batch, open_artefact, run_executorch, run_onnx,
+    run_openvino, run_torchscript, write_info,
 )
 from .calibration import ImageBatch
 from .checkpoint import check_destination
@@ -99,6 +99,7 @@ class ExportResult:
     precision: str = "fp32"
     agreement: Agreement | None = None  # reduced precisions: against fp32 PyTorch on held-out real images
     run_as_checked: str = ""  # how to run the artefact as it was checked, where its runtime's default differs
+    max_batch: int = MAX_DYNAMIC_BATCH  # of a dynamic batch: what the artefact takes (ExecuTorch's can be fewer)
 
 
 def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -386,6 +387,12 @@ def _embed_onnx_metadata(path: Path, info: ArtefactInfo) -> None:
     onnx.save(model, str(path))
 
 
+def _narrowed_batch(fmt: str, path: Path, dynamic_batch: bool, info: ArtefactInfo, result: ExportResult) -> None:
+    """Record the batch range the written artefact really takes, where lowering narrowed it (ExecuTorch)."""
+    if fmt == "executorch" and dynamic_batch:
+        info.max_batch = result.max_batch = min(MAX_DYNAMIC_BATCH, executorch_max_batch(path))
+
+
 def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: ImageBatch,
                     min_agreement: float) -> Agreement:
     """The artefact at ``path`` against ``fused`` (fp32 PyTorch) on ``check``; an error below ``min_agreement``."""
@@ -450,6 +457,7 @@ def export_model(
         if precision != "fp32":
             _write_reduced(fused, fmt, precision, example, staged, calibration.images if calibration else None,
                            dynamic_batch)
+            _narrowed_batch(fmt, staged, dynamic_batch, info, result)
             if fmt == "coreml":
                 _validate_mlpackage(staged, tuple(example.shape), dynamic_batch)
                 result.note = f"Core ML {precision} runs on macOS only: the package was converted and its spec validated, not run"
@@ -458,6 +466,7 @@ def export_model(
                 result.agreement = check_agreement(fused, staged, info, check, bound)
         else:
             run = _EXPORTERS[fmt](fused, example, staged, dynamic_batch)
+            _narrowed_batch(fmt, staged, dynamic_batch, info, result)
             if run is None:
                 result.note = "Core ML prediction needs macOS: the package was converted and its spec validated, not run"
             else:

@@ -110,6 +110,23 @@ def test_executorch_pte_runs_and_matches(tmp_path):
     assert result.path.stat().st_size > 1e6 and result.max_abs_diff <= 1e-4
 
 
+def test_executorch_dynamic_batch_says_and_takes_the_batches_its_program_was_planned_for(tmp_path):
+    """Lowering narrows the exported batch range 1..64 (torch 2.14: to 15, a 1x1 convolution's backend choice
+    guards batch < 16); the metadata and the result carry the real bound, so eval and predict chunk by it."""
+    pytest.importorskip("executorch")
+    from swiftformer.artefacts import executorch_max_batch, open_artefact, read_info
+
+    result = export_model(randomized("swiftformer_xs"), "executorch", tmp_path / "xs.pte", dynamic_batch=True,
+                          img_size=(64, 64))
+    bound = executorch_max_batch(result.path)
+    assert result.max_abs_diff <= 1e-4 and result.max_batch == read_info(result.path).max_batch == min(bound, 64)
+    images = check_inputs(2 * result.max_batch + 1, (64, 64), seed=4)
+    with torch.no_grad():
+        expected = swiftformer.reparameterize(randomized("swiftformer_xs"))(images)
+    got = open_artefact(result.path, read_info(result.path))(images)
+    assert (got - expected).abs().max() <= 1e-4
+
+
 def test_xnnpack_takes_every_convolution_and_matrix_product():
     """What XNNPACK does not take runs in ExecuTorch's portable kernels, ten times slower (README)."""
     pytest.importorskip("executorch")

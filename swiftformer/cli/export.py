@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except DisagreementError as error:
         report_agreement(label, error.agreement, check.class_names, class_names)
         raise
-    batch = f"batch 1..{MAX_DYNAMIC_BATCH}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
+    batch = f"batch 1..{result.max_batch}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
     print(f"wrote {result.path} ({args.format} {result.precision}, fused {model.variant}, {batch}, "
           f"input {list(result.input_shape[1:])}{' as trained' if run_size and not args.img_size else ''}), {weights}")
     verdict = "OK, but of random weights" if args.random_weights else "OK"
@@ -195,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {warning}{remedy}")
     elif result.max_abs_diff is None:
         print(f"check: {result.note}")
+    if result.dynamic_batch and result.max_batch < MAX_DYNAMIC_BATCH:
+        print(f"note: ExecuTorch's lowering narrowed the batch to 1..{result.max_batch} (torch.export guards the batch "
+              f"on a convolution's backend choice); eval and predict feed it at most {result.max_batch} images at a time")
     if result.run_as_checked:
         print(f"note: {result.run_as_checked}")
     return 0
