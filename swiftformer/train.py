@@ -43,7 +43,7 @@ from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError, DataError, SwiftFormerError
-from .inference import check_class_names
+from .inference import check_class_names, training_run
 from .losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 from .pretrained import create_model
 from .recipes import TrainConfig, save_config
@@ -89,6 +89,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # Building blocks -------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The student; ``finetune`` loads weights of any format, replacing the head if the classes differ."""
+    run = training_run(Path(config.finetune)) if config.finetune else None
+    if run is not None and run["config"]["model"] != config.model:
+        raise CheckpointError(f"--finetune {config.finetune} is a {run['config']['model']} run, and this run builds a "
+                              f"{config.model}: give --model {run['config']['model']}")
     model = create_model(config.model, pretrained=config.finetune, num_classes=num_classes, attention=config.attention,
                          drop_path_rate=config.drop_path)
     model.set_grad_checkpointing(config.grad_checkpointing)

@@ -98,6 +98,8 @@ OTHERS = [  # (command line, text the line must hold)
     (["predict", "{image}", "--checkpoint", "{run}/last.pth", "--attention", "mhsa"],
      "was trained with attention additive, which its run records; leave --attention unset"),
     (["detect", "predict", "{run}/last.pth", "{image}"], "is a classification run (swiftformer train)"),
+    (["train", *TINY_TRAIN, "--model", "swiftformer_s", "--finetune", "{run}/last.pth", "--output-dir", "{tmp}/run"],
+     "last.pth is a swiftformer_xs run, and this run builds a swiftformer_s: give --model swiftformer_xs"),
     (["segment", "eval", "{run}/last.pth"], "is a classification run (swiftformer train)"),
     (["train", *TINY_TRAIN, "--set", "bogus_key=1", "--output-dir", "{tmp}/run"], "unknown config key(s): bogus_key"),
     (["train", "--config", "{bad_recipe}", "--dataset", "digits"], "config epochs: must be at least 1, got -2"),
