@@ -32,6 +32,13 @@ class ImageList:
     labels: list[int] | None = None
     class_names: list[str] | None = None
 
+    def describe(self, folder: str | Path) -> str:
+        """``N images of DIR (class folders a, b, ...)``: what a command read, so a wrong folder shows."""
+        names = self.class_names or []
+        layout = (f"class folders {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}" if names
+                  else "no class folders")
+        return f"{len(self.paths)} images of {folder} ({layout})"
+
     def take(self, indices: list[int]) -> ImageList:
         labels = [self.labels[i] for i in indices] if self.labels is not None else None
         return ImageList([self.paths[i] for i in indices], labels, self.class_names)

@@ -466,6 +466,8 @@ def test_a_rejected_artefact_is_not_written(run, tmp_path, capsys, monkeypatch):
     said = capsys.readouterr()
     assert "differ), below --min-agreement" in said.err
     assert printed_agreement(said.out) < 98.0  # the measurement that refused it is shown, not only the verdict
+    assert f"calibration: 32 images of {run['train']} (class folders airplane, automobile, cat, ship)" in said.out
+    assert f"check: 120 images of {run['val']} (class folders airplane" in said.out
     assert list(tmp_path.iterdir()) == []
 
 

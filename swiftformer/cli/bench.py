@@ -137,6 +137,7 @@ def _calibration(args: argparse.Namespace):
     from ..recipes import TrainConfig
 
     chosen = calibration_images(args.calibration, args.calibration_size)
+    log.info("int8 calibration: %s", chosen.describe(args.calibration))
     if len(chosen.paths) < args.calibration_size:
         log.warning("%s holds %d images, fewer than --calibration-size %d: int8 is calibrated on all of them",
                     args.calibration, len(chosen.paths), args.calibration_size)

@@ -77,13 +77,17 @@ def _images(args: argparse.Namespace, transform):
     that calibrates nothing checks on the whole of ``--calibration`` when no ``--check-data`` is given."""
     from ..calibration import calibration_and_check, check_images, load_batch
 
+    check_folder = args.check_data or args.calibration
     if args.calibration and _calibrates(args):
         chosen, held_out = calibration_and_check(args.calibration, args.calibration_size, args.check_data,
                                                  args.check_size, args.seed)
+        print(f"calibration: {chosen.describe(args.calibration)}")
+        print(f"check: {held_out.describe(check_folder)}")
         return load_batch(chosen, transform), load_batch(held_out, transform)
-    check_folder = args.check_data or args.calibration
     if check_folder:
-        return None, load_batch(check_images(check_folder, args.check_size, args.seed), transform)
+        held_out = check_images(check_folder, args.check_size, args.seed)
+        print(f"check: {held_out.describe(check_folder)}")
+        return None, load_batch(held_out, transform)
     return None, None
 
 
