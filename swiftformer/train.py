@@ -288,6 +288,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     num_classes = check_num_classes(config, datasets.class_names)
     if config.qat and config.finetune:
         qat.check_teacher_classes(config.finetune, datasets.class_names, config.data or config.dataset)
+    if config.qat:
+        qat.warn_if_fast(config.lr)
     config = dataclasses.replace(config, num_classes=num_classes)
     config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
     # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose

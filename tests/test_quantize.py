@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -633,6 +634,18 @@ def test_qat_fake_quantizes_the_convolutions_but_the_stems():
 def test_qat_needs_trained_weights(tmp_path, capsys):
     user_error(["train", "--config", "cifar10_mini", "--qat", "--data", str(tmp_path), "--output-dir",
                 str(tmp_path / "run")], capsys, "--qat", "--finetune")
+
+
+def test_qat_at_a_training_rate_is_warned_before_it_starts(caplog):
+    from swiftformer import qat
+    from swiftformer.recipes import load_recipe
+
+    with caplog.at_level(logging.WARNING, logger="swiftformer.qat"):
+        qat.warn_if_fast(load_recipe("cifar10_mini", {}).lr)  # the recipe's rate, what --qat runs without --lr
+        assert "give --lr 1e-5" in caplog.text
+        caplog.clear()
+        qat.warn_if_fast(1e-5)
+        assert caplog.text == ""
 
 
 @pytest.mark.slow
