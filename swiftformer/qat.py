@@ -42,6 +42,19 @@ def check_qat_config(finetune: str | None, resume: str | None) -> None:
                                "(a float model trained on these classes)")
 
 
+def warn_if_resized(finetune: str, img_size: int) -> None:
+    """A warning when QAT runs at another image size than the run it refines was trained at: int8 is to predict
+    what the deployed float model predicts, and at another size that model is itself another model."""
+    from .inference import training_run
+
+    run = training_run(Path(finetune))
+    trained = run["config"].get("img_size") if run else None
+    if trained and trained != img_size:
+        log.warning("--qat at %d px refines %s, trained at %d px: its top-1 and its agreement with the float model "
+                    "are those of the model at %d px; give --img-size %d to quantize the model you trained",
+                    img_size, finetune, trained, img_size, trained)
+
+
 def warn_if_fast(lr: float) -> None:
     """A warning before a QAT run at a recipe's training rate, which moves the weights away from the float model
     they refine (docs/quantization.md): said before the epochs, not only in the drift warning after them."""

@@ -288,6 +288,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     num_classes = check_num_classes(config, datasets.class_names)
     if config.qat and config.finetune:
         qat.check_teacher_classes(config.finetune, datasets.class_names, config.data or config.dataset)
+        qat.warn_if_resized(config.finetune, config.img_size)
     if config.qat:
         qat.warn_if_fast(config.lr)
     config = dataclasses.replace(config, num_classes=num_classes)

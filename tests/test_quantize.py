@@ -649,6 +649,18 @@ def test_qat_at_a_training_rate_is_warned_before_it_starts(caplog):
 
 
 @pytest.mark.slow
+def test_qat_at_another_size_than_the_run_it_refines_is_warned(run, caplog):
+    from swiftformer import qat
+
+    with caplog.at_level(logging.WARNING, logger="swiftformer.qat"):
+        qat.warn_if_resized(str(run["checkpoint"]), 32)  # the run's own size
+        assert caplog.text == ""
+        qat.warn_if_resized(str(run["checkpoint"]), 64)
+    assert "--qat at 64 px refines" in caplog.text and "trained at 32 px" in caplog.text
+    assert "give --img-size 32" in caplog.text
+
+
+@pytest.mark.slow
 def test_qat_refuses_a_float_model_of_other_classes(run, tmp_path, capsys):
     """Fine-tuning would give the run a fresh head for other classes: QAT would distil from an untrained head."""
     for split in ("train", "val"):
