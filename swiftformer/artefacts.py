@@ -23,6 +23,7 @@ from torch import nn
 
 from .data_config import resolve_data_config
 from .errors import CheckpointError, SwiftFormerError
+from .quantize import ALL_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ class ArtefactInfo:
 
         if self.format not in ARTEFACT_SUFFIXES.values():
             return f"format {self.format!r} is none of {', '.join(ARTEFACT_SUFFIXES.values())}"
-        if self.precision not in ("fp32", "fp16", "bf16", "int8"):
-            return f"precision {self.precision!r} is none of fp32, fp16, bf16, int8"
+        if self.precision not in ALL_PRECISIONS:
+            return f"precision {self.precision!r} is none of {', '.join(ALL_PRECISIONS)}"
         if len(self.input_size) != 3 or self.input_size[0] != 3 or not all(map(count, self.input_size)):
             return f"input_size {list(self.input_size)} is not [3, height, width]"
         if not (self.batch is None or count(self.batch)) or not count(self.max_batch):

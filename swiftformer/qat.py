@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,12 +41,10 @@ def check_qat_config(finetune: str | None, resume: str | None) -> None:
                                "(a float model trained on these classes)")
 
 
-def warn_if_resized(finetune: str, img_size: int) -> None:
-    """A warning when QAT runs at another image size than the run it refines was trained at: int8 is to predict
-    what the deployed float model predicts, and at another size that model is itself another model."""
-    from .inference import training_run
-
-    run = training_run(Path(finetune))
+def warn_if_resized(finetune: str, run: Mapping[str, Any] | None, img_size: int) -> None:
+    """A warning when QAT runs at another image size than ``run`` (the ``finetune`` checkpoint, when a run of ours)
+    was trained at: int8 is to predict what the deployed float model predicts, and at another size that model is
+    itself another model."""
     trained = run["config"].get("img_size") if run else None
     if trained and trained != img_size:
         log.warning("--qat at %d px refines %s, trained at %d px: its top-1 and its agreement with the float model "
@@ -63,13 +60,13 @@ def warn_if_fast(lr: float) -> None:
                     "stayed at 99 %% (docs/quantization.md); give --lr 1e-5", lr)
 
 
-def check_teacher_classes(finetune: str, class_names: list[str], data: str) -> None:
+def check_teacher_classes(finetune: str, run: Mapping[str, Any] | None, class_names: list[str], data: str) -> None:
     """The float model QAT distils from must predict the data's classes, in their order: a head that fine-tuning
-    would replace for other classes is untrained, and distilling from it would teach noise."""
+    would replace for other classes is untrained, and distilling from it would teach noise. ``run`` is the
+    ``finetune`` checkpoint when it is a run of ours (``None`` for other files and Hugging Face folders)."""
     from .checkpoint import checkpoint_num_classes, read_native_state_dict
-    from .inference import check_class_names, training_run
+    from .inference import check_class_names
 
-    run = training_run(Path(finetune))  # None for other files and Hugging Face folders
     names = run.get("class_names") if run else None  # a run of ours names its classes
     found = len(names) if names else checkpoint_num_classes(read_native_state_dict(finetune)[0])
     if found != len(class_names):

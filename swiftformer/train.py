@@ -89,10 +89,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # Building blocks -------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The student; ``finetune`` loads weights of any format, replacing the head if the classes differ."""
-    run = training_run(Path(config.finetune)) if config.finetune else None
-    if run is not None and run["config"]["model"] != config.model:
-        raise CheckpointError(f"--finetune {config.finetune} is a {run['config']['model']} run, and this run builds a "
-                              f"{config.model}: give --model {run['config']['model']}")
     model = create_model(config.model, pretrained=config.finetune, num_classes=num_classes, attention=config.attention,
                          drop_path_rate=config.drop_path)
     model.set_grad_checkpointing(config.grad_checkpointing)
@@ -279,6 +275,10 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     if dist_info.is_main:
         log.info("run directory: %s", output_dir)
     resumed = read_training_checkpoint(config.resume) if config.resume else None
+    finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
+    if finetuned is not None and finetuned["config"]["model"] != config.model:
+        raise CheckpointError(f"--finetune {config.finetune} is a {finetuned['config']['model']} run, and this run "
+                              f"builds a {config.model}: give --model {finetuned['config']['model']}")
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
 
     # Data and the checks against it (before any training work), model, EMA, teacher
@@ -287,8 +287,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         check_resumed_classes(config.resume, resumed, config, datasets.class_names)
     num_classes = check_num_classes(config, datasets.class_names)
     if config.qat and config.finetune:
-        qat.check_teacher_classes(config.finetune, datasets.class_names, config.data or config.dataset)
-        qat.warn_if_resized(config.finetune, config.img_size)
+        qat.check_teacher_classes(config.finetune, finetuned, datasets.class_names, config.data or config.dataset)
+        qat.warn_if_resized(config.finetune, finetuned, config.img_size)
     if config.qat:
         qat.warn_if_fast(config.lr)
     config = dataclasses.replace(config, num_classes=num_classes)

@@ -651,11 +651,13 @@ def test_qat_at_a_training_rate_is_warned_before_it_starts(caplog):
 @pytest.mark.slow
 def test_qat_at_another_size_than_the_run_it_refines_is_warned(run, caplog):
     from swiftformer import qat
+    from swiftformer.inference import training_run
 
+    finetuned = training_run(run["checkpoint"])
     with caplog.at_level(logging.WARNING, logger="swiftformer.qat"):
-        qat.warn_if_resized(str(run["checkpoint"]), 32)  # the run's own size
+        qat.warn_if_resized(str(run["checkpoint"]), finetuned, 32)  # the run's own size
         assert caplog.text == ""
-        qat.warn_if_resized(str(run["checkpoint"]), 64)
+        qat.warn_if_resized(str(run["checkpoint"]), finetuned, 64)
     assert "--qat at 64 px refines" in caplog.text and "trained at 32 px" in caplog.text
     assert "give --img-size 32" in caplog.text
 
