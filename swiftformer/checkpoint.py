@@ -195,6 +195,22 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise CheckpointError(f"cannot read safetensors file {path}: {error}") from None
 
 
+def native_record(path: str | Path) -> dict[str, str] | None:
+    """What a native safetensors file (:func:`save_checkpoint`) records of its model (variant, num_classes,
+    attention, distillation), read from its header alone; ``None`` for any other file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        if not path.is_file() or file_kind(path) != "safetensors":
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError):
+        return None  # unreadable: the loader names the problem
+    return metadata if metadata.get("format") == "swiftformer" and metadata.get("variant") else None
+
+
 def _weights_file(directory: Path) -> Path:
     for name in HF_WEIGHT_FILES:
         if (directory / name).is_file():

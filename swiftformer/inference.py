@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
-from .checkpoint import file_kind, load_native_state_dict, safe_torch_load
+from .checkpoint import file_kind, load_native_state_dict, native_record, safe_torch_load
 from .errors import CheckpointError, DataError, SwiftFormerError
 from .pretrained import create_model
 from .qat import fused_from_run
@@ -85,7 +85,11 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         return LoadedModel(model.eval(), names, config)
     if ema:
         raise CheckpointError("--ema needs a training checkpoint of ours (last.pth/best.pth)")
-    # official, timm, HF and native weights do not name their variant (a missing file is the loader's error to name)
+    record = native_record(path) if path is not None else None
+    if record is not None:  # a native file of ours names its variant and attention
+        model_name = model_name or record["variant"]
+        attention = record["attention"] if attention == "additive" else attention  # additive: also when not given
+    # official, timm and HF weights do not name their variant (a missing file is the loader's error to name)
     if path is not None and path.exists() and not model_name:
         raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "
                               "give --model (e.g. --model swiftformer_l1)")

@@ -10,7 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import checkpoint_num_classes, load_native_state_dict, pretrained_source, read_native_state_dict
+from .checkpoint import (
+    checkpoint_num_classes, load_native_state_dict, native_record, pretrained_source, read_native_state_dict,
+)
+from .errors import CheckpointError
 from .models import registry
 from .models.swiftformer import SwiftFormer
 
@@ -38,10 +41,21 @@ def create_model(
         return registry.create_model(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
     variant = registry.resolve_variant(name)
     source = pretrained_source(variant, pretrained)
+    record = native_record(source)
+    if record is not None:  # our own file says what it holds: its variant must be this one, its attention is the default
+        if record["variant"] != variant:
+            raise CheckpointError(f"{source} holds a {record['variant']}, not a {variant}")
+        if kwargs.get("attention") is None:
+            kwargs["attention"] = record["attention"]
+        elif kwargs["attention"] != record["attention"]:
+            log.warning("%s was saved from a model with attention=%r; building attention=%r as asked",
+                        source, record["attention"], kwargs["attention"])
     state_dict, fmt, _ = read_native_state_dict(source, attention=kwargs.get("attention"))
     checkpoint_classes = checkpoint_num_classes(state_dict)
     fresh_head = num_classes is not None and checkpoint_classes != num_classes
-    model = registry.create_model(variant, num_classes=num_classes or checkpoint_classes or 1000, **kwargs)
+    if num_classes is None:
+        num_classes = checkpoint_classes or 1000
+    model = registry.create_model(variant, num_classes=num_classes, **kwargs)
     load_native_state_dict(model, state_dict, drop_head=fresh_head)
     log.info("weights from %s (%s format)%s", source, fmt, "; new classifier head" if fresh_head else "")
     return model

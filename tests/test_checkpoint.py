@@ -72,6 +72,21 @@ def test_create_model_pretrained_path_takes_class_count(model, x, tmp_path):
     torch.testing.assert_close(logits(loaded, x), logits(model, x))
 
 
+def test_a_native_file_names_its_variant_and_attention(x, tmp_path):
+    """Our safetensors record what built them: no --model needed, the attention restored, another variant refused;
+    ``num_classes=0`` gives pooled features, never a random head."""
+    from swiftformer.inference import load_model
+
+    mhsa = randomize(swiftformer.create_model("swiftformer_xs", num_classes=7, attention="mhsa"), seed=3)
+    path = swiftformer.save_checkpoint(mhsa, tmp_path / "w.safetensors")
+    loaded = load_model(str(path)).model
+    assert (loaded.variant, loaded.attention, loaded.num_classes) == ("swiftformer_xs", "mhsa", 7)
+    torch.testing.assert_close(logits(loaded, x), logits(mhsa, x))
+    assert logits(swiftformer.create_model("swiftformer_xs", pretrained=path, num_classes=0), x).shape == (2, 220)
+    with pytest.raises(swiftformer.CheckpointError, match="holds a swiftformer_xs, not a swiftformer_s"):
+        swiftformer.create_model("swiftformer_s", pretrained=path)
+
+
 def test_fine_tuning_drops_head(model, tmp_path):
     path = swiftformer.save_checkpoint(model, tmp_path / "w.safetensors")
     tuned = swiftformer.create_model("swiftformer_xs", pretrained=path, num_classes=3)

@@ -207,9 +207,10 @@ def test_cli_export_img_size_is_one_side_or_two(tmp_path, capsys):
 
 
 def test_cli_export_takes_the_variant_from_a_run_and_asks_for_it_otherwise(tmp_path, capsys):
-    """Weights that do not name their variant need --model (never a silent XS); an artefact is not re-exported."""
+    """Weights that do not name their variant need --model (never a silent XS), a native file names its own; an
+    artefact is not re-exported."""
     checkpoint = tmp_path / "l1.safetensors"
-    swiftformer.save_checkpoint(randomized("swiftformer_l1"), checkpoint)
+    swiftformer.save_checkpoint(randomized("swiftformer_l1"), checkpoint, format="timm")
     out = str(tmp_path / "m.pt")
     user_error(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", out], capsys,
                "l1.safetensors is not a training run of ours", "give --model")
