@@ -21,7 +21,7 @@ import torch
 from timm.data import create_transform
 from torch import nn
 
-from .data_config import resolve_data_config
+from .data_config import INTERPOLATIONS, resolve_data_config
 from .errors import CheckpointError, SwiftFormerError
 from .quantize import ALL_PRECISIONS
 
@@ -31,7 +31,6 @@ METADATA_KEY = "swiftformer"  # the ONNX metadata_props key
 ARTEFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch", ".tflite": "litert", ".pt": "torchscript"}
 
 # timm's eval transform names (timm.data.transforms.str_to_interp_mode)
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
 
 

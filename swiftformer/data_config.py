@@ -12,6 +12,8 @@ from .models.swiftformer import default_pretrained_cfg
 # SwiftFormer downsamples 32x (stem 4x, three 2x downsamplings): a smaller side leaves the last stage with less
 # than one pixel of image, all padding. Any size from 32 up works; multiples of 32 waste no padding.
 MIN_IMAGE_SIZE = 32
+# the resampling filters timm's transforms take by name (PIL's)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 def check_image_size(*sides: int) -> None:

@@ -46,7 +46,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> the local GPU if there is one, else CPU; ``cuda`` -> this process's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SwiftFormerError(f"--device {name!r} is not a device: give auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SwiftFormerError("--device cuda requested but no GPU is available")

@@ -11,6 +11,7 @@ and unknown keys are an error naming them. The resolved config is saved with eve
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -29,6 +30,7 @@ BASE_KEY = "base"
 RANGE_TESTS = {
     "at least 1": lambda v: v >= 1, "0 or more": lambda v: v >= 0, "above 0": lambda v: v > 0,
     "between 0 and 1": lambda v: 0 <= v <= 1, "above 0 and at most 1": lambda v: 0 < v <= 1,
+    "0 to 4 (the stages)": lambda v: 0 <= v <= 4,
 }
 
 
@@ -39,6 +41,11 @@ class Recipe:
     renamed_keys: typing.ClassVar[dict[str, str]] = {}
     # field -> a key of RANGE_TESTS, for the numbers that have a sensible range
     ranges: typing.ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        """field -> the names it may take, for the fields that name one of a fixed set (checked like ``ranges``)."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists for tuples): safe for YAML and for ``torch.load(weights_only=True)``."""
@@ -62,6 +69,24 @@ class TrainConfig(Recipe):
                          "distillation_alpha"), "between 0 and 1"),
         **dict.fromkeys(("crop_pct", "ema_decay"), "above 0 and at most 1"),
     }
+
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        # each set from the module that owns it, imported here because those modules import this one
+        from timm.optim import list_optimizers
+
+        from .data import DATASETS
+        from .data_config import INTERPOLATIONS
+        from .engine import AMP_DTYPES, CLIP_MODES
+        from .losses import DISTILLATION_KINDS
+        from .models.attention import ATTENTIONS
+        from .train import SCHEDULES
+
+        optimizers = tuple(list_optimizers())  # timm's, each also behind its Lookahead wrapper
+        return {"attention": ATTENTIONS, "dataset": DATASETS, "interpolation": INTERPOLATIONS,
+                "optimizer": optimizers + tuple(f"lookahead_{name}" for name in optimizers),
+                "sched": SCHEDULES, "clip_mode": CLIP_MODES, "amp": tuple(AMP_DTYPES),
+                "distillation": DISTILLATION_KINDS}
 
     # model
     model: str = "swiftformer_xs"
@@ -187,9 +212,19 @@ def check_range(name: str, value: Any, ranges: dict[str, str]) -> Any:
     return value
 
 
+def check_choice(name: str, value: Any, choices: dict[str, tuple[str, ...]]) -> Any:
+    """``value``, or a :class:`SwiftFormerError` naming the key when it names none of its field's choices."""
+    allowed = choices.get(name)
+    if allowed is not None and value not in allowed:
+        closest = difflib.get_close_matches(str(value), allowed, n=3)
+        listed = ", ".join(allowed) if len(allowed) <= 12 else f"the {len(allowed)} names (closest: {', '.join(closest) or 'none'})"
+        raise SwiftFormerError(f"config {name}: {value!r} is none of {listed}")
+    return value
+
+
 def apply_overrides(config: R, overrides: dict[str, Any]) -> R:
-    """A copy of ``config`` with ``overrides`` applied, each checked against its field's type and range; unknown
-    keys are an error naming them."""
+    """A copy of ``config`` with ``overrides`` applied, each checked against its field's type, range and choices;
+    unknown keys are an error naming them."""
     cls = type(config)
     overrides = {cls.renamed_keys.get(k, k): v for k, v in overrides.items()}
     hints = typing.get_type_hints(cls)
@@ -197,8 +232,10 @@ def apply_overrides(config: R, overrides: dict[str, Any]) -> R:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise SwiftFormerError(f"unknown config key(s): {', '.join(unknown)}")
-    return dataclasses.replace(
-        config, **{k: check_range(k, _check(k, hints[k], v), cls.ranges) for k, v in overrides.items()})
+    choices = cls.choices()
+    return dataclasses.replace(config, **{
+        k: check_choice(k, check_range(k, _check(k, hints[k], v), cls.ranges), choices) for k, v in overrides.items()
+    })
 
 
 def config_from_dict(cls: type[R], values: dict[str, Any], overrides: dict[str, Any] | None = None) -> R:

@@ -100,6 +100,28 @@ def test_overrides_apply_on_top_and_are_checked():
         load_recipe("swiftformer_xxl")
 
 
+@pytest.mark.parametrize("key,value,named", [
+    ("attention", "additve", "additive, additive_legacy"), ("interpolation", "bicubik", "bicubic"),
+    ("optimizer", "adamww", "closest: adamw"), ("sched", "plateau", "cosine"), ("amp", "fp8", "bf16"),
+    ("clip_mode", "agcc", "agc"), ("dataset", "imagenet", "folder"), ("distillation", "hardd", "hard"),
+])
+def test_a_name_outside_its_fields_choices_is_named_before_the_run(key, value, named):
+    """Before, each surfaced as a traceback from the model, timm or the first step (or never, for a dataset)."""
+    with pytest.raises(SwiftFormerError, match=rf"config {key}: '{value}' is none of .*{named}"):
+        apply_overrides(TrainConfig(), {key: value})
+
+
+def test_dense_names_and_stages_are_checked():
+    from swiftformer.dense.config import config_from_dict
+
+    for overrides, message in [({"sched": "cosine"}, "sched: 'cosine' is none of step, poly"),
+                               ({"amp": "fp32"}, "amp: 'fp32' is none of none, bf16, fp16"),
+                               ({"frozen_stages": 5}, "frozen_stages: must be 0 to 4")]:
+        with pytest.raises(SwiftFormerError, match=message):
+            config_from_dict({}, overrides)
+    assert apply_overrides(TrainConfig(), {"optimizer": "lookahead_adamw"}).optimizer == "lookahead_adamw"
+
+
 def test_resolved_config_round_trips_through_yaml(tmp_path):
     config = load_recipe("demo_digits", {"epochs": 3, "num_classes": 10})
     save_config(config, tmp_path / "config.yaml")

@@ -27,11 +27,19 @@ class DenseConfig(Recipe):
         **dict.fromkeys(("out_channels", "min_size", "max_size", "head_channels", "img_size", "crop_size",
                          "batch_size", "epochs", "iterations", "num_classes", "eval_interval", "log_interval"),
                         "at least 1"),
-        **dict.fromkeys(("drop_path", "frozen_stages", "workers", "weight_decay", "min_lr", "warmup_iters", "power",
+        "frozen_stages": "0 to 4 (the stages)",
+        **dict.fromkeys(("drop_path", "workers", "weight_decay", "min_lr", "warmup_iters", "power",
                          "seed"), "0 or more"),
         **dict.fromkeys(("lr", "clip_grad"), "above 0"),
         **dict.fromkeys(("hflip", "gamma", "warmup_ratio"), "between 0 and 1"),
     }
+
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        from ..engine import AMP_DTYPES  # these modules import this one
+        from .engine import SCHEDULES
+
+        return {"task": TASKS, "sched": SCHEDULES, "amp": tuple(AMP_DTYPES)}
 
     task: str = "detection"
     # model

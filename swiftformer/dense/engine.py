@@ -69,6 +69,9 @@ def build_optimizer(model: nn.Module, config: DenseConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+SCHEDULES = ("step", "poly")  # what lr_factor decays by
+
+
 def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at each iteration: linear warm-up, then step or poly decay."""
     milestones = [m * iters_per_unit for m in config.milestones]
@@ -77,10 +80,8 @@ def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Cal
     def factor(iteration: int) -> float:
         if config.sched == "step":
             decay = config.gamma ** sum(iteration >= m for m in milestones)
-        elif config.sched == "poly":
+        else:  # poly (DenseConfig checks sched against SCHEDULES)
             decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
-        else:
-            raise SwiftFormerError(f"unknown sched {config.sched!r}; choose step or poly")
         if iteration < config.warmup_iters:
             decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters
         return decay
@@ -184,8 +185,6 @@ def summary(metrics: dict[str, Any]) -> str:
 
 def train(config: DenseConfig, resume: str | Path | None = None) -> dict[str, Any]:
     """Train ``config`` (under ``torchrun`` on every rank); returns the final validation metrics."""
-    if config.amp not in AMP_DTYPES:
-        raise SwiftFormerError(f"unknown amp {config.amp!r}; choose one of {', '.join(AMP_DTYPES)}")
     dist_info = init_distributed(config.device)
     try:
         return _train(config, dist_info, resume)
