@@ -168,18 +168,20 @@ def cuda_runner(model: nn.Module, x: torch.Tensor) -> Runner:
     return run
 
 
-def onnx_file(model: nn.Module, x: torch.Tensor, path: Path) -> Path:
-    """Export ``model`` at ``x``'s shape as ``swiftformer export`` does; peers the dynamo exporter rejects go
-    through the TorchScript-based exporter."""
+def onnx_file(model: nn.Module, x: torch.Tensor, path: Path, peer: bool) -> Path:
+    """Export ``model`` at ``x``'s shape as ``swiftformer export`` does; a ``peer`` the dynamo exporter rejects
+    goes through the TorchScript-based exporter (ours never: the graph timed is the one export writes)."""
+    if not peer:
+        return write_onnx(model, x, path)
     try:
         return write_onnx(model, x, path)
-    except Exception:  # noqa: BLE001 - any exporter failure falls back to the other exporter
+    except Exception:  # noqa: BLE001 - any exporter failure of a third-party model falls back to the other exporter
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"], opset_version=17)
         return path
 
 
-def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
-    return _onnxruntime_timed(onnx_file(model, x, path), x, threads)
+def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int, peer: bool) -> Runner:
+    return _onnxruntime_timed(onnx_file(model, x, path, peer), x, threads)
 
 
 def _onnxruntime_timed(onnx: Path, x: torch.Tensor, threads: int) -> Runner:
@@ -199,9 +201,10 @@ def _onnxruntime_timed(onnx: Path, x: torch.Tensor, threads: int) -> Runner:
     return _timed(lambda: session.run(None, feed))
 
 
-def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
+def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int, peer: bool) -> Runner:
     """The ONNX graph converted to OpenVINO IR, compiled for this CPU in fp32 with ``threads`` threads."""
-    return _openvino_timed(write_openvino(onnx_file(model, x, path.with_suffix(".onnx")), path), x, threads, "fp32")
+    onnx = onnx_file(model, x, path.with_suffix(".onnx"), peer)
+    return _openvino_timed(write_openvino(onnx, path), x, threads, "fp32")
 
 
 def _openvino_timed(xml: Path, x: torch.Tensor, threads: int, precision: str) -> Runner:
@@ -284,9 +287,9 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
         # pre-packed for oneDNN, element-wise work fused into their epilogues.
         return torch_runner(torch.compile(fused, options={"freezing": True}), x.contiguous(memory_format=torch.channels_last))
     if backend == "onnxruntime":
-        return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads)
+        return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads, is_peer(name))
     if backend == "openvino":
-        return openvino_runner(fused, x, workdir / f"{stem}.xml", threads)
+        return openvino_runner(fused, x, workdir / f"{stem}.xml", threads, is_peer(name))
     if backend == "executorch":
         return executorch_runner(fused, x, workdir / f"{stem}.pte", threads)
     if backend == "litert":
@@ -469,8 +472,8 @@ def run_benchmark(
                         runners[f"{name}|{backend}|{precision}"] = build_runner(
                             name, model, backend, x, Path(tmp), threads, precision, calibration)
                     except Exception as error:  # noqa: BLE001 - a third-party model an exporter rejects
-                        if isinstance(error, SwiftFormerError):
-                            raise
+                        if isinstance(error, SwiftFormerError) or not is_peer(name):
+                            raise  # ours: a bug to see, not a row to skip
                         log(f"skipped {name} / {backend}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
             matmul_flops = 0.0
             if size > 1:
