@@ -179,7 +179,7 @@ def test_attention_benchmark_tiny_case(tmp_path):
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_bench_attention_and_its_old_spelling(tmp_path, capsys, monkeypatch):
+def test_cli_bench_attention(tmp_path, capsys):
     tiny = ["--rounds", "1", "--iters", "1", "--threads", "1"]
     assert main(["bench-attention", "--tokens", "16,64", *tiny, "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
@@ -187,11 +187,8 @@ def test_cli_bench_attention_and_its_old_spelling(tmp_path, capsys, monkeypatch)
     assert "additive vs mhsa at N=64:" in out
     result = json.loads((tmp_path / "a.json").read_text())
     assert {row["tokens"] for row in result["rows"]} == {16, 64} and set(result["exponent_all"]) >= set(bench.ATTENTION_NAMES)
-    monkeypatch.setattr(bench, "ATTENTION_TOKENS", (16, 32))  # bench --attention: the default token counts
-    assert main(["bench", "--attention", *tiny, "--json", str(tmp_path / "old.json")]) == 0
-    assert "additive vs mhsa at N=32:" in capsys.readouterr().out
-    assert {row["tokens"] for row in json.loads((tmp_path / "old.json").read_text())["rows"]} == {16, 32}
-    assert main(["bench-attention", "--tokens", "64"]) == 2 and "at least two" in capsys.readouterr().err
+    assert main(["bench-attention", "--tokens", "64,64"]) == 2 and "at least two" in capsys.readouterr().err
+    assert main(["bench-attention", "--tokens", "0,196"]) == 2 and "at least 1" in capsys.readouterr().err
     assert main(["bench-attention", "--tokens", "64,many"]) == 2 and "comma-separated integers" in capsys.readouterr().err
 
 

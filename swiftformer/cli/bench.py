@@ -5,7 +5,7 @@
     swiftformer bench --models swiftformer_xs --backends onnxruntime,openvino --precision fp32,bf16,int8 \
         --calibration ../shared/data/cifar10-mini/train
 
-Attention scaling is its own command, ``swiftformer bench-attention`` (``bench --attention`` is its old spelling).
+Attention scaling is its own command, ``swiftformer bench-attention``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .bench_attention import add_timing_arguments
     from .numbers import image_side, positive_int
 
-    parser.add_argument("--attention", action="store_true", help="the old spelling of `swiftformer bench-attention`")
     parser.add_argument("--models", default=None, help="comma-separated; ours by name, peers as timm/<name> (default: all)")
     parser.add_argument(
         "--backends", default=None,
@@ -154,8 +153,4 @@ def run(args: argparse.Namespace) -> int:
 
     allocator = describe_allocator(tune_malloc())  # already applied by the CLI's main(); idempotent
     log.info("%d threads, %s", args.threads, allocator)
-    if args.attention:
-        from .bench_attention import run as run_attention
-
-        return run_attention(args)
     return _run_models(args, allocator)

@@ -32,11 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SwiftFormerError
 
     try:
-        tokens = tuple(int(n) for n in args.tokens.split(",")) if getattr(args, "tokens", None) else bench.ATTENTION_TOKENS
+        tokens = tuple(int(n) for n in args.tokens.split(",")) if args.tokens else bench.ATTENTION_TOKENS
     except ValueError:
         raise SwiftFormerError(f"--tokens {args.tokens}: expected comma-separated integers, e.g. 196,784") from None
-    if len(tokens) < 2:
-        raise SwiftFormerError(f"--tokens {args.tokens}: give at least two token counts to fit an exponent")
+    if min(tokens) < 1:
+        raise SwiftFormerError(f"--tokens {args.tokens}: a token count is at least 1")
+    if len(set(tokens)) < 2:
+        raise SwiftFormerError(f"--tokens {args.tokens}: give at least two different token counts to fit an exponent")
     low = sorted(tokens)[min(len(tokens) // 2, len(tokens) - 2)]  # the upper half: where the asymptote shows
     rows = bench.run_attention_benchmark(tokens, threads=args.threads, rounds=args.rounds, iters=args.iters)
     print(f"{'attention':<18}" + "".join(f"{f'N={n}':>12}" for n in tokens) + f"{'exp all':>9}{f'exp {low}+':>10}")
