@@ -27,7 +27,8 @@ from swiftformer.calibration import ImageBatch, calibration_and_check, calibrati
 from swiftformer.cli.numbers import non_negative_int
 from swiftformer.cpu import cpu_info
 from swiftformer.data import eval_transform
-from swiftformer.export import SUFFIXES, check_agreement, export_model
+from swiftformer.export import check_agreement, export_model
+from swiftformer.formats import FORMATS
 from swiftformer.inference import LoadedModel, load_model, run_config
 from swiftformer.models import reparameterize
 from swiftformer.recipes import TrainConfig
@@ -68,7 +69,7 @@ def agreements(run: TrainedRun, pairs: list[tuple[str, str]]) -> dict[tuple[str,
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for backend, precision in pairs:
             fmt = FORMAT_OF[backend]
-            path = Path(tmp) / f"m{SUFFIXES[fmt]}"
+            path = Path(tmp) / f"m{FORMATS[fmt].suffix}"
             exported = export_model(
                 loaded.model, fmt, path, img_size=(run.img_size, run.img_size), precision=precision,
                 calibration=run.calibration, check=run.pools["val"], min_agreement=0.0,

@@ -23,12 +23,11 @@ from torch import nn
 
 from .data_config import INTERPOLATIONS, resolve_data_config
 from .errors import CheckpointError, SwiftFormerError
-from .quantize import ALL_PRECISIONS
+from .formats import FORMATS, RUNNABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "swiftformer"  # the ONNX metadata_props key
-ARTEFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pte": "executorch", ".tflite": "litert", ".pt": "torchscript"}
 
 # timm's eval transform names (timm.data.transforms.str_to_interp_mode)
 Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
@@ -80,10 +79,10 @@ class ArtefactInfo:
         def count(value: object) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
-        if self.format not in ARTEFACT_SUFFIXES.values():
-            return f"format {self.format!r} is none of {', '.join(ARTEFACT_SUFFIXES.values())}"
-        if self.precision not in ALL_PRECISIONS:
-            return f"precision {self.precision!r} is none of {', '.join(ALL_PRECISIONS)}"
+        if self.format not in FORMATS:
+            return f"format {self.format!r} is none of {', '.join(FORMATS)}"
+        if self.precision not in FORMATS[self.format].precisions:
+            return f"precision {self.precision!r} is none of {', '.join(FORMATS[self.format].precisions)}"
         if len(self.input_size) != 3 or self.input_size[0] != 3 or not all(map(count, self.input_size)):
             return f"input_size {list(self.input_size)} is not [3, height, width]"
         if not (self.batch is None or count(self.batch)) or not count(self.max_batch):
@@ -123,7 +122,7 @@ def sidecar(path: Path) -> Path:
 def is_artefact(path: str | Path) -> bool:
     """An exported artefact (not a checkpoint): by suffix, and for ``.pt`` a TorchScript archive (``code/``)."""
     path = Path(path)
-    if path.suffix not in ARTEFACT_SUFFIXES or not path.is_file():
+    if path.suffix not in RUNNABLE_SUFFIXES or not path.is_file():
         return False
     if path.suffix != ".pt":
         return True
@@ -153,9 +152,9 @@ def read_info(path: str | Path) -> ArtefactInfo:
         raise CheckpointError(
             f"{path} has no preprocessing metadata ({sidecar(path).name} is missing): export it with swiftformer export"
         )
-    if ARTEFACT_SUFFIXES.get(path.suffix, info.format) != info.format:
+    if path.suffix != FORMATS[info.format].suffix:
         raise CheckpointError(f"{sidecar(path)}: format {info.format!r}, but {path.name} has the suffix of "
-                              f"{ARTEFACT_SUFFIXES[path.suffix]}")
+                              f"{RUNNABLE_SUFFIXES.get(path.suffix, 'no format')}")
     return info
 
 
@@ -266,12 +265,10 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
     of at most ``max_batch``.
     """
     path = Path(path)
-    if info.format == "coreml":
+    if not FORMATS[info.format].runs_here:
         raise SwiftFormerError(f"{path}: Core ML packages run on macOS only (coremltools predicts there)")
     openers = {"onnx": run_onnx, "torchscript": run_torchscript, "executorch": run_executorch, "litert": run_litert,
                "openvino": lambda p, t: run_openvino(p, t, info.precision)}
-    if info.format not in openers:
-        raise SwiftFormerError(f"{path}: unknown artefact format {info.format!r}")
     refusals = _refusals(info.format)
     try:
         run = openers[info.format](path, threads)

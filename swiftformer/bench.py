@@ -35,7 +35,8 @@ from torch import nn
 
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
-from .export import CHANNELS_LAST, channels_last, compile_openvino, write_executorch, write_onnx, write_openvino
+from .formats import FORMATS
+from .export import channels_last, compile_openvino, write_executorch, write_onnx, write_openvino
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
@@ -55,14 +56,13 @@ PEER_TOP1 = {
 PEERS = tuple(f"timm/{name}" for name in PEER_TOP1)
 DEFAULT_MODELS = tuple(list_models()) + PEERS
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "executorch", "litert", "cuda")
-# The export format whose graph a backend runs (its feature-map layout: export.CHANNELS_LAST).
+# The export format whose graph a backend runs (its layout and precisions: formats.FORMATS).
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "executorch": "executorch", "litert": "litert"}
 # Those that build in seconds per model (compile, executorch and litert take up to minutes); uninstalled ones are
 # skipped.
 DEFAULT_BACKENDS = ("eager", "fused", "onnxruntime", "openvino")
-# Precisions each backend runs (the artefacts of swiftformer.quantize); every other backend runs fp32 only.
-BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-                      "executorch": ("fp32", "int8"), "litert": ("fp32", "int8")}
+# Precisions each backend runs: those of its format's writer; every other backend runs fp32 only.
+BACKEND_PRECISIONS = {backend: FORMATS[fmt].precisions for backend, fmt in FORMAT_OF.items()}
 ATTENTION_TOKENS = (196, 784, 3136, 12544)
 ATTENTION_NAMES = ("additive", "mhsa", "transposed", "separable")
 # A runner's per-round medians agree within a few per cent on a steady machine; past this ratio the machine's
@@ -278,7 +278,7 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
         return reduced_runner(fused, backend, precision, x, calibration, workdir / stem, threads)
     if backend == "eager":
         return torch_runner(model, x)
-    fused = fused_form(name, model, channels_last=CHANNELS_LAST.get(FORMAT_OF.get(backend), True))
+    fused = fused_form(name, model, channels_last=FORMATS[FORMAT_OF[backend]].channels_last if backend in FORMAT_OF else True)
     stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))

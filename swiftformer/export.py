@@ -43,6 +43,7 @@ from .calibration import ImageBatch
 from .checkpoint import check_destination
 from .data_config import check_image_size
 from .errors import SwiftFormerError
+from .formats import CALIBRATED, FORMATS
 from .models.fused import FusedModel, reparameterize, set_layout
 
 if TYPE_CHECKING:
@@ -50,27 +51,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "openvino", "coreml", "torchscript", "executorch", "litert")
-SUFFIXES = {
-    "onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage", "torchscript": ".pt", "executorch": ".pte",
-    "litert": ".tflite",
-}
 # Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
 MAX_DYNAMIC_BATCH = 64
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-# Feature-map layout of the fused graph per format. Formats without strides (ONNX, OpenVINO IR, Core ML's MIL)
-# would turn every channels-last view into a real transpose: they get NCHW maps (ONNX Runtime: 10-23 % faster at
-# batch 1, README). PyTorch (TorchScript) and XNNPACK (ExecuTorch, NHWC natively) run the channels-last form best.
-CHANNELS_LAST = {"onnx": False, "openvino": False, "coreml": False, "torchscript": True, "executorch": True,
-                 "litert": False}  # litert-torch converts NCHW graphs to TFLite's NHWC itself
 
 
 def channels_last(fmt: str, precision: str = "fp32") -> bool:
-    """The feature-map layout of ``fmt``'s fused graph in ``precision`` (:data:`CHANNELS_LAST`). ExecuTorch int8
+    """The feature-map layout of ``fmt``'s fused graph in ``precision`` (``formats.FORMATS``). ExecuTorch int8
     takes the NCHW form, where the 1x1 MLPs are convolutions, which the int8 rule quantizes (and QAT trains): from
     the channels-last form they stay float linears (XS at 224 px: 12.1 MB and no faster than fp32, against 5.0 MB
     and 1.65x; docs/quantization.md)."""
-    return CHANNELS_LAST[fmt] and not (fmt == "executorch" and precision == "int8")
+    return FORMATS[fmt].channels_last and not (fmt == "executorch" and precision == "int8")
 
 
 class ExportCheckError(SwiftFormerError):
@@ -310,7 +301,7 @@ _EXPORTERS = {
 def check_request(fmt: str, precision: str, has_calibration: bool, has_check: bool) -> None:
     """A :class:`SwiftFormerError` for a format/precision pair that cannot be written or checked; cheap, so the CLI
     asks before any weights are fetched."""
-    from .quantize import CALIBRATED, check_precision
+    from .quantize import check_precision
 
     if fmt not in FORMATS:
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -328,8 +319,9 @@ def check_output(fmt: str, out: str | Path) -> Path:
     if fmt not in FORMATS:
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
-    if out.suffix != SUFFIXES[fmt]:
-        raise SwiftFormerError(f"--format {fmt} writes a {SUFFIXES[fmt]} file, not {out.name!r}: name --out accordingly")
+    suffix = FORMATS[fmt].suffix
+    if out.suffix != suffix:
+        raise SwiftFormerError(f"--format {fmt} writes a {suffix} file, not {out.name!r}: name --out accordingly")
     for path in _artefact_paths(out, fmt):
         check_destination(path, folder=fmt == "coreml")
     return out

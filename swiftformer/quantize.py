@@ -37,22 +37,12 @@ from torch import nn
 
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
+from .formats import FORMATS, PRECISIONS
 from .models.fused import FusedStem
 
 if TYPE_CHECKING:
     import onnx
 
-PRECISIONS = {
-    "onnx": ("fp32", "int8"),
-    "openvino": ("fp32", "fp16", "bf16", "int8"),
-    "executorch": ("fp32", "int8"),
-    "coreml": ("fp32", "fp16", "int8"),
-    "torchscript": ("fp32",),
-    "litert": ("fp32", "int8"),
-}
-ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-# Precisions whose writer needs calibration images (activation ranges); Core ML int8 quantizes weights only.
-CALIBRATED = {("onnx", "int8"), ("openvino", "int8"), ("executorch", "int8"), ("litert", "int8")}
 # OpenVINO's name of each compiled inference precision (int8: of its float remainder, openvino_hint).
 OPENVINO_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul")  # OpenVINO ops whose input 1 is a weight tensor
@@ -66,11 +56,12 @@ ONNX_INT8_OPS = ("Conv",)
 
 def check_precision(fmt: str, precision: str) -> None:
     """A one-line error for a precision ``fmt`` cannot be written in, naming the formats that can."""
-    if precision not in ALL_PRECISIONS:
-        raise SwiftFormerError(f"unknown precision {precision!r}; choose one of {', '.join(ALL_PRECISIONS)}")
-    if precision not in PRECISIONS[fmt]:
-        able = [name for name, precisions in PRECISIONS.items() if precision in precisions]
-        raise SwiftFormerError(f"--format {fmt} has no {precision} export ({fmt} writes {', '.join(PRECISIONS[fmt])}); "
+    if precision not in PRECISIONS:
+        raise SwiftFormerError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    writes = FORMATS[fmt].precisions
+    if precision not in writes:
+        able = [name for name, spec in FORMATS.items() if precision in spec.precisions]
+        raise SwiftFormerError(f"--format {fmt} has no {precision} export ({fmt} writes {', '.join(writes)}); "
                                f"{precision} is written by --format {', '.join(able)}")
 
 

@@ -251,11 +251,13 @@ def without_unfit_teacher(config: TrainConfig) -> TrainConfig:
 # The run ---------------------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    """The last epoch's log record (the same on every rank) and the trained model and EMA of this rank."""
+    """The last epoch's log record (the same on every rank), the trained model and EMA of this rank, and whether
+    this rank is the one that reports."""
 
     record: dict[str, Any]
     model: nn.Module
     ema: nn.Module | None
+    is_main: bool = True
 
 
 def main(config: TrainConfig) -> TrainResult:
@@ -401,13 +403,14 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     if dist_info.is_main and runlog.path.is_file():
         plot_curves(runlog.path, output_dir / "curves.png")
     runlog.close()
-    return TrainResult(record, model, ema.module if ema is not None else None)
+    return TrainResult(record, model, ema.module if ema is not None else None, dist_info.is_main)
 
 
 def read_training_checkpoint(path: str) -> dict[str, Any]:
     """The checkpoint ``--resume`` continues from; a :class:`CheckpointError` if it is not one of our runs."""
     checkpoint = safe_torch_load(path)
-    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng") if k not in checkpoint]
+    needed = ("config", "model", "optimizer", "scheduler", "scaler", "epoch", "step", "best_top1", "rng")
+    missing = [k for k in needed if k not in checkpoint] if isinstance(checkpoint, dict) else list(needed)
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}); use --finetune for weights")
     return checkpoint

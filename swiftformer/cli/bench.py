@@ -90,16 +90,16 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     from ..bench import DEFAULT_MODELS, format_table, plot_latency_vs_top1, run_benchmark, write_csv, write_json
 
     from ..cpu import cpu_info
-    from ..quantize import ALL_PRECISIONS
+    from ..formats import PRECISIONS
     from . import quiet_converters
 
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
     precisions = args.precision.split(",")
-    unknown = [p for p in precisions if p not in ALL_PRECISIONS]
+    unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         from ..errors import SwiftFormerError
 
-        raise SwiftFormerError(f"unknown precision {unknown[0]!r}; choose from {','.join(ALL_PRECISIONS)}")
+        raise SwiftFormerError(f"unknown precision {unknown[0]!r}; choose from {','.join(PRECISIONS)}")
     backends = _backends(args.backends)
     quiet_converters(args.verbose, uses_nncf="int8" in precisions and "openvino" in backends)
     result = run_benchmark(

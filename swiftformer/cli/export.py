@@ -23,9 +23,9 @@ FEW_CHECK_IMAGES = 200
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_CHECK_SIZE
-    from ..export import FORMATS, MAX_DYNAMIC_BATCH
+    from ..export import MAX_DYNAMIC_BATCH
+    from ..formats import FORMATS, PRECISIONS
     from ..models.attention import ATTENTIONS
-    from ..quantize import ALL_PRECISIONS
     from .numbers import image_side, positive_float, positive_int, probability
 
     parser.add_argument("--model", default=None, help="variant, e.g. swiftformer_s (a training run of ours says its own)")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true",
                          help="export an untrained model (to try a toolchain; it classifies nothing)")
     parser.add_argument("--attention", default="additive", choices=ATTENTIONS, help="token mixer the checkpoint was trained with")
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=tuple(FORMATS))
     parser.add_argument("--out", required=True, help="output file (.onnx, .xml for OpenVINO IR with its .bin beside it, "
                         ".mlpackage, .pt, .pte, .tflite)")
     batch = parser.add_mutually_exclusive_group()
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=image_side, nargs="+", default=None, metavar="N | H W",
                         help="N (square) or H W; default: the run's size for our training checkpoints, else 224")
     parser.add_argument("--atol", type=positive_float, default=1e-4, help="largest accepted max abs difference of the logits (fp32)")
-    parser.add_argument("--precision", choices=ALL_PRECISIONS, default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--calibration", default=None, help="folder of real images (ImageFolder or flat) to calibrate int8 on")
     parser.add_argument("--calibration-size", type=positive_int, default=DEFAULT_CALIBRATION_SIZE,
                         help=f"calibration images, a seeded draw (default {DEFAULT_CALIBRATION_SIZE})")
@@ -67,7 +67,7 @@ def image_hw(sides: list[int]) -> tuple[int, int]:
 
 
 def _calibrates(args: argparse.Namespace) -> bool:
-    from ..quantize import CALIBRATED
+    from ..formats import CALIBRATED
 
     return (args.format, args.precision) in CALIBRATED
 

@@ -62,22 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace):
     """The recipe, then every flag the user gave, then ``--set`` pairs."""
-    from ..checkpoint import safe_torch_load
     from ..recipes import apply_overrides, load_recipe, parse_set
+    from ..train import read_training_checkpoint
 
     overrides = {dest: getattr(args, dest) for dest, _ in [*FLAGS.values(), *SWITCHES.values()] if getattr(args, dest) is not None}
-    if args.progress is not None:
-        overrides["progress"] = args.progress
     overrides.update(parse_set(args.set))
     if args.resume and "output_dir" not in overrides:  # a resumed run goes on beside its checkpoint (also a copied one)
         overrides["output_dir"] = str(Path(args.resume).absolute().parent)
-    if args.config is None and args.resume:
-        saved = safe_torch_load(args.resume).get("config")
-        if saved is None:
-            from ..errors import CheckpointError
-
-            raise CheckpointError(f"{args.resume} holds no run config; pass --config")
-        return apply_overrides(load_recipe("swiftformer_xs"), {**saved, **overrides})
+    if args.config is None and args.resume:  # the run's own resolved config, complete: any recipe is a base
+        return apply_overrides(load_recipe("swiftformer_xs"), {**read_training_checkpoint(args.resume)["config"], **overrides})
     from ..models.registry import resolve_variant
 
     recipe = args.config or resolve_variant(overrides.get("model") or "swiftformer_xs")
@@ -85,15 +78,14 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from ..checkpoint import check_destination
     from ..train import main
 
     config = resolve_config(args)
     check_destination(config.output_dir, folder=True)  # a read-only folder or a file there fails before training
-    record = main(config).record
-    if os.environ.get("RANK", "0") == "0" and "val_top1" in record:
+    result = main(config)
+    record = result.record
+    if result.is_main and "val_top1" in record:
         ema = f"  EMA top-1: {record['ema_top1']:.2f}" if "ema_top1" in record else ""
         print(f"top-1: {record['val_top1']:.2f}  top-5: {record['val_top5']:.2f}{ema}")
     return 0
