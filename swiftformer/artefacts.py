@@ -192,7 +192,7 @@ def run_openvino(path: Path, threads: int | None, precision: str) -> Run:
     return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
 
 
-def run_torchscript(path: Path, threads: int | None) -> Run:
+def run_torchscript(path: Path) -> Run:
     loaded = torch.jit.load(str(path)).eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ def run_torchscript(path: Path, threads: int | None) -> Run:
     return run
 
 
-def run_executorch(path: Path, threads: int | None) -> Run:
+def run_executorch(path: Path) -> Run:
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
@@ -258,8 +258,11 @@ def padded(images: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([images, images[-1:].expand(batch - images.shape[0], *images.shape[1:])])
 
 
-def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = None) -> Run:
+def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True) -> Run:
     """A function from images to logits that runs ``path`` on its runtime, any number of images at a time.
+
+    A runtime's refusal of a file the user gave is their one-line :class:`CheckpointError`; of an artefact the
+    export has just written (``users_file=False``) it is a bug, and keeps its traceback.
 
     Fixed-batch artefacts get the images in chunks of their batch (the last one padded), dynamic ones in chunks
     of at most ``max_batch``.
@@ -267,11 +270,11 @@ def open_artefact(path: str | Path, info: ArtefactInfo, threads: int | None = No
     path = Path(path)
     if not FORMATS[info.format].runs_here:
         raise SwiftFormerError(f"{path}: Core ML packages run on macOS only (coremltools predicts there)")
-    openers = {"onnx": run_onnx, "torchscript": run_torchscript, "executorch": run_executorch, "litert": run_litert,
-               "openvino": lambda p, t: run_openvino(p, t, info.precision)}
-    refusals = _refusals(info.format)
+    openers = {"onnx": lambda p: run_onnx(p, None), "openvino": lambda p: run_openvino(p, None, info.precision),
+               "torchscript": run_torchscript, "executorch": run_executorch, "litert": lambda p: run_litert(p, None)}
+    refusals = _refusals(info.format) if users_file else ()
     try:
-        run = openers[info.format](path, threads)
+        run = openers[info.format](path)
     except refusals as error:
         raise CheckpointError(f"{path}: its runtime cannot load it: {_runtime_message(error)}") from None
     # One run of what the metadata promises: a .json that is not this artefact's is an error here, not a traceback
@@ -306,7 +309,7 @@ class ArtefactModel(nn.Module):
     It carries ``pretrained_cfg`` so that timm's data config resolves to the artefact's own preprocessing.
     """
 
-    def __init__(self, path: str | Path, info: ArtefactInfo, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, info: ArtefactInfo) -> None:
         super().__init__()
         self.info = info
         self.variant = f"{info.variant} ({info.format} {info.precision})"
@@ -314,7 +317,7 @@ class ArtefactModel(nn.Module):
         self.pretrained_cfg = {"input_size": info.input_size, "mean": info.mean, "std": info.std,
                                "crop_pct": info.crop_pct, "crop_mode": info.crop_mode,
                                "interpolation": info.interpolation}
-        self._run = open_artefact(path, info, threads)
+        self._run = open_artefact(path, info)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[1:]) != tuple(self.info.input_size):

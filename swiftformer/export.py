@@ -209,7 +209,7 @@ def _export_torchscript(fused: nn.Module, example: torch.Tensor, out: Path, dyna
     # Tracing records ``x.shape`` reads as size ops, so a traced graph takes any batch size.
     traced = torch.jit.trace(fused, example, check_trace=False)
     traced.save(str(out))
-    return run_torchscript(out, threads=None)
+    return run_torchscript(out)
 
 
 def write_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False) -> Path:
@@ -225,7 +225,7 @@ def write_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic
 
 
 def _export_executorch(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool) -> Callable:
-    return run_executorch(write_executorch(fused, example, out, dynamic_batch), threads=None)
+    return run_executorch(write_executorch(fused, example, out, dynamic_batch))
 
 
 def _validate_mlpackage(path: Path, input_shape: tuple[int, ...], dynamic_batch: bool) -> object:
@@ -390,7 +390,7 @@ def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: Ima
     """The artefact at ``path`` against ``fused`` (fp32 PyTorch) on ``check``; an error below ``min_agreement``."""
     labels = model_labels(check.labels, check.class_names, info.class_names)
     reference = torch.cat([fused(part) for part in check.images.split(64)])
-    agreement = compare(reference, open_artefact(path, info)(check.images), labels)
+    agreement = compare(reference, open_artefact(path, info, users_file=False)(check.images), labels)
     if agreement.agreement < min_agreement:
         differ = round((1 - agreement.agreement) * agreement.images)
         raise DisagreementError(
