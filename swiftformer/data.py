@@ -138,13 +138,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | Path, exif_orientation: bool = False) -> Image.Image:
+def open_rgb(path: str | Path, exif_orientation: bool = True) -> Image.Image:
     """The image at ``path`` as 8-bit RGB (:func:`to_rgb`); PIL's errors pass through.
 
     ``exif_orientation=True`` turns it upright as its EXIF Orientation tag says (phone photos), which is what a
-    viewer shows; datasets keep the stored pixels, as torchvision and timm read them, so labels drawn on those
-    pixels stay valid. The pixels are decoded first, so a corrupt file fails here and not inside the EXIF
-    transpose, whose errors are forgiven."""
+    viewer shows: classification trains, evaluates, calibrates and predicts on the same upright image, so a file
+    gets the same answer everywhere. Dense datasets pass ``False``: their boxes and masks were drawn on the stored
+    pixels. The pixels are decoded first, so a corrupt file fails here and not inside the EXIF transpose, whose
+    errors are forgiven."""
     with Image.open(path) as image:
         image.load()
         return to_rgb(_upright(image) if exif_orientation else image)
@@ -384,7 +385,7 @@ def list_images(inputs: list[str]) -> list[Path]:
 def load_image(path: Path) -> Image.Image:
     """An upright 8-bit RGB PIL image of a photo to predict on, or a :class:`DataError` naming the file."""
     try:
-        return open_rgb(path, exif_orientation=True)
+        return open_rgb(path)
     except DECODE_ERRORS as error:
         raise DataError(f"cannot read image {path}: {decode_failure(error)}") from None
 

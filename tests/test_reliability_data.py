@@ -131,20 +131,25 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(np.asarray(image), expected)
 
 
-def test_predict_turns_photos_upright_by_their_exif_orientation(tmp_path):
-    """A phone photo stored sideways with Orientation = 6 is predicted upright; datasets keep stored pixels."""
-    from swiftformer.data import load_image, open_rgb
+def test_a_phone_photo_is_upright_in_training_eval_and_predict(tmp_path):
+    """A photo stored sideways with Orientation = 6 is the same upright image to the class-folder datasets (train,
+    eval) and to predict/calibration, so a file gets one answer everywhere (before, eval read it sideways: 67.8 %
+    against predict's 36.7 % on 90 such photos); dense datasets keep the stored pixels their boxes were drawn on."""
+    from swiftformer.data import image_folder, load_image
     from swiftformer.dense.data import read_image
 
     stored = Image.fromarray(_gradient()).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
-    path = tmp_path / "phone.png"
+    path = tmp_path / "val" / "a" / "phone.png"
+    path.parent.mkdir(parents=True)
     stored.save(path, exif=exif)
     upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_270))
     np.testing.assert_array_equal(np.asarray(load_image(path)), upright)
-    np.testing.assert_array_equal(read_image(path, exif_orientation=True).mul(255).round().byte().permute(1, 2, 0).numpy(), upright)
-    np.testing.assert_array_equal(np.asarray(open_rgb(path)), np.asarray(stored))
+    np.testing.assert_array_equal(np.asarray(image_folder(tmp_path / "val", transform=None)[0][0]), upright)
+    as_tensor = read_image(path, exif_orientation=True).mul(255).round().byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(as_tensor, upright)
+    np.testing.assert_array_equal(read_image(path).mul(255).round().byte().permute(1, 2, 0).numpy(), np.asarray(stored))
 
 
 def test_malformed_exif_leaves_the_photo_as_stored(tmp_path, monkeypatch):
