@@ -221,6 +221,26 @@ def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainCo
         check_class_names(stored, class_names, path, config.data or config.dataset)
 
 
+# What a resumed run may change: where it runs and reports, and how long it trains (its learning-rate schedule
+# then spans the new epoch count, as timm's --resume does); not what it trains: another learning rate, batch size
+# or image size would be written into the config and silently not be the run's.
+RESUME_MAY_CHANGE = frozenset({
+    "epochs", "output_dir", "resume", "overwrite", "data", "download", "workers", "skip_bad_images", "device", "dist_timeout",
+    "compile", "grad_checkpointing", "channels_last", "stop_after", "eval_every", "tensorboard", "progress",
+})
+
+
+def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainConfig) -> None:
+    """A :class:`SwiftFormerError` naming the settings that differ from the run's own when ``--resume`` asks
+    for others than :data:`RESUME_MAY_CHANGE`."""
+    saved, given = checkpoint["config"], config.to_dict()
+    changed = [key for key in given if key in saved and key not in RESUME_MAY_CHANGE and saved[key] != given[key]]
+    if changed:
+        differences = ", ".join(f"{key} {given[key]!r} (the run's: {saved[key]!r})" for key in changed)
+        raise SwiftFormerError(f"--resume {path} continues the run as it was configured, and this asks for {differences}; "
+                               "to train further or otherwise, start a new run with --finetune " + path)
+
+
 def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     """The class count to build the head with: the data's. A ``num_classes`` that differs is an error, also a
     larger one (its extra outputs would never be trained, and predictions could name classes that do not exist)."""
@@ -297,6 +317,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         qat.warn_if_fast(config.lr)
     config = dataclasses.replace(config, num_classes=num_classes)
     config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
+    if resumed is not None:
+        check_resumed_config(config.resume, resumed, config)
     # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose
     # teacher it is)
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
@@ -336,7 +358,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     start_epoch, step, best_top1 = 0, 0, -1.0
     last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
     if resumed is not None:
-        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler, dist_info)
+        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler, dist_info,
+                                         config.epochs)
     else:
         seed_everything(config.seed + dist_info.rank)
     del resumed  # its tensors are in the model, EMA and optimizer now
@@ -355,6 +378,9 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         )
     record: dict[str, Any] = {}
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
+    if start_epoch >= config.epochs and dist_info.is_main:
+        log.warning("%s has trained all %d epochs of its run: nothing to do (to train further, start a new run with "
+                    "--finetune %s)", config.resume, config.epochs, config.resume)
     for epoch in range(start_epoch, end_epoch):
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
         try:
@@ -400,6 +426,9 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
             atomic_torch_save(checkpoint, output_dir / "last.pth")
         runlog.write(record)  # only once the checkpoint holds the epoch: the log never claims an unsaved one
         last_good = output_dir / "last.pth"
+    if start_epoch < end_epoch < config.epochs and dist_info.is_main:
+        log.info("stopped after epoch %d of %d (stop_after %d): --resume %s goes on", end_epoch, config.epochs,
+                 config.stop_after, output_dir / "last.pth")
     if dist_info.is_main and runlog.path.is_file():
         plot_curves(runlog.path, output_dir / "curves.png")
     runlog.close()
@@ -418,9 +447,10 @@ def read_training_checkpoint(path: str) -> dict[str, Any]:
 
 def resume(
     checkpoint: dict[str, Any], path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
-    scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo,
+    scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo, epochs: int,
 ) -> tuple[int, int, float]:
-    """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``."""
+    """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``. With another
+    ``epochs`` than the run's, the schedule is the one built for it rather than the run's own."""
     load_state = qat.load_qat_state if checkpoint["config"].get("qat") else load_native_state_dict
     load_state(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
@@ -428,7 +458,12 @@ def resume(
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
         load_native_state_dict(ema.module, checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
+    scheduled = checkpoint["config"]["epochs"]
+    if scheduled == epochs:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    elif dist_info.is_main:  # the schedule built for the new count goes on from the run's update
+        log.warning("%s was scheduled for %d epochs: its learning-rate schedule now spans %d, from update %d on",
+                    path, scheduled, epochs, checkpoint["step"])
     scaler.load_state_dict(checkpoint["scaler"])
     states = checkpoint["rng"]
     if len(states) == dist_info.world_size:

@@ -108,6 +108,10 @@ def test_resume_on_other_class_names_is_refused_and_keeps_the_stored_names(base,
     more = photo_folder(tmp_path / "more", {name: name for name in (*CLASSES, "ship")})
     user_error(["train", "--resume", str(run / "last.pth"), "--data", str(more), "--epochs", "2"], capsys,
                 "trained on 3 classes", "has 4")
+    # what the restored optimizer, schedule and data stream fix cannot change silently (it was written into the
+    # config and not used)
+    user_error(["train", "--resume", str(run / "last.pth"), "--lr", "0.1", "--batch-size", "4"], capsys,
+                "continues the run as it was configured", "batch_size 4 (the run's: 8)", "lr 0.1 (the run's: ", "--finetune")
     checkpoint = safe_torch_load(run / "last.pth")
     assert checkpoint["epoch"] == 1 and checkpoint["class_names"] == list(CLASSES)
     assert _epochs(run) == [1]
