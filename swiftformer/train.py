@@ -98,6 +98,27 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def match_head_by_class_name(model: nn.Module, finetuned: dict[str, Any], class_names: list[str], source: str) -> None:
+    """Fine-tuning from a run of ours: each head row follows its class name, so the row trained for "dog" predicts
+    "dog" in this run whatever the classes' order or count (kept head rows would otherwise keep their old meaning:
+    "dog" answering for "cat"); the data's classes the run never saw start fresh."""
+    stored = list(finetuned.get("class_names") or [])
+    if not stored or stored == class_names:
+        return  # the same classes (or unnamed ones: create_model matched the head by count)
+    model.reset_classifier(len(class_names))
+    kept = [(row, stored.index(name)) for row, name in enumerate(class_names) if name in stored]
+    for prefix in ("head", "head_dist"):
+        layer, weight = getattr(model, prefix), finetuned["model"].get(f"{prefix}.weight")
+        if isinstance(layer, nn.Linear) and weight is not None and weight.shape[1] == layer.in_features:
+            for row, old in kept:
+                layer.weight[row] = weight[old]
+                layer.bias[row] = finetuned["model"][f"{prefix}.bias"][old]
+    new = [name for name in class_names if name not in stored]
+    log.info("classifier head matched to %s's classes by name: %d kept%s", source, len(kept),
+             f", {len(new)} new ({', '.join(new)})" if new else "")
+
+
 # EMA decay warm-up (timm): decay(step) = min(ema_decay, 1 - (1 + step / gamma) ** -power). With power 1 it is
 # step / (step + gamma): the EMA averages about the last 1/gamma of the updates so far, so it tracks the model on a
 # run of any length, and it reaches the recipe's decay after gamma * (1 / (1 - ema_decay) - 1) updates (125,000 for
@@ -322,6 +343,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose
     # teacher it is)
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
+    if finetuned is not None and resumed is None and not config.qat:  # QAT checks the classes are the same
+        match_head_by_class_name(model, finetuned, datasets.class_names, config.finetune)
     teacher = None
     if config.qat:  # the fused model through int8 fake quantization; a resumed run's state fills it below
         float_model = build_model(config, num_classes) if resumed else model

@@ -60,6 +60,21 @@ def test_finetune_loads_any_format_and_replaces_the_head(tmp_path):
     assert torch.equal(model.stages[3].blocks[-1].attn.proj.weight, source.stages[3].blocks[-1].attn.proj.weight)
 
 
+def test_a_finetuned_runs_head_rows_follow_their_class_names():
+    """bird, cat, dog from a run of cat, dog, ship: the cat and dog rows move to their new places (kept by position
+    they would answer "dog" for cat), bird starts fresh; both heads alike."""
+    from swiftformer.train import match_head_by_class_name
+
+    run = create_model("swiftformer_xs", num_classes=3)
+    finetuned = {"model": run.state_dict(), "class_names": ["cat", "dog", "ship"]}
+    model = create_model("swiftformer_xs", num_classes=3)
+    model.load_state_dict(run.state_dict())
+    match_head_by_class_name(model, finetuned, ["bird", "cat", "dog"], "run")
+    for head, old in ((model.head, run.head), (model.head_dist, run.head_dist)):
+        assert torch.equal(head.weight[1:], old.weight[:2]) and torch.equal(head.bias[1:], old.bias[:2])
+        assert not torch.equal(head.weight[0], old.weight[0]) and not torch.equal(head.weight[0], old.weight[2])
+
+
 def test_the_ema_tracks_a_short_run_at_the_imagenet_decay(tmp_path, monkeypatch):
     """With ImageNet's decay 0.99996 and no warm-up, the EMA of 8 updates is the weights of update 1 (chance);
     with the warm-up it follows the model, and the decay still reaches the recipe's on an ImageNet-length run."""
