@@ -55,6 +55,10 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
     if path is not None and path.suffix == ".mlpackage":
         raise CheckpointError(f"{path} is a Core ML package, which runs on macOS only; eval and predict take the "
                               ".onnx, .xml, .pt, .pte and .tflite artefacts and our checkpoints")
+    if path is not None and path.is_dir() and not (path / "config.json").is_file():  # not a Hugging Face folder
+        runs = [name for name in ("best.pth", "last.pth") if (path / name).is_file()]
+        if runs:
+            raise CheckpointError(f"{path} is a run directory: pass its checkpoint, {path / runs[0]}")
     if path is not None and is_artefact(path):
         if ema:
             raise CheckpointError(f"--ema needs a training checkpoint of ours; {path} is an exported artefact")

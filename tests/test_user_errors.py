@@ -102,6 +102,9 @@ OTHERS = [  # (command line, text the line must hold)
      "last.pth is a swiftformer_xs run, and this run builds a swiftformer_s: give --model swiftformer_xs"),
     (["segment", "eval", "{run}/last.pth"], "is a classification run (swiftformer train)"),
     (["train", *TINY_TRAIN, "--set", "bogus_key=1", "--output-dir", "{tmp}/run"], "unknown config key(s): bogus_key"),
+    (["train", *TINY_TRAIN, "--set", "attention=additve", "--output-dir", "{tmp}/run"],
+     "config attention: 'additve' is none of additive"),
+    (["predict", "{image}", "--checkpoint", "{run}"], "is a run directory: pass its checkpoint"),
     (["train", "--config", "{bad_recipe}", "--dataset", "digits"], "config epochs: must be at least 1, got -2"),
 ]
 
