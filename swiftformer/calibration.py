@@ -62,6 +62,10 @@ def folder_images(root: str | Path) -> ImageList:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if loose or not classes:
         return ImageList(list_images([str(root)]))
+    splits = [name for name in classes if name in ("train", "val") and any(p.is_dir() for p in (root / name).iterdir())]
+    if splits:  # eval --data takes such a root; read here its splits would be two classes, train mixed into val
+        raise DataError(f"{root} is a dataset root ({', '.join(f'{name}/' for name in splits)} of class folders): give "
+                        f"one split, e.g. {root / 'val'} to check on, {root / 'train'} to calibrate on")
     paths, labels = [], []
     for index, name in enumerate(classes):
         found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)

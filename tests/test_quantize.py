@@ -149,6 +149,9 @@ def test_a_flat_folder_is_unlabelled_and_a_used_up_folder_is_an_error(tmp_path):
     assert calibration_images(tmp_path, 3, seed=1).paths == calibration_and_check(tmp_path, 3, seed=1)[0].paths
     with pytest.raises(DataError, match="is not a folder"):
         folder_images(tmp_path / "missing")
+    # the root eval --data takes would be two "classes", train and val: the run's training images in the check
+    with pytest.raises(DataError, match=r"is a dataset root \(train/, val/ of class folders\): give one split"):
+        folder_images(shared_data("cifar10-mini"))
 
 
 def test_an_unreadable_calibration_image_is_named_with_a_remedy_the_command_has(tmp_path):
