@@ -167,8 +167,8 @@ def compile_openvino(path: Path, threads: int | None = None, precision: str = "f
     if (computed := openvino_computes(hint)) != hint:
         part = "the float part of this int8 IR" if precision == "int8" else f"this {precision} IR"
         log.warning("%s: OpenVINO has no %s kernels for this CPU and computes %s in %s, so what it gives "
-                    "here is not what it gives on a CPU that has them; measure it there (swiftformer eval "
-                    "--checkpoint %s)", path.name, hint, part, computed, path.name)
+                    "here is not what it gives on a CPU that has them: measure it on such a CPU", path.name, hint, part,
+                    computed)
     return ov.Core().compile_model(str(path), "CPU", config)
 
 
