@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from timm.data import create_transform
@@ -25,11 +25,13 @@ from .data_config import INTERPOLATIONS, resolve_data_config
 from .errors import CheckpointError, SwiftFormerError
 from .formats import FORMATS, RUNNABLE_SUFFIXES
 
+if TYPE_CHECKING:
+    import onnx
+
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "swiftformer"  # the ONNX metadata_props key
 
-# timm's eval transform names (timm.data.transforms.str_to_interp_mode)
 Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
 
 
@@ -139,7 +141,8 @@ def write_info(path: Path, info: ArtefactInfo) -> None:
 def read_info(path: str | Path) -> ArtefactInfo:
     """The metadata of ``path``: its sidecar JSON, else (ONNX) the model's ``metadata_props``."""
     path = Path(path)
-    embedded = _embedded_info(path) if path.suffix == ".onnx" else None
+    onnx_model = _onnx_model(path) if path.suffix == ".onnx" else None
+    embedded = _embedded_info(onnx_model, path) if onnx_model is not None else None
     if sidecar(path).is_file():
         info = ArtefactInfo.from_json(sidecar(path).read_text(), sidecar(path))
         if embedded is not None and embedded != info:
@@ -155,19 +158,52 @@ def read_info(path: str | Path) -> ArtefactInfo:
     if path.suffix != FORMATS[info.format].suffix:
         raise CheckpointError(f"{sidecar(path)}: format {info.format!r}, but {path.name} has the suffix of "
                               f"{RUNNABLE_SUFFIXES.get(path.suffix, 'no format')}")
+    held = stored_precision(path, info.format, onnx_model)
+    if held is not None and held != info.precision:
+        raise CheckpointError(f"{sidecar(path).name} says precision {info.precision}, but {path.name} holds {held} "
+                              "(the .json belongs to another export)")
     return info
 
 
-def _embedded_info(path: Path) -> ArtefactInfo | None:
-    """The metadata an ONNX export keeps inside the model, if any."""
+def _onnx_model(path: Path) -> onnx.ModelProto:
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return onnx.load(str(path), load_external_data=False)
     except DecodeError as error:  # a truncated or foreign file
         raise CheckpointError(f"{path}: not a readable ONNX model ({error})") from None
+
+
+def _embedded_info(model: onnx.ModelProto, path: Path) -> ArtefactInfo | None:
+    """The metadata an ONNX export keeps inside the model, if any."""
+    props = {p.key: p.value for p in model.metadata_props}
     return ArtefactInfo.from_json(props[METADATA_KEY], path) if METADATA_KEY in props else None
+
+
+ONNX_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None = None) -> str | None:
+    """The precision the file itself holds (``None`` where it does not tell: ExecuTorch, TorchScript, Core ML),
+    so that a ``.json`` copied from another export of the model cannot relabel it."""
+    if fmt == "onnx":
+        model = onnx_model if onnx_model is not None else _onnx_model(path)
+        return "int8" if {node.op_type for node in model.graph.node} & ONNX_INT8_OPS else "fp32"
+    if fmt == "openvino":  # int8: quantize steps; fp16/bf16: weights stored so (quantize.openvino_reduced)
+        text = path.read_text(errors="replace")
+        marks = (("int8", 'type="FakeQuantize"'), ("bf16", 'element_type="bf16"'), ("fp16", 'element_type="f16"'))
+        return next((precision for precision, mark in marks if mark in text), "fp32")
+    if fmt == "litert":
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            tensors = Interpreter(model_path=str(path)).get_tensor_details()
+        except (ValueError, RuntimeError):
+            return None  # not a model the interpreter reads: opening it names the problem
+        return "int8" if any(t["dtype"] in (np.int8, np.uint8) for t in tensors) else "fp32"
+    return None
 
 
 # Runners ---------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ EDITS = [
     ({"interpolation": "foo"}, "interpolation 'foo' is none of nearest, bilinear"),
     ({"crop_pct": -1}, "crop_pct -1 is not in (0, 1]"),
     ({"precision": "int4"}, "precision 'int4' is none of fp32"),
+    ({"precision": "int8"}, "xs.{0}.json says precision int8, but xs.{0} holds fp32 (the .json belongs to another"),
 ]
 
 
