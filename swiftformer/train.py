@@ -262,6 +262,18 @@ def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainCon
                                "to train further or otherwise, start a new run with --finetune " + path)
 
 
+def warn_about_scale(config: TrainConfig, world_size: int) -> None:
+    """Warnings for a recipe used at a scale it was not written for (the ImageNet recipes on one process, short
+    runs): the run would still train, less well than the user expects, without a word."""
+    if config.repeated_aug > 1 and world_size == 1:
+        log.warning("repeated_aug %d on one process: each epoch shows 1/%d of the images, %d augmented copies of "
+                    "each, often in one batch (DeiT's sampler, written for many GPUs); --set repeated_aug=1 shows "
+                    "every image once per epoch", config.repeated_aug, config.repeated_aug, config.repeated_aug)
+    if config.warmup_epochs >= config.epochs:
+        log.warning("warmup_epochs %g covers the whole run of %d epoch(s): the learning rate never reaches lr %g; "
+                    "--set warmup_epochs=N with N below the epochs", config.warmup_epochs, config.epochs, config.lr)
+
+
 def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     """The class count to build the head with: the data's. A ``num_classes`` that differs is an error, also a
     larger one (its extra outputs would never be trained, and predictions could name classes that do not exist)."""
@@ -336,6 +348,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         qat.warn_if_resized(config.finetune, finetuned, config.img_size)
     if config.qat:
         qat.warn_if_fast(config.lr)
+    if dist_info.is_main and resumed is None:
+        warn_about_scale(config, dist_info.world_size)
     config = dataclasses.replace(config, num_classes=num_classes)
     config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
     if resumed is not None:

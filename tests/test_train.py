@@ -75,6 +75,18 @@ def test_a_finetuned_runs_head_rows_follow_their_class_names():
         assert not torch.equal(head.weight[0], old.weight[0]) and not torch.equal(head.weight[0], old.weight[2])
 
 
+def test_the_imagenet_recipe_on_one_process_or_a_short_run_is_warned(caplog):
+    from swiftformer.train import warn_about_scale
+
+    caplog.set_level("WARNING")
+    warn_about_scale(load_recipe("swiftformer_xs", {"epochs": 3}), world_size=1)
+    assert "repeated_aug 3 on one process" in caplog.text and "warmup_epochs 5 covers the whole run of 3" in caplog.text
+    caplog.clear()
+    warn_about_scale(load_recipe("swiftformer_xs", {"epochs": 30}), world_size=8)  # what the recipe was written for
+    warn_about_scale(load_recipe("cifar10_mini"), world_size=1)
+    assert caplog.text == ""
+
+
 def test_the_ema_tracks_a_short_run_at_the_imagenet_decay(tmp_path, monkeypatch):
     """With ImageNet's decay 0.99996 and no warm-up, the EMA of 8 updates is the weights of update 1 (chance);
     with the warm-up it follows the model, and the decay still reaches the recipe's on an ImageNet-length run."""
