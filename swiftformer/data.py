@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("folder", "digits", "cifar10")
 # The image files PIL reads; the one list of every task (classification folders, dense datasets, predict).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# What every command reads as an image (PIL decodes each; a GIF gives its first frame): torchvision's ImageFolder
+# list and GIF, so that training, eval, calibration and predict take the same files.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 DIGITS_SIZE = 32  # the 8×8 digits are upsampled to this before the model's own resize
 
 
@@ -194,10 +196,21 @@ class Relabelled(Dataset):
 def image_folder(root: Path, transform: Callable) -> Dataset:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected the ImageNet layout: DATA/train/<class>/*.jpg, DATA/val/...)")
+    left_out: Counter[str] = Counter()
+
+    def is_image(path: str) -> bool:
+        suffix = Path(path).suffix.lower()
+        left_out[suffix or Path(path).name] += suffix not in IMAGE_EXTENSIONS
+        return suffix in IMAGE_EXTENSIONS
+
     try:
-        dataset = CheckedImageFolder(str(root), transform=transform, loader=open_rgb, allow_empty=True)
+        dataset = CheckedImageFolder(str(root), transform=transform, loader=open_rgb, allow_empty=True,
+                                     is_valid_file=is_image)
     except (FileNotFoundError, RuntimeError) as error:
         raise DataError(f"cannot use {root} as an image folder: {error}") from None
+    if left_out := +left_out:  # files a user may think are trained on
+        kinds = ", ".join(f"{kind} x{count}" for kind, count in left_out.most_common(5))
+        log.info("%s: left out %d file(s) that are not images of a kind read here (%s)", root, left_out.total(), kinds)
     counts = Counter(dataset.targets)
     empty = [name for index, name in enumerate(dataset.classes) if counts[index] == 0]
     if empty:

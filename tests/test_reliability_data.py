@@ -131,6 +131,21 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(np.asarray(image), expected)
 
 
+def test_every_command_reads_the_same_image_files_and_names_those_it_leaves_out(tmp_path, caplog):
+    """A GIF was predicted on but silently left out of training; a .txt beside the photos is named, not hidden."""
+    from swiftformer.data import image_folder, list_images
+
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    Image.fromarray(_gradient()).save(folder / "frame.gif")
+    Image.fromarray(_gradient()).save(folder / "photo.png")
+    (folder / "notes.txt").write_text("not an image")
+    caplog.set_level("INFO")
+    dataset = image_folder(tmp_path / "train", transform=None)
+    assert sorted(Path(path).name for path, _ in dataset.samples) == [p.name for p in list_images([str(folder)])]
+    assert len(dataset) == 2 and "left out 1 file(s) that are not images of a kind read here (.txt x1)" in caplog.text
+
+
 def test_a_phone_photo_is_upright_in_training_eval_and_predict(tmp_path):
     """A photo stored sideways with Orientation = 6 is the same upright image to the class-folder datasets (train,
     eval) and to predict/calibration, so a file gets one answer everywhere (before, eval read it sideways: 67.8 %
