@@ -213,17 +213,19 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **paths)
 
 
-def check_run_directory(output_dir: Path, config: TrainConfig) -> list[Path]:
+def check_run_directory(output_dir: Path, resume: str | Path | None, overwrite: bool | None) -> list[Path]:
     """The files of an earlier run in ``output_dir`` that ``overwrite`` lets this new run delete (before its first
     write, after every check); without it a new run there is an error: its checkpoints would be replaced and its
-    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too)."""
+    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too).
+    ``overwrite=None``: the command has no such option (detection and segmentation)."""
     existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
-    if not existing or (config.resume and Path(config.resume).parent == output_dir):
+    if not existing or (resume and Path(resume).absolute().parent == output_dir.absolute()):
         return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
-    if not config.overwrite:
+    if not overwrite:
+        replace = ", --overwrite to replace it" if overwrite is False else ""
         raise SwiftFormerError(
             f"{output_dir} already holds a run ({', '.join(path.name for path in existing)}): --resume "
-            f"{output_dir / 'last.pth'} to continue it, --overwrite to replace it, or give another --output-dir"
+            f"{output_dir / 'last.pth'} to continue it{replace}, or give another --output-dir"
         )
     curves = output_dir / "curves.png"
     return existing + [curves] * curves.exists()
@@ -327,7 +329,7 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     if config.qat:
         qat.check_qat_config(config.finetune, config.resume)
     device, output_dir = dist_info.device, Path(config.output_dir)
-    replaced = check_run_directory(output_dir, config)
+    replaced = check_run_directory(output_dir, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
     if dist_info.is_main:
         log.info("run directory: %s", output_dir)

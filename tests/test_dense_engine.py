@@ -15,7 +15,7 @@ from swiftformer.dense.data import SegmentationFolder
 from swiftformer.dense.engine import load_trained, lr_factor, train
 from swiftformer.dense.metrics import ConfusionMatrix
 from swiftformer.dense.pennfudan import convert_pennfudan
-from swiftformer.errors import SwiftFormerError
+from swiftformer.errors import DataError, SwiftFormerError
 from swiftformer.runlog import read_log
 
 from .conftest import shared_data
@@ -70,8 +70,12 @@ def test_short_segmentation_run_beats_all_background(segmentation_run, pennfudan
 
 
 @pytest.mark.slow
-def test_resume_continues_at_the_saved_iteration(segmentation_run) -> None:
+def test_resume_continues_at_the_saved_iteration(segmentation_run, pennfudan) -> None:
     config, _, output = segmentation_run
+    with pytest.raises(SwiftFormerError, match=r"already holds a run .*last\.pth to continue it, or give another"):
+        train(config)  # a new run there would replace the run's checkpoints and append to its log
+    with pytest.raises(DataError, match=r"holds label 1, outside the 1 classes \(num_classes\)"):
+        SegmentationFolder(pennfudan / "ade", "validation", num_classes=1).read_label(0)
     longer = config_from_dict({**config.to_dict(), "iterations": SEG_ITERATIONS + 2, "eval_interval": 1000})
     train(longer, resume=output / "last.pth")
     records = read_log(output / "log.jsonl")

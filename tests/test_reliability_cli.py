@@ -109,6 +109,27 @@ def test_an_image_size_the_model_cannot_take(size, run, tmp_path, capsys):
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.onnx").exists()
 
 
+def test_a_user_error_raised_in_a_loader_worker_is_its_own_line():
+    """torch re-raises a worker's exception as its type with the worker's traceback in the message; the CLI
+    prints the message line (dense datasets read images and labels in workers)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from swiftformer.cli import worker_message
+    from swiftformer.errors import DataError
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            raise DataError("label.png holds label 3, outside the 2 classes")
+
+    with pytest.raises(DataError) as caught:
+        list(DataLoader(Broken(), num_workers=1))
+    assert "\n" in str(caught.value) and worker_message(caught.value) == "label.png holds label 3, outside the 2 classes"
+    assert worker_message(DataError("a: b")) == "a: b"
+
+
 def test_internal_errors_keep_their_traceback(monkeypatch):
     """Only errors a user can fix are shortened: a bug must stay debuggable."""
 

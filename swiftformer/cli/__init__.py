@@ -83,6 +83,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def worker_message(error: Exception) -> str:
+    """The error's own line: one raised in a DataLoader worker reaches this process as "Caught ... in DataLoader
+    worker process N" followed by the worker's traceback, whose last line holds the message."""
+    text = str(error)
+    if not text.startswith("Caught ") or "DataLoader worker" not in text.splitlines()[0]:
+        return text
+    return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..allocator import tune_malloc
     from ..errors import SwiftFormerError
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except SwiftFormerError as error:
-        print(f"swiftformer {args.command}: error: {error}", file=sys.stderr)
+        print(f"swiftformer {args.command}: error: {worker_message(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         if error.errno not in USER_ERRNOS:

@@ -116,7 +116,9 @@ def _predict(args: argparse.Namespace, task: str) -> int:
         from ..errors import SwiftFormerError
 
         raise SwiftFormerError(f"{checkpoint} holds a {config.task} model, not {task}")
-    model = model.to(args.device)
+    from ..distributed import resolve_device
+
+    model = model.to(resolve_device(args.device))
     for name in args.images:
         image = read_image(Path(name), exif_orientation=True)
         if task == "detection":

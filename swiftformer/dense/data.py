@@ -128,6 +128,7 @@ class SegmentationFolder(Dataset):
         hflip: float = 0.5,
         reduce_zero_label: bool = False,
         ignore_index: int = IGNORE_INDEX,
+        num_classes: int | None = None,
     ) -> None:
         self.root, self.split = Path(root), split
         image_dir, label_dir = self.root / "images" / split, self.root / "annotations" / split
@@ -145,6 +146,7 @@ class SegmentationFolder(Dataset):
             raise DataError(f"no images in {image_dir}")
         self.img_size, self.crop_size, self.scale_range, self.hflip = img_size, crop_size, scale_range, hflip
         self.reduce_zero_label, self.ignore_index = reduce_zero_label, ignore_index
+        self.num_classes = num_classes
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -157,6 +159,11 @@ class SegmentationFolder(Dataset):
             raise DataError(f"{self.samples[index][1]} is not a single-channel label PNG")
         if self.reduce_zero_label:
             label = torch.where(label == 0, self.ignore_index, label - 1)
+        if self.num_classes is not None:  # else a cross-entropy or confusion-matrix error deep in the run
+            outside = label[(label != self.ignore_index) & ((label < 0) | (label >= self.num_classes))]
+            if outside.numel():
+                raise DataError(f"{self.samples[index][1]} holds label {int(outside[0])}, outside the "
+                                f"{self.num_classes} classes (num_classes) and not ignore_index {self.ignore_index}")
         return label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,7 +245,8 @@ def dense_datasets(config: DenseConfig, train: bool = True) -> Datasets:
         return Datasets(training, val, val.class_names)
     if config.num_classes is None:
         raise SwiftFormerError("segmentation needs num_classes (classes in the label PNGs, background included)")
-    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index)
+    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index,
+                  num_classes=config.num_classes)
     val = SegmentationFolder(root, config.val_split, **common)
     training = (
         SegmentationFolder(root, config.train_split, crop_size=config.crop_size, scale_range=config.scale_range,

@@ -31,14 +31,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..checkpoint import atomic_torch_save, safe_torch_load
+from ..checkpoint import atomic_torch_save, load_native_state_dict, safe_torch_load
 from ..data import Datasets, build_datasets
 from ..distributed import DistInfo, ShardSampler, all_gather_object, cleanup, init_distributed
 from ..engine import AMP_DTYPES, autocast, unwrap_model
 from ..errors import DataError, SwiftFormerError
 from ..recipes import save_config
 from ..runlog import RunLog
-from ..train import rng_state, set_rng_state
+from ..train import check_run_directory, rng_state, set_rng_state
 from .config import DenseConfig, config_from_dict
 from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation
 from .metrics import ConfusionMatrix, coco_evaluate, detections_to_coco, gather_detections
@@ -197,6 +197,7 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
     torch.manual_seed(config.seed + dist_info.rank)
     random.seed(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
     output = Path(config.output_dir)
+    check_run_directory(output, resume, overwrite=None)  # a new run would replace its checkpoints, append to its log
     runlog = RunLog(output, enabled=dist_info.is_main)
     datasets = build_datasets(config)
     num_classes = len(datasets.class_names) if config.task == "detection" else config.num_classes
@@ -215,7 +216,7 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) 
     headline = HEADLINE_METRIC[config.task]
     if resume is not None:
         checkpoint = read_checkpoint(resume)
-        model.load_state_dict(checkpoint["model"])
+        load_native_state_dict(model, checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -330,7 +331,7 @@ def load_trained(path: str | Path, overrides: dict[str, Any] | None = None) -> t
     stored = {k: v for k, v in checkpoint["config"].items() if k != "pretrained"}  # the weights come from the checkpoint
     config = config_from_dict(stored, overrides)
     model = build_task_model(config, len(checkpoint["class_names"]))
-    model.load_state_dict(checkpoint["model"])
+    load_native_state_dict(model, checkpoint["model"])
     return model.eval(), config, checkpoint["class_names"]
 
 
