@@ -278,7 +278,8 @@ def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, wor
         return reduced_runner(fused, backend, precision, x, calibration, workdir / stem, threads)
     if backend == "eager":
         return torch_runner(model, x)
-    fused = fused_form(name, model, channels_last=FORMATS[FORMAT_OF[backend]].channels_last if backend in FORMAT_OF else True)
+    layout = FORMATS[FORMAT_OF[backend]].channels_last if backend in FORMAT_OF else True  # PyTorch: channels-last
+    fused = fused_form(name, model, channels_last=layout)
     stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))

@@ -42,7 +42,7 @@ def create_model(
     variant = registry.resolve_variant(name)
     source = pretrained_source(variant, pretrained)
     record = native_record(source)
-    if record is not None:  # our own file says what it holds: its variant must be this one, its attention is the default
+    if record is not None:  # our own file names its variant (it must be this one) and attention (the default)
         if record["variant"] != variant:
             raise CheckpointError(f"{source} holds a {record['variant']}, not a {variant}")
         if kwargs.get("attention") is None:

@@ -217,7 +217,8 @@ def check_choice(name: str, value: Any, choices: dict[str, tuple[str, ...]]) -> 
     allowed = choices.get(name)
     if allowed is not None and value not in allowed:
         closest = difflib.get_close_matches(str(value), allowed, n=3)
-        listed = ", ".join(allowed) if len(allowed) <= 12 else f"the {len(allowed)} names (closest: {', '.join(closest) or 'none'})"
+        listed = (", ".join(allowed) if len(allowed) <= 12
+                  else f"the {len(allowed)} names (closest: {', '.join(closest) or 'none'})")
         raise SwiftFormerError(f"config {name}: {value!r} is none of {listed}")
     return value
 

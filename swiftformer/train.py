@@ -248,8 +248,9 @@ def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainCo
 # then spans the new epoch count, as timm's --resume does); not what it trains: another learning rate, batch size
 # or image size would be written into the config and silently not be the run's.
 RESUME_MAY_CHANGE = frozenset({
-    "epochs", "output_dir", "resume", "overwrite", "data", "download", "workers", "skip_bad_images", "device", "dist_timeout",
-    "compile", "grad_checkpointing", "channels_last", "stop_after", "eval_every", "tensorboard", "progress",
+    "epochs", "output_dir", "resume", "overwrite", "data", "download", "workers", "skip_bad_images", "device",
+    "dist_timeout", "compile", "grad_checkpointing", "channels_last", "stop_after", "eval_every", "tensorboard",
+    "progress",
 })
 
 
@@ -260,8 +261,8 @@ def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainCon
     changed = [key for key in given if key in saved and key not in RESUME_MAY_CHANGE and saved[key] != given[key]]
     if changed:
         differences = ", ".join(f"{key} {given[key]!r} (the run's: {saved[key]!r})" for key in changed)
-        raise SwiftFormerError(f"--resume {path} continues the run as it was configured, and this asks for {differences}; "
-                               "to train further or otherwise, start a new run with --finetune " + path)
+        raise SwiftFormerError(f"--resume {path} continues the run as it was configured, and this asks for "
+                               f"{differences}; to train further or otherwise, start a new run with --finetune {path}")
 
 
 def warn_about_scale(config: TrainConfig, world_size: int) -> None:
@@ -397,8 +398,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     start_epoch, step, best_top1 = 0, 0, -1.0
     last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
     if resumed is not None:
-        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler, dist_info,
-                                         config.epochs)
+        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler,
+                                              dist_info, config.epochs)
     else:
         seed_everything(config.seed + dist_info.rank)
     del resumed  # its tensors are in the model, EMA and optimizer now

@@ -70,7 +70,8 @@ def resolve_config(args: argparse.Namespace):
     if args.resume and "output_dir" not in overrides:  # a resumed run goes on beside its checkpoint (also a copied one)
         overrides["output_dir"] = str(Path(args.resume).absolute().parent)
     if args.config is None and args.resume:  # the run's own resolved config, complete: any recipe is a base
-        return apply_overrides(load_recipe("swiftformer_xs"), {**read_training_checkpoint(args.resume)["config"], **overrides})
+        saved = read_training_checkpoint(args.resume)["config"]
+        return apply_overrides(load_recipe("swiftformer_xs"), {**saved, **overrides})
     from ..models.registry import resolve_variant
 
     recipe = args.config or resolve_variant(overrides.get("model") or "swiftformer_xs")

@@ -245,8 +245,8 @@ def dense_datasets(config: DenseConfig, train: bool = True) -> Datasets:
         return Datasets(training, val, val.class_names)
     if config.num_classes is None:
         raise SwiftFormerError("segmentation needs num_classes (classes in the label PNGs, background included)")
-    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label, ignore_index=config.ignore_index,
-                  num_classes=config.num_classes)
+    common = dict(img_size=config.img_size, reduce_zero_label=config.reduce_zero_label,
+                  ignore_index=config.ignore_index, num_classes=config.num_classes)
     val = SegmentationFolder(root, config.val_split, **common)
     training = (
         SegmentationFolder(root, config.train_split, crop_size=config.crop_size, scale_range=config.scale_range,
