@@ -36,7 +36,7 @@ from torch import nn
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
 from .formats import FORMATS
-from .export import channels_last, compile_openvino, write_executorch, write_onnx, write_openvino
+from .export import channels_last, compile_openvino, write_executorch, write_onnx, write_openvino, write_reduced
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
@@ -253,20 +253,13 @@ def precision_skip_reason(backend: str, precision: str, cpu: CpuInfo, calibrated
 
 def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tensor, calibration: torch.Tensor,
                    path: Path, threads: int) -> Runner:
-    """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes."""
-    from . import quantize
-
-    if backend == "executorch":
-        return _executorch_timed(quantize.executorch_int8(model, x, path.with_suffix(".pte"), calibration, False), x,
-                                 threads)
-    if backend == "litert":
-        return _litert_timed(quantize.litert(model, x, path.with_suffix(".tflite"), precision, calibration), x, threads)
-    fp32 = write_onnx(model, x, path.with_suffix(".fp32.onnx"))
-    if backend == "onnxruntime":
-        return _onnxruntime_timed(quantize.onnx_int8(fp32, path.with_suffix(".onnx"), calibration, x.shape[0]), x,
-                                  threads)
-    xml = quantize.openvino_reduced(fp32, path.with_suffix(".xml"), precision, calibration, False, x.shape[0])
-    return _openvino_timed(xml, x, threads, precision)
+    """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes
+    (:func:`swiftformer.export.write_reduced`)."""
+    fmt = FORMAT_OF[backend]
+    artefact = write_reduced(model, fmt, precision, x, path.with_suffix(FORMATS[fmt].suffix), calibration)
+    timers = {"onnx": _onnxruntime_timed, "executorch": _executorch_timed, "litert": _litert_timed,
+              "openvino": lambda xml, x, threads: _openvino_timed(xml, x, threads, precision)}
+    return timers[fmt](artefact, x, threads)
 
 
 def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int,

@@ -287,8 +287,6 @@ def _export_litert(fused: nn.Module, example: torch.Tensor, out: Path, dynamic_b
     from .artefacts import run_litert
     from .quantize import litert
 
-    if dynamic_batch:
-        raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
     return run_litert(litert(fused, example, out, "fp32", None), None)
 
 
@@ -298,13 +296,17 @@ _EXPORTERS = {
 }
 
 
-def check_request(fmt: str, precision: str, has_calibration: bool, has_check: bool) -> None:
+def check_request(
+    fmt: str, precision: str, has_calibration: bool, has_check: bool, dynamic_batch: bool = False,
+) -> None:
     """A :class:`SwiftFormerError` for a format/precision pair that cannot be written or checked; cheap, so the CLI
     asks before any weights are fetched."""
     from .quantize import check_precision
 
     if fmt not in FORMATS:
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "litert" and dynamic_batch:
+        raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
     check_precision(fmt, precision)
     if (fmt, precision) in CALIBRATED and not has_calibration:
         raise SwiftFormerError(f"--precision {precision} calibrates activation ranges on real images: "
@@ -332,9 +334,10 @@ def _artefact_paths(path: Path, fmt: str) -> list[Path]:
     return [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
 
 
-def _write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Tensor, out: Path,
-                   calibration: torch.Tensor | None, dynamic_batch: bool) -> None:
-    """Write the ``precision`` form of ``fmt`` (:mod:`swiftformer.quantize`) to ``out``."""
+def write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Tensor, out: Path,
+                  calibration: torch.Tensor | None, dynamic_batch: bool = False) -> Path:
+    """Write the ``precision`` form of ``fmt`` (:mod:`swiftformer.quantize`) to ``out``, unchecked: what
+    :func:`export_model` checks and ``swiftformer bench`` times."""
     from . import quantize
 
     if fmt == "coreml":
@@ -342,8 +345,6 @@ def _write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Te
     elif fmt == "executorch":
         quantize.executorch_int8(fused, example, out, calibration, dynamic_batch)
     elif fmt == "litert":
-        if dynamic_batch:
-            raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
         quantize.litert(fused, example, out, precision, calibration)
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -352,6 +353,7 @@ def _write_reduced(fused: nn.Module, fmt: str, precision: str, example: torch.Te
                 quantize.onnx_int8(fp32, out, calibration, example.shape[0])
             else:
                 quantize.openvino_reduced(fp32, out, precision, calibration, dynamic_batch, example.shape[0])
+    return out
 
 
 @contextlib.contextmanager
@@ -426,7 +428,7 @@ def export_model(
     images on at least ``min_agreement`` of them (default :data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`).
     ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata.
     """
-    check_request(fmt, precision, calibration is not None, check is not None)
+    check_request(fmt, precision, calibration is not None, check is not None, dynamic_batch)
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
     check_image_size(*img_size)
@@ -447,7 +449,7 @@ def export_model(
     result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision)
     with staged_output(out) as staged:
         if precision != "fp32":
-            _write_reduced(fused, fmt, precision, example, staged, calibration.images if calibration else None,
+            write_reduced(fused, fmt, precision, example, staged, calibration.images if calibration else None,
                            dynamic_batch)
             _narrowed_batch(fmt, staged, dynamic_batch, info, result)
             if fmt == "coreml":

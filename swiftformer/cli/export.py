@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_converters(args.verbose, uses_nncf=args.format == "openvino" and args.precision == "int8")
 
     # before any weights are fetched or converted
-    check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data))
+    check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data),
+                  args.dynamic_batch)
     check_output(args.format, args.out)
     requested = image_hw(args.img_size) if args.img_size else None
     if not args.model and not args.checkpoint:
