@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from ..agreement import top1_loss_warning
     from ..artefacts import is_artefact
     from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
+    from ..formats import FORMATS
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
     from . import quiet_converters
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: the run was trained at {run_size} px and this artefact takes {requested[0]}x{requested[1]}: "
               "its accuracy is the model's at that size, which the check (PyTorch at the same size) cannot show")
     calibration, check = (None, None)
-    runs_here = args.format != "coreml"  # eval/predict/the check run no Core ML package (macOS prediction only)
+    runs_here = FORMATS[args.format].runs_here  # no check runs a Core ML package (they predict on macOS only)
     if (args.calibration or args.check_data) and not runs_here:
         print(f"note: --format {args.format} --precision {args.precision} uses no image: it calibrates nothing, and "
               "no image check runs Core ML packages (they predict on macOS only)")
