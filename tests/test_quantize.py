@@ -203,7 +203,7 @@ def test_an_unsupported_pair_names_the_formats_that_can(tmp_path, capsys):
                  "--out", str(tmp_path / "xs.pt")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "int8 is written by --format onnx, openvino, executorch, coreml, litert" in err
+    assert "int8 is written by --format onnx, openvino, coreml, executorch, litert" in err
     assert not (tmp_path / "xs.pt").exists()
 
 

@@ -70,10 +70,10 @@ def test_predict_names_a_missing_image(run, tmp_path, capsys):
 def test_a_checkpoint_of_another_variant_is_refused(weights, run, tmp_path, capsys):
     for argv in (["eval", "--model", "swiftformer_s", "--dataset", "digits", "--checkpoint", str(weights)],
                  ["export", "--model", "swiftformer_s", "--checkpoint", str(weights), "--format", "onnx",
-                  "--out", str(tmp_path / "s.onnx")],
-                 ["train", *TINY_TRAIN, "--model", "swiftformer_s", "--resume", str(run / "last.pth"),
-                  "--epochs", "2", "--output-dir", str(tmp_path / "r")]):
-        _user_error(argv, capsys, "another SwiftFormer variant")
+                  "--out", str(tmp_path / "s.onnx")]):
+        _user_error(argv, capsys, "xs7.safetensors holds a swiftformer_xs, not a swiftformer_s")  # its metadata says
+    _user_error(["train", *TINY_TRAIN, "--model", "swiftformer_s", "--resume", str(run / "last.pth"), "--epochs", "2",
+                 "--output-dir", str(tmp_path / "r")], capsys, "model 'swiftformer_s' (the run's: 'swiftformer_xs')")
     _user_error(["eval", "--model", "swiftformer_s", "--checkpoint", str(run / "last.pth")], capsys,
                 "holds a swiftformer_xs, not a swiftformer_s")
     assert not (tmp_path / "s.onnx").exists()
