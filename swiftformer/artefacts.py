@@ -159,7 +159,8 @@ def read_info(path: str | Path) -> ArtefactInfo:
         raise CheckpointError(f"{sidecar(path)}: format {info.format!r}, but {path.name} has the suffix of "
                               f"{RUNNABLE_SUFFIXES.get(path.suffix, 'no format')}")
     held = stored_precision(path, info.format, onnx_model)
-    if held is not None and held != info.precision:
+    if held is not None and held != info.precision and (held, info.precision) != ("fp16", "bf16"):  # bf16 IRs of
+        # earlier versions kept fp16-compressed weights
         raise CheckpointError(f"{sidecar(path).name} says precision {info.precision}, but {path.name} holds {held} "
                               "(the .json belongs to another export)")
     return info
@@ -181,7 +182,7 @@ def _embedded_info(model: onnx.ModelProto, path: Path) -> ArtefactInfo | None:
     return ArtefactInfo.from_json(props[METADATA_KEY], path) if METADATA_KEY in props else None
 
 
-ONNX_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+ONNX_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
 def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None = None) -> str | None:
@@ -189,7 +190,7 @@ def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None = 
     so that a ``.json`` copied from another export of the model cannot relabel it."""
     if fmt == "onnx":
         model = onnx_model if onnx_model is not None else _onnx_model(path)
-        return "int8" if {node.op_type for node in model.graph.node} & ONNX_INT8_OPS else "fp32"
+        return "int8" if {node.op_type for node in model.graph.node} & ONNX_QUANTIZED_OPS else "fp32"
     if fmt == "openvino":  # int8: quantize steps; fp16/bf16: weights stored so (quantize.openvino_reduced)
         text = path.read_text(errors="replace")
         marks = (("int8", 'type="FakeQuantize"'), ("bf16", 'element_type="bf16"'), ("fp16", 'element_type="f16"'))

@@ -213,14 +213,18 @@ def check_range(name: str, value: Any, ranges: dict[str, str]) -> Any:
 
 
 def check_choice(name: str, value: Any, choices: dict[str, tuple[str, ...]]) -> Any:
-    """``value``, or a :class:`SwiftFormerError` naming the key when it names none of its field's choices."""
+    """``value`` as its field's choice spells it (``AdamW`` -> ``adamw``, as timm reads it), or a
+    :class:`SwiftFormerError` naming the key when it names none of them."""
     allowed = choices.get(name)
-    if allowed is not None and value not in allowed:
-        closest = difflib.get_close_matches(str(value), allowed, n=3)
+    if allowed is None or value is None:
+        return value
+    spelled = {choice.lower(): choice for choice in allowed}
+    if str(value).lower() not in spelled:
+        closest = difflib.get_close_matches(str(value).lower(), allowed, n=3)
         listed = (", ".join(allowed) if len(allowed) <= 12
                   else f"the {len(allowed)} names (closest: {', '.join(closest) or 'none'})")
         raise SwiftFormerError(f"config {name}: {value!r} is none of {listed}")
-    return value
+    return spelled[str(value).lower()]
 
 
 def apply_overrides(config: R, overrides: dict[str, Any]) -> R:

@@ -99,13 +99,14 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def match_head_by_class_name(model: nn.Module, finetuned: dict[str, Any], class_names: list[str], source: str) -> None:
+def match_head_by_class_name(model: nn.Module, finetuned: dict[str, Any], class_names: list[str]) -> str:
     """Fine-tuning from a run of ours: each head row follows its class name, so the row trained for "dog" predicts
     "dog" in this run whatever the classes' order or count (kept head rows would otherwise keep their old meaning:
-    "dog" answering for "cat"); the data's classes the run never saw start fresh."""
+    "dog" answering for "cat"); the data's classes the run never saw start fresh. Returns what it did (``""``:
+    nothing to do)."""
     stored = list(finetuned.get("class_names") or [])
     if not stored or stored == class_names:
-        return  # the same classes (or unnamed ones: create_model matched the head by count)
+        return ""  # the same classes (or unnamed ones: create_model matched the head by count)
     model.reset_classifier(len(class_names))
     kept = [(row, stored.index(name)) for row, name in enumerate(class_names) if name in stored]
     for prefix in ("head", "head_dist"):
@@ -115,8 +116,7 @@ def match_head_by_class_name(model: nn.Module, finetuned: dict[str, Any], class_
                 layer.weight[row] = weight[old]
                 layer.bias[row] = finetuned["model"][f"{prefix}.bias"][old]
     new = [name for name in class_names if name not in stored]
-    log.info("classifier head matched to %s's classes by name: %d kept%s", source, len(kept),
-             f", {len(new)} new ({', '.join(new)})" if new else "")
+    return f"classifier head matched by class name: {len(kept)} kept" + (f", {len(new)} new ({', '.join(new)})" * bool(new))
 
 
 # EMA decay warm-up (timm): decay(step) = min(ema_decay, 1 - (1 + step / gamma) ** -power). With power 1 it is
@@ -244,11 +244,13 @@ def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainCo
         check_class_names(stored, class_names, path, config.data or config.dataset)
 
 
-# What a resumed run may change: where it runs and reports, and how long it trains (its learning-rate schedule
+# What a resumed run may change: where it runs, reads (a moved copy of its data, weights or teacher) and reports,
+# and how long it trains (its learning-rate schedule
 # then spans the new epoch count, as timm's --resume does); not what it trains: another learning rate, batch size
 # or image size would be written into the config and silently not be the run's.
 RESUME_MAY_CHANGE = frozenset({
-    "epochs", "output_dir", "resume", "overwrite", "data", "download", "workers", "skip_bad_images", "device",
+    "epochs", "output_dir", "resume", "overwrite", "data", "finetune", "teacher_checkpoint", "download", "workers",
+    "skip_bad_images", "device",
     "dist_timeout", "compile", "grad_checkpointing", "channels_last", "stop_after", "eval_every", "tensorboard",
     "progress",
 })
@@ -258,6 +260,10 @@ def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainCon
     """A :class:`SwiftFormerError` naming the settings that differ from the run's own when ``--resume`` asks
     for others than :data:`RESUME_MAY_CHANGE`."""
     saved, given = checkpoint["config"], config.to_dict()
+    done = checkpoint["epoch"]
+    if config.epochs <= done and config.epochs != saved.get("epochs"):  # nothing to train, and a config that lies
+        raise SwiftFormerError(f"--epochs {config.epochs}: {path} has trained {done} epochs of its "
+                               f"{saved.get('epochs')}; give more than {done} or leave --epochs unset")
     changed = [key for key in given if key in saved and key not in RESUME_MAY_CHANGE and saved[key] != given[key]]
     if changed:
         differences = ", ".join(f"{key} {given[key]!r} (the run's: {saved[key]!r})" for key in changed)
@@ -361,7 +367,9 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     # teacher it is)
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
     if finetuned is not None and resumed is None and not config.qat:  # QAT checks the classes are the same
-        match_head_by_class_name(model, finetuned, datasets.class_names, config.finetune)
+        matched = match_head_by_class_name(model, finetuned, datasets.class_names)
+        if matched and dist_info.is_main:
+            log.info("%s (%s)", matched, config.finetune)
     teacher = None
     if config.qat:  # the fused model through int8 fake quantization; a resumed run's state fills it below
         float_model = build_model(config, num_classes) if resumed else model
@@ -419,8 +427,8 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     record: dict[str, Any] = {}
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
     if start_epoch >= config.epochs and dist_info.is_main:
-        log.warning("%s has trained all %d epochs of its run: nothing to do (to train further, start a new run with "
-                    "--finetune %s)", config.resume, config.epochs, config.resume)
+        log.warning("%s has trained all %d epochs of its run: nothing to do (--epochs N above %d goes on, on a "
+                    "schedule rebuilt for N)", config.resume, config.epochs, config.epochs)
     for epoch in range(start_epoch, end_epoch):
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
         try:

@@ -85,6 +85,22 @@ def test_segmentation_folder(converted) -> None:
     assert set(reduced.unique().tolist()) <= {0, 255}  # 0 -> ignored, person 1 -> 0
 
 
+def test_ade20k_labels_shift_keep_ignored_pixels_and_name_a_stray_value(tmp_path) -> None:
+    """reduce_zero_label: 0 ("other") and 255 are ignored, k -> k - 1; a value beyond the classes is named as the
+    file holds it (before: 255 became 254 and failed inside the loss)."""
+    from swiftformer.errors import DataError
+
+    (tmp_path / "images" / "validation").mkdir(parents=True)
+    (tmp_path / "annotations" / "validation").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "validation" / "a.jpg")
+    label = np.array([[0, 255, 1, 150]] * 4, dtype=np.uint8)
+    Image.fromarray(label).save(tmp_path / "annotations" / "validation" / "a.png")
+    ade = SegmentationFolder(tmp_path, "validation", reduce_zero_label=True, num_classes=150)
+    assert ade.read_label(0)[0].tolist() == [255, 255, 0, 149]
+    with pytest.raises(DataError, match="a.png holds label 150, outside the 150 classes"):
+        SegmentationFolder(tmp_path, "validation", num_classes=150).read_label(0)
+
+
 def test_train_sampler_resumes_mid_epoch() -> None:
     full = TrainSampler(10, rank=1, world_size=2, seed=3)
     full.set_epoch(4)

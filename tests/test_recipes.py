@@ -120,6 +120,7 @@ def test_dense_names_and_stages_are_checked():
         with pytest.raises(SwiftFormerError, match=message):
             config_from_dict({}, overrides)
     assert apply_overrides(TrainConfig(), {"optimizer": "lookahead_adamw"}).optimizer == "lookahead_adamw"
+    assert apply_overrides(TrainConfig(), {"optimizer": "AdamW"}).optimizer == "adamw"  # timm reads any case
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path):

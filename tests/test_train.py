@@ -60,6 +60,19 @@ def test_finetune_loads_any_format_and_replaces_the_head(tmp_path):
     assert torch.equal(model.stages[3].blocks[-1].attn.proj.weight, source.stages[3].blocks[-1].attn.proj.weight)
 
 
+def test_a_resume_takes_new_locations_and_more_epochs_but_not_fewer():
+    from swiftformer.errors import SwiftFormerError
+    from swiftformer.train import check_resumed_config
+
+    config = load_recipe("demo_digits", {"epochs": 3, "finetune": "/old/w.pth"})
+    checkpoint = {"epoch": 2, "config": config.to_dict()}
+    moved = load_recipe("demo_digits", {"epochs": 5, "finetune": "/new/w.pth", "data": "/new/data"})
+    check_resumed_config("last.pth", checkpoint, moved)  # a moved copy of its files, and a longer run
+    for overrides, said in (({"epochs": 2}, "has trained 2 epochs of its 3"), ({"lr": 0.5}, r"lr 0.5 \(the run's: ")):
+        with pytest.raises(SwiftFormerError, match=said):
+            check_resumed_config("last.pth", checkpoint, load_recipe("demo_digits", {**config.to_dict(), **overrides}))
+
+
 def test_a_finetuned_runs_head_rows_follow_their_class_names():
     """bird, cat, dog from a run of cat, dog, ship: the cat and dog rows move to their new places (kept by position
     they would answer "dog" for cat), bird starts fresh; both heads alike."""
@@ -69,7 +82,8 @@ def test_a_finetuned_runs_head_rows_follow_their_class_names():
     finetuned = {"model": run.state_dict(), "class_names": ["cat", "dog", "ship"]}
     model = create_model("swiftformer_xs", num_classes=3)
     model.load_state_dict(run.state_dict())
-    match_head_by_class_name(model, finetuned, ["bird", "cat", "dog"], "run")
+    said = match_head_by_class_name(model, finetuned, ["bird", "cat", "dog"])
+    assert said == "classifier head matched by class name: 2 kept, 1 new (bird)"
     for head, old in ((model.head, run.head), (model.head_dist, run.head_dist)):
         assert torch.equal(head.weight[1:], old.weight[:2]) and torch.equal(head.bias[1:], old.bias[:2])
         assert not torch.equal(head.weight[0], old.weight[0]) and not torch.equal(head.weight[0], old.weight[2])

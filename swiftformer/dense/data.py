@@ -157,14 +157,17 @@ class SegmentationFolder(Dataset):
             label = torch.from_numpy(np.array(image, dtype=np.int64))
         if label.ndim != 2:
             raise DataError(f"{self.samples[index][1]} is not a single-channel label PNG")
-        if self.reduce_zero_label:
-            label = torch.where(label == 0, self.ignore_index, label - 1)
+        shift = int(self.reduce_zero_label)  # ADE20K: 0 is "other", k -> k - 1; ignored pixels stay ignored
+        ignored = label == self.ignore_index
+        if shift:
+            ignored |= label == 0
         if self.num_classes is not None:  # else a cross-entropy or confusion-matrix error deep in the run
-            outside = label[(label != self.ignore_index) & ((label < 0) | (label >= self.num_classes))]
+            outside = label[~ignored & ((label - shift < 0) | (label - shift >= self.num_classes))]
             if outside.numel():
-                raise DataError(f"{self.samples[index][1]} holds label {int(outside[0])}, outside the "
-                                f"{self.num_classes} classes (num_classes) and not ignore_index {self.ignore_index}")
-        return label
+                classes = f"labels {shift}..{self.num_classes - 1 + shift}" if shift else f"{self.num_classes} classes"
+                raise DataError(f"{self.samples[index][1]} holds label {int(outside[0])}, outside the {classes} "
+                                f"(num_classes {self.num_classes}) and not ignore_index {self.ignore_index}")
+        return torch.where(ignored, self.ignore_index, label - shift)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = read_image(self.samples[index][0]), self.read_label(index)
