@@ -74,7 +74,7 @@ def test_resume_continues_at_the_saved_iteration(segmentation_run, pennfudan) ->
     config, _, output = segmentation_run
     with pytest.raises(SwiftFormerError, match=r"already holds a run .*last\.pth to continue it, or give another"):
         train(config)  # a new run there would replace the run's checkpoints and append to its log
-    with pytest.raises(DataError, match=r"holds label 1, outside the 1 classes \(num_classes\)"):
+    with pytest.raises(DataError, match=r"holds label 1, outside the 1 classes \(num_classes 1\)"):
         SegmentationFolder(pennfudan / "ade", "validation", num_classes=1).read_label(0)
     longer = config_from_dict({**config.to_dict(), "iterations": SEG_ITERATIONS + 2, "eval_interval": 1000})
     train(longer, resume=output / "last.pth")
