@@ -182,15 +182,16 @@ def _embedded_info(model: onnx.ModelProto, path: Path) -> ArtefactInfo | None:
     return ArtefactInfo.from_json(props[METADATA_KEY], path) if METADATA_KEY in props else None
 
 
-ONNX_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+ONNX_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                      "MatMulInteger"}
 
 
-def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None = None) -> str | None:
+def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None) -> str | None:
     """The precision the file itself holds (``None`` where it does not tell: ExecuTorch, TorchScript, Core ML),
-    so that a ``.json`` copied from another export of the model cannot relabel it."""
+    so that a ``.json`` copied from another export of the model cannot relabel it. ``onnx_model``: the ``.onnx``
+    file as :func:`read_info` has read it."""
     if fmt == "onnx":
-        model = onnx_model if onnx_model is not None else _onnx_model(path)
-        return "int8" if {node.op_type for node in model.graph.node} & ONNX_QUANTIZED_OPS else "fp32"
+        return "int8" if {node.op_type for node in onnx_model.graph.node} & ONNX_QUANTIZED_OPS else "fp32"
     if fmt == "openvino":  # int8: quantize steps; fp16/bf16: weights stored so (quantize.openvino_reduced)
         text = path.read_text(errors="replace")
         marks = (("int8", 'type="FakeQuantize"'), ("bf16", 'element_type="bf16"'), ("fp16", 'element_type="f16"'))

@@ -116,7 +116,8 @@ def match_head_by_class_name(model: nn.Module, finetuned: dict[str, Any], class_
                 layer.weight[row] = weight[old]
                 layer.bias[row] = finetuned["model"][f"{prefix}.bias"][old]
     new = [name for name in class_names if name not in stored]
-    return f"classifier head matched by class name: {len(kept)} kept" + (f", {len(new)} new ({', '.join(new)})" * bool(new))
+    said = f"classifier head matched by class name: {len(kept)} kept"
+    return f"{said}, {len(new)} new ({', '.join(new)})" if new else said
 
 
 # EMA decay warm-up (timm): decay(step) = min(ema_decay, 1 - (1 + step / gamma) ** -power). With power 1 it is
@@ -245,14 +246,13 @@ def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainCo
 
 
 # What a resumed run may change: where it runs, reads (a moved copy of its data, weights or teacher) and reports,
-# and how long it trains (its learning-rate schedule
-# then spans the new epoch count, as timm's --resume does); not what it trains: another learning rate, batch size
-# or image size would be written into the config and silently not be the run's.
+# and how long it trains (its learning-rate schedule then spans the new epoch count, as timm's --resume does); not
+# what it trains: another learning rate, batch size or image size would be written into the config and silently
+# not be the run's.
 RESUME_MAY_CHANGE = frozenset({
     "epochs", "output_dir", "resume", "overwrite", "data", "finetune", "teacher_checkpoint", "download", "workers",
-    "skip_bad_images", "device",
-    "dist_timeout", "compile", "grad_checkpointing", "channels_last", "stop_after", "eval_every", "tensorboard",
-    "progress",
+    "skip_bad_images", "device", "dist_timeout", "compile", "grad_checkpointing", "channels_last", "stop_after",
+    "eval_every", "tensorboard", "progress",
 })
 
 
