@@ -184,6 +184,14 @@ def safe_torch_load(path: str | Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)} (truncated or corrupt?)") from None
 
 
+def training_run(path: Path) -> dict[str, Any] | None:
+    """The checkpoint dict when ``path`` is a training run of ours, whatever its name (decided by content)."""
+    if not path.is_file() or file_kind(path) not in ("zip", "pickle"):
+        return None
+    checkpoint = safe_torch_load(path)
+    return checkpoint if isinstance(checkpoint, dict) and "config" in checkpoint and "model" in checkpoint else None
+
+
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
