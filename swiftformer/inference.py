@@ -14,6 +14,7 @@ from torch import nn
 
 from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
 from .checkpoint import load_native_state_dict, native_record, training_run
+from .data_config import apply_carried_cfg, preprocessing_settings, run_cfg
 from .errors import CheckpointError, SwiftFormerError
 from .labels import default_class_names
 from .pretrained import create_model
@@ -61,6 +62,7 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
             raise CheckpointError(f"--attention {attention}: {path} was trained with attention {config['attention']}, "
                                   "which its run records; leave --attention unset")
         model = create_model(config["model"], num_classes=config["num_classes"], attention=config["attention"])
+        apply_carried_cfg(model, run_cfg(config, run.get("class_names")))  # the library's transform is eval's
         key = "ema" if ema else "model"
         if run.get(key) is None:
             raise CheckpointError(f"{path} has no {key!r} weights (the run kept no EMA)")
@@ -81,14 +83,16 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "
                               "give --model (e.g. --model swiftformer_l1)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
-    return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
+    names = model.pretrained_cfg.get("label_names") or default_class_names(model.num_classes)
+    return LoadedModel(model.eval(), list(names), None)
 
 
 def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preprocessing and data settings to evaluate with: the run's own (image size, crop, dataset), or the
-    defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints, an artefact's from its metadata;
-    non-``None`` overrides on top (never another image size for an artefact: it runs one)."""
-    base = loaded.run_config or {"batch_size": 64, "workers": 2}
+    model's pretrained_cfg for other checkpoints (a file saved from a run carries the run's; the released weights
+    224, crop 0.875, bicubic), an artefact's from its metadata; non-``None`` overrides on top (never another image
+    size for an artefact: it runs one)."""
+    base = loaded.run_config or {"batch_size": 64, "workers": 2, **preprocessing_settings(loaded.model)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if isinstance(loaded.model, ArtefactModel) and "img_size" in given:
         height, width = loaded.model.info.input_size[1:]
