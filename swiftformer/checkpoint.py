@@ -486,15 +486,17 @@ def hf_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
+def write_folder_atomically(directory: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` on a new folder beside ``directory``, fsync its files, and put it in place of
+    ``directory`` (replaced whole if it exists): no reader sees a half-written folder, a failed write leaves the
+    previous one intact."""
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         follow_umask(staging, directory=True)
-        (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
-        _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
-        for name in ("config.json", "model.safetensors"):
-            follow_umask(staging / name)
-            with open(staging / name, "rb+") as handle:
+        write(staging)
+        for file in staging.iterdir():
+            follow_umask(file)
+            with open(file, "rb+") as handle:
                 os.fsync(handle.fileno())
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -510,6 +512,15 @@ def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path)
         if isinstance(error, Exception) and (mapped := write_error(directory, error)) is not None:
             raise mapped from None
         raise
+    return directory
+
+
+def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
+    def write(staging: Path) -> None:
+        (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
+        _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
+
+    write_folder_atomically(directory, write)
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, format: str = "native") -> Path:
