@@ -49,7 +49,6 @@ def resolve_data_config(model: nn.Module | None = None, img_size: int | None = N
     return timm_resolve_data_config(args, pretrained_cfg=pretrained_cfg, model=model)
 
 
-
 def carried_cfg(model: nn.Module) -> dict[str, Any]:
     """The part of ``model.pretrained_cfg`` a checkpoint stores (:data:`CARRIED_KEYS`), as plain JSON values."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
