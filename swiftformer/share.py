@@ -57,10 +57,11 @@ def find_source(path: str | Path) -> Source:
     return Source(path, run, read_log(log_path) if run is not None and log_path.is_file() else [])
 
 
-def shared_model(source: Source) -> tuple[SwiftFormer, list[str]]:
+def shared_model(source: Source, model_name: str | None = None) -> tuple[SwiftFormer, list[str]]:
     """The model to share (eval mode, its pretrained_cfg the run's) and its class names; a model timm cannot
-    build the same (another attention, one head, a QAT run's fused form, an artefact) is refused."""
-    loaded = load_model(str(source.checkpoint))
+    build the same (another attention, one head, a QAT run's fused form, an artefact) is refused. ``model_name``:
+    the variant of weights that do not name it (official, timm, Hugging Face)."""
+    loaded = load_model(str(source.checkpoint), model_name)
     model = loaded.model
     if not isinstance(model, SwiftFormer):
         raise CheckpointError(f"{source.checkpoint} holds a {type(model).__name__}, not the SwiftFormer timm builds "
@@ -142,14 +143,14 @@ def model_card(model: SwiftFormer, names: list[str], source: Source, name: str, 
 
 
 def share(path: str | Path, output: str | Path, repo: str | None = None, force: bool = False,
-          license: str = LICENSE, command: str = "swiftformer share") -> Path:
+          license: str = LICENSE, command: str = "swiftformer share", model_name: str | None = None) -> Path:
     """Write the folder for the run or checkpoint at ``path`` to ``output`` (atomically; an existing folder that is
     not empty only with ``force``) and return it."""
     output = check_destination(output, folder=True)
     if output.is_dir() and any(output.iterdir()) and not force:
         raise OutputError(f"{output} exists and is not empty: give another --output, or --force to replace it")
     source = find_source(path)
-    model, names = shared_model(source)
+    model, names = shared_model(source, model_name)
     twin = timm_twin(model)
 
     def write(folder: Path) -> None:

@@ -77,6 +77,25 @@ def test_share_never_overwrites_a_non_empty_folder_without_force(run, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "recipe.yaml"]
 
 
+def test_a_file_saved_from_a_run_shares_what_it_carries(run, tmp_path, capsys):
+    """Our own files carry the preprocessing and labels, not the run's log and recipe: the card says so; weights
+    that do not name their variant (timm's layout here) take --model."""
+    ours = swiftformer.create_model("swiftformer_xs", pretrained=run / "best.pth").eval()
+    native = swiftformer.save_checkpoint(ours, tmp_path / "mine.safetensors")
+    assert main(["share", str(native), "--output", str(tmp_path / "a")]) == 0
+    theirs = timm.create_model(f"local-dir:{tmp_path / 'a'}", pretrained=True).eval()
+    assert theirs.pretrained_cfg["label_names"] == CLASSES and data_config(theirs)["input_size"] == (3, 64, 64)
+    assert "**Val top-1:** not recorded" in (tmp_path / "a" / "README.md").read_text()
+    assert not (tmp_path / "a" / "recipe.yaml").exists()
+    plain = swiftformer.save_checkpoint(ours, tmp_path / "timm.pth", format="timm")
+    user_error(["share", str(plain), "--output", str(tmp_path / "b")], capsys, "give --model")
+    assert main(["share", str(plain), "--output", str(tmp_path / "b"), "--model", "swiftformer_xs"]) == 0
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        shared = timm.create_model(f"local-dir:{tmp_path / 'b'}", pretrained=True).eval()
+        assert (shared(x) - ours(x)).abs().max() <= 1e-5
+
+
 def test_a_model_timm_cannot_build_is_refused_in_one_line(tmp_path, capsys):
     run = fake_run(tmp_path / "mhsa", attention="mhsa")
     user_error(["share", str(run), "--output", str(tmp_path / "out")], capsys, "attention='mhsa'", "timm builds")
