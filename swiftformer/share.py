@@ -150,6 +150,8 @@ def share(path: str | Path, output: str | Path, repo: str | None = None, force: 
     if output.is_dir() and any(output.iterdir()) and not force:
         raise OutputError(f"{output} exists and is not empty: give another --output, or --force to replace it")
     source = find_source(path)
+    if output.resolve() in source.checkpoint.resolve().parents:
+        raise OutputError(f"{output} holds {source.checkpoint}, which is shared: give another --output")
     model, names = shared_model(source, model_name)
     twin = timm_twin(model)
 

@@ -73,6 +73,8 @@ def test_share_never_overwrites_a_non_empty_folder_without_force(run, tmp_path, 
     (out / "notes.txt").write_text("mine")
     user_error(["share", str(run), "--output", str(out)], capsys, "is not empty", "--force")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    user_error(["share", str(run), "--output", str(run.parent), "--force"], capsys, "which is shared")  # the run itself
+    assert (run / "best.pth").is_file()
     assert main(["share", str(run / "best.pth"), "--output", str(out), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "recipe.yaml"]
 
