@@ -55,7 +55,7 @@ def compare(reference: torch.Tensor, artefact: torch.Tensor, labels: torch.Tenso
 def _match_classes(folder_classes: list[str] | None, model_classes: list[str]) -> tuple[list[int] | None, str]:
     """The model's class index of each folder class, or ``None`` with the reason the folder gives no top-1."""
     from .errors import DataError
-    from .inference import model_class_indices
+    from .labels import model_class_indices
 
     if folder_classes is None:
         return None, "the check images are not in class folders (DIR/CLASS/IMAGE), so they carry no labels"

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .convert import FORMATS, StateDict, detect_format, from_native, to_native, unwrap
+from .data_config import carried_cfg, run_cfg
 from .errors import CheckpointError, OutputError
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,14 @@ def safe_torch_load(path: str | Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)} (truncated or corrupt?)") from None
 
 
+def training_run(path: Path) -> dict[str, Any] | None:
+    """The checkpoint dict when ``path`` is a training run of ours, whatever its name (decided by content)."""
+    if not path.is_file() or file_kind(path) not in ("zip", "pickle"):
+        return None
+    checkpoint = safe_torch_load(path)
+    return checkpoint if isinstance(checkpoint, dict) and "config" in checkpoint and "model" in checkpoint else None
+
+
 def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
@@ -195,20 +204,45 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise CheckpointError(f"cannot read safetensors file {path}: {error}") from None
 
 
+def is_native_record(metadata: Mapping[str, Any]) -> bool:
+    """Whether a file's metadata is what :func:`save_checkpoint` writes into a native file (:func:`model_metadata`)."""
+    return metadata.get("format") == "swiftformer" and bool(metadata.get("variant"))
+
+
+def torch_metadata(checkpoint: Any) -> dict[str, str]:
+    """The ``metadata`` entry of a ``torch.save`` native file (:func:`save_checkpoint`); ``{}`` for other files."""
+    metadata = checkpoint.get("metadata") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
+        return {}
+    return dict(metadata)
+
+
 def native_record(path: str | Path) -> dict[str, str] | None:
-    """What a native safetensors file (:func:`save_checkpoint`) records of its model (variant, num_classes,
-    attention, distillation), read from its header alone; ``None`` for any other file."""
+    """What a native file (:func:`save_checkpoint`) records of its model (variant, num_classes, attention,
+    distillation, pretrained_cfg): a safetensors header, read alone, or a ``torch.save`` file's ``metadata``
+    entry; ``None`` for any other file."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
-        if not path.is_file() or file_kind(path) != "safetensors":
+        kind = file_kind(path) if path.is_file() else None
+        if kind == "safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        elif kind in ("zip", "pickle"):
+            metadata = torch_metadata(safe_torch_load(path))
+        else:
             return None
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError):
+    except (SafetensorError, OSError, CheckpointError):
         return None  # unreadable: the loader names the problem
-    return metadata if metadata.get("format") == "swiftformer" and metadata.get("variant") else None
+    return metadata if is_native_record(metadata) else None
+
+
+def run_record(run: Mapping[str, Any]) -> dict[str, str]:
+    """What a training run of ours (:func:`training_run`) records of its model, as :func:`native_record` gives it."""
+    config = run["config"]
+    return {"format": "swiftformer", "variant": config["model"], "attention": config.get("attention", "additive"),
+            "pretrained_cfg": json.dumps(run_cfg(config, run.get("class_names")))}
 
 
 def _weights_file(directory: Path) -> Path:
@@ -240,7 +274,7 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> tuple[StateDict
         if key not in checkpoint or not isinstance(checkpoint[key], Mapping):
             raise CheckpointError(f"{path} has no {key!r} entry (entries: {', '.join(map(str, checkpoint))})")
         checkpoint = checkpoint[key]
-    return unwrap(checkpoint), {}
+    return unwrap(checkpoint), torch_metadata(checkpoint)
 
 
 def hf_attention(metadata: Mapping[str, str]) -> str | None:
@@ -269,6 +303,19 @@ def read_native_state_dict(
                 "the command line) to reproduce their outputs", path, needed, origin, needed, needed,
             )
     return to_native(state_dict), fmt, metadata
+
+
+def read_weights(path: str | Path, attention: str | None = None) -> tuple[StateDict, str, dict[str, str] | None]:
+    """:func:`read_native_state_dict` of the model weights of any checkpoint, training runs of ours included, with
+    what the file records of its model when it is ours (:func:`native_record`'s dict, else ``None``)."""
+    run = training_run(Path(path))
+    if run is not None:
+        if run["config"].get("qat"):
+            raise CheckpointError(f"{path} is a quantization-aware run, whose weights are the fused model's: load it "
+                                  "with swiftformer.inference.load_model (or --checkpoint on the command line)")
+        return to_native(unwrap(run["model"])), "native", run_record(run)
+    state_dict, fmt, metadata = read_native_state_dict(path, attention=attention)
+    return state_dict, fmt, metadata if is_native_record(metadata) else None
 
 
 def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
@@ -402,13 +449,14 @@ def _save_safetensors(state_dict: Mapping[str, torch.Tensor], path: Path, metada
 
 
 def model_metadata(model: nn.Module) -> dict[str, str]:
-    """What a native checkpoint records about the model that built it."""
+    """What a native checkpoint records about the model that built it, its preprocessing and labels included."""
     return {
         "format": "swiftformer",
         "variant": str(getattr(model, "variant", "")),
         "num_classes": str(getattr(model, "num_classes", "")),
         "attention": str(getattr(model, "attention", "")),
         "distillation": str(getattr(model, "head_dist", None) is not None),
+        "pretrained_cfg": json.dumps(carried_cfg(model)),
     }
 
 
@@ -438,15 +486,17 @@ def hf_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
+def write_folder_atomically(directory: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` on a new folder beside ``directory``, fsync its files, and put it in place of
+    ``directory`` (replaced whole if it exists): no reader sees a half-written folder, a failed write leaves the
+    previous one intact."""
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         follow_umask(staging, directory=True)
-        (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
-        _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
-        for name in ("config.json", "model.safetensors"):
-            follow_umask(staging / name)
-            with open(staging / name, "rb+") as handle:
+        write(staging)
+        for file in staging.iterdir():
+            follow_umask(file)
+            with open(file, "rb+") as handle:
                 os.fsync(handle.fileno())
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -462,13 +512,25 @@ def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path)
         if isinstance(error, Exception) and (mapped := write_error(directory, error)) is not None:
             raise mapped from None
         raise
+    return directory
+
+
+def _save_hf_directory(model: nn.Module, state_dict: StateDict, directory: Path) -> None:
+    def write(staging: Path) -> None:
+        (staging / "config.json").write_text(json.dumps(hf_config(model), indent=2))
+        _save_safetensors(state_dict, staging / "model.safetensors", {"format": "pt"})
+
+    write_folder_atomically(directory, write)
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, format: str = "native") -> Path:
-    """Write ``model``'s weights in one of :data:`swiftformer.convert.FORMATS`, atomically.
+    """Write ``model``'s weights in one of :data:`swiftformer.convert.FORMATS`, atomically; the file is
+    safetensors for a ``.safetensors`` path, else a ``torch.save`` file (``.pth``, ``.pt``, ``.bin``).
 
-    - ``native``: safetensors with the model's name, class count and attention in its metadata.
-    - ``timm``: timm keys; safetensors for a ``.safetensors`` path, else a ``torch.save`` state dict.
+    - ``native`` (timm's keys): with the model's variant, class count, attention, preprocessing and class names
+      (:func:`model_metadata`) in the safetensors metadata, or a plain dict ``{"state_dict": ..., "metadata": ...}``
+      that ``torch.load(weights_only=True)``, our loaders and timm's ``load_checkpoint`` read.
+    - ``timm``: timm keys, nothing else (a bare state dict in a ``torch.save`` file).
     - ``official``: ``{"model": state_dict}`` in the official key layout (``torch.save``).
     - ``hf``: a directory with ``config.json`` and ``model.safetensors`` that transformers loads.
     """
@@ -476,18 +538,17 @@ def save_checkpoint(model: nn.Module, path: str | Path, format: str = "native") 
         raise CheckpointError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
     safetensors = path.suffix == ".safetensors"
-    if format == "native" and not safetensors:
-        raise CheckpointError(f"the native format is a safetensors file: name it {path.stem}.safetensors, not "
-                              f"{path.name} (or save format='timm' for a torch.save state dict)")
     if format == "official" and safetensors:
         raise CheckpointError(f"the official format is a torch.save file: name it {path.stem}.pth, not {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = from_native({k: v.detach().cpu() for k, v in model.state_dict().items()}, format)
     if format == "hf":
         _save_hf_directory(model, state_dict, path)
-    elif format == "native" or (format == "timm" and safetensors):
+    elif safetensors:
         metadata = model_metadata(model) if format == "native" else {"format": "pt"}
         atomic_write(path, lambda tmp: _save_safetensors(state_dict, tmp, metadata))
     else:
-        atomic_torch_save({"model": state_dict} if format == "official" else state_dict, path)
+        contents = {"native": {"state_dict": state_dict, "metadata": model_metadata(model)},
+                    "official": {"model": state_dict}, "timm": state_dict}
+        atomic_torch_save(contents[format], path)
     return path

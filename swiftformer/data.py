@@ -180,7 +180,7 @@ class CheckedImageFolder(ImageFolder):
 
 class Relabelled(Dataset):
     """``dataset`` with label ``i`` read as ``indices[i]``: a folder holding some of a model's classes, its labels
-    as the model's class indices (:func:`swiftformer.inference.model_class_indices`)."""
+    as the model's class indices (:func:`swiftformer.labels.model_class_indices`)."""
 
     def __init__(self, dataset: Dataset, indices: list[int]) -> None:
         self.dataset, self.indices = dataset, indices

@@ -1,6 +1,13 @@
-"""One pretrained/data config drives all preprocessing (mean, std, input size, crop, interpolation)."""
+"""One pretrained/data config drives all preprocessing (mean, std, input size, crop, interpolation).
+
+A model trained by us carries its run's preprocessing and class names in its ``pretrained_cfg`` (timm's place for
+them), so ``resolve_data_config(model)`` gives the transform ``swiftformer eval`` uses and
+``model.pretrained_cfg["label_names"]`` names the classes; every checkpoint we write stores that part of the cfg.
+"""
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from timm.data import resolve_data_config as timm_resolve_data_config
@@ -14,6 +21,8 @@ from .models.swiftformer import default_pretrained_cfg
 MIN_IMAGE_SIZE = 32
 # the resampling filters timm's transforms take by name (PIL's)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+# the pretrained_cfg entries a checkpoint carries: what preprocessing needs, and the class names
+CARRIED_KEYS = ("input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "label_names")
 
 
 def check_image_size(*sides: int) -> None:
@@ -39,3 +48,44 @@ def resolve_data_config(model: nn.Module | None = None, img_size: int | None = N
     pretrained_cfg = default_pretrained_cfg() if model is None else None
     return timm_resolve_data_config(args, pretrained_cfg=pretrained_cfg, model=model)
 
+
+def carried_cfg(model: nn.Module) -> dict[str, Any]:
+    """The part of ``model.pretrained_cfg`` a checkpoint stores (:data:`CARRIED_KEYS`), as plain JSON values."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return {key: list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key] for key in CARRIED_KEYS if key in cfg}
+
+
+def run_cfg(config: Mapping[str, Any], class_names: Sequence[str] | None) -> dict[str, Any]:
+    """What a training run's config (``TrainConfig.to_dict()``) and class names set in a pretrained_cfg: the image
+    size, crop and interpolation ``eval`` takes from the run, and the labels."""
+    cfg: dict[str, Any] = {key: config[key] for key in ("crop_pct", "interpolation") if config.get(key) is not None}
+    if config.get("img_size"):
+        cfg["input_size"] = [3, config["img_size"], config["img_size"]]
+    if class_names:
+        cfg["label_names"] = list(class_names)
+    return cfg
+
+
+def apply_carried_cfg(model: nn.Module, carried: Mapping[str, Any] | str | None) -> nn.Module:
+    """``model`` with ``carried`` (:func:`carried_cfg`, or its JSON) over its pretrained_cfg; class names that do
+    not fit its head (fine-tuning with another ``num_classes``) are left out."""
+    if isinstance(carried, str):
+        carried = json.loads(carried)
+    cfg = {key: tuple(value) if isinstance(value, list) and key != "label_names" else value
+           for key, value in (carried or {}).items() if key in CARRIED_KEYS}
+    if len(cfg.get("label_names") or ()) != getattr(model, "num_classes", None):
+        cfg.pop("label_names", None)
+    base = {key: value for key, value in model.pretrained_cfg.items() if key != "label_names"}
+    model.pretrained_cfg = {**base, **cfg}
+    return model
+
+
+def preprocessing_settings(model: nn.Module) -> dict[str, Any]:
+    """The run settings (``img_size``, ``crop_pct``, ``interpolation``) that reproduce ``model``'s pretrained_cfg:
+    what ``eval`` of a file carrying no run config preprocesses with."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    settings = {key: cfg[key] for key in ("crop_pct", "interpolation") if cfg.get(key) is not None}
+    height, width = tuple(cfg.get("input_size", (3, 224, 224)))[1:]
+    if height == width:
+        settings["img_size"] = height
+    return settings

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
-from .checkpoint import file_kind, load_native_state_dict, native_record, safe_torch_load
-from .errors import CheckpointError, DataError, SwiftFormerError
+from .checkpoint import load_native_state_dict, native_record, training_run
+from .data_config import apply_carried_cfg, preprocessing_settings, run_cfg
+from .errors import CheckpointError, SwiftFormerError
+from .labels import default_class_names
 from .pretrained import create_model
 from .qat import fused_from_run
 from .recipes import TrainConfig, apply_overrides
@@ -25,24 +27,6 @@ class LoadedModel:
     model: nn.Module
     class_names: list[str]
     run_config: dict[str, Any] | None  # the training config when the checkpoint is one of our runs
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    """ImageNet-1K names (timm) for 1000 classes, else ``class 0``, ``class 1``, ..."""
-    if num_classes == 1000:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(num_classes)]
-    return [f"class {i}" for i in range(num_classes)]
-
-
-def training_run(path: Path) -> dict[str, Any] | None:
-    """The checkpoint dict when ``path`` is a training run of ours, whatever its name (decided by content)."""
-    if not path.is_file() or file_kind(path) not in ("zip", "pickle"):
-        return None
-    checkpoint = safe_torch_load(path)
-    return checkpoint if isinstance(checkpoint, dict) and "config" in checkpoint and "model" in checkpoint else None
 
 
 def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool = False, attention: str = "additive") -> LoadedModel:
@@ -78,6 +62,7 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
             raise CheckpointError(f"--attention {attention}: {path} was trained with attention {config['attention']}, "
                                   "which its run records; leave --attention unset")
         model = create_model(config["model"], num_classes=config["num_classes"], attention=config["attention"])
+        apply_carried_cfg(model, run_cfg(config, run.get("class_names")))  # the library's transform is eval's
         key = "ema" if ema else "model"
         if run.get(key) is None:
             raise CheckpointError(f"{path} has no {key!r} weights (the run kept no EMA)")
@@ -98,38 +83,16 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "
                               "give --model (e.g. --model swiftformer_l1)")
     model = create_model(model_name or "swiftformer_xs", pretrained=checkpoint or True, attention=attention)
-    return LoadedModel(model.eval(), default_class_names(model.num_classes), None)
-
-
-def check_class_names(expected: list[str], found: list[str], model_source: str, data_source: str) -> None:
-    """A :class:`DataError` naming the classes that differ when data and model do not share their class list:
-    class index ``i`` must mean the same class to both, else every per-class figure is under the wrong name."""
-    if list(expected) == list(found):
-        return
-    only_model, only_data = [n for n in expected if n not in found], [n for n in found if n not in expected]
-    parts = [f"only in {model_source}: {', '.join(only_model)}"] * bool(only_model)
-    parts += [f"only in {data_source}: {', '.join(only_data)}"] * bool(only_data)
-    if not parts:
-        parts = [f"the same {len(found)} names in another order"]
-    raise DataError(f"the classes of {data_source} differ from those of {model_source} ({'; '.join(parts)})")
-
-
-def model_class_indices(model_names: list[str], data_names: list[str], model_source: str, data_source: str) -> list[int]:
-    """The model's class index of each class of the data, matched by name: the data may hold some of the model's
-    classes, in any order; a class the model lacks is a :class:`DataError` naming it."""
-    unknown = [name for name in data_names if name not in model_names]
-    if unknown:
-        raise DataError(f"{data_source} holds {len(unknown)} class(es) that {model_source} does not predict: "
-                        f"{', '.join(unknown)} (it predicts {len(model_names)}; a folder may hold some of them, "
-                        "never others)")
-    return [model_names.index(name) for name in data_names]
+    names = model.pretrained_cfg.get("label_names") or default_class_names(model.num_classes)
+    return LoadedModel(model.eval(), list(names), None)
 
 
 def run_config(loaded: LoadedModel, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preprocessing and data settings to evaluate with: the run's own (image size, crop, dataset), or the
-    defaults (224, crop 0.875, bicubic: the model's config) for other checkpoints, an artefact's from its metadata;
-    non-``None`` overrides on top (never another image size for an artefact: it runs one)."""
-    base = loaded.run_config or {"batch_size": 64, "workers": 2}
+    model's pretrained_cfg for other checkpoints (a file saved from a run carries the run's; the released weights
+    224, crop 0.875, bicubic), an artefact's from its metadata; non-``None`` overrides on top (never another image
+    size for an artefact: it runs one)."""
+    base = loaded.run_config or {"batch_size": 64, "workers": 2, **preprocessing_settings(loaded.model)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if isinstance(loaded.model, ArtefactModel) and "img_size" in given:
         height, width = loaded.model.info.input_size[1:]

@@ -10,9 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (
-    checkpoint_num_classes, load_native_state_dict, native_record, pretrained_source, read_native_state_dict,
-)
+from .checkpoint import checkpoint_num_classes, load_native_state_dict, pretrained_source, read_weights
+from .data_config import apply_carried_cfg
 from .errors import CheckpointError
 from .models import registry
 from .models.swiftformer import SwiftFormer
@@ -30,7 +29,9 @@ def create_model(
 
     Args:
         pretrained: ``True`` for the released ImageNet-1K weights (through the Hugging Face Hub cache),
-            or a path to any checkpoint :func:`swiftformer.load_checkpoint` reads.
+            or a path to any checkpoint :func:`swiftformer.load_checkpoint` reads, or a training run's
+            ``best.pth``/``last.pth``. A run of ours, or a file saved from one, sets the model's ``pretrained_cfg``
+            to its image size, crop, interpolation and ``label_names``.
         num_classes: classifier size; ``None`` takes the checkpoint's (1000 without one). A ``num_classes``
             that differs from the checkpoint's (or a checkpoint without heads) keeps fresh heads (fine-tuning).
         kwargs: the builder's arguments (:func:`swiftformer.models.create_model`): ``attention`` (``additive``,
@@ -41,8 +42,8 @@ def create_model(
         return registry.create_model(name, num_classes=1000 if num_classes is None else num_classes, **kwargs)
     variant = registry.resolve_variant(name)
     source = pretrained_source(variant, pretrained)
-    record = native_record(source)
-    if record is not None:  # our own file names its variant (it must be this one) and attention (the default)
+    state_dict, fmt, record = read_weights(source, attention=kwargs.get("attention"))
+    if record is not None:  # our own file or run names its variant (it must be this one) and attention (the default)
         if record["variant"] != variant:
             raise CheckpointError(f"{source} holds a {record['variant']}, not a {variant}")
         if kwargs.get("attention") is None:
@@ -50,12 +51,13 @@ def create_model(
         elif kwargs["attention"] != record["attention"]:
             log.warning("%s was saved from a model with attention=%r; building attention=%r as asked",
                         source, record["attention"], kwargs["attention"])
-    state_dict, fmt, _ = read_native_state_dict(source, attention=kwargs.get("attention"))
     checkpoint_classes = checkpoint_num_classes(state_dict)
     fresh_head = num_classes is not None and checkpoint_classes != num_classes
     if num_classes is None:
         num_classes = checkpoint_classes or 1000
     model = registry.create_model(variant, num_classes=num_classes, **kwargs)
     load_native_state_dict(model, state_dict, drop_head=fresh_head)
+    if record is not None:  # the run's preprocessing and class names: resolve_data_config(model) gives eval's
+        apply_carried_cfg(model, record.get("pretrained_cfg"))
     log.info("weights from %s (%s format)%s", source, fmt, "; new classifier head" if fresh_head else "")
     return model

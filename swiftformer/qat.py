@@ -65,7 +65,7 @@ def check_teacher_classes(finetune: str, run: Mapping[str, Any] | None, class_na
     would replace for other classes is untrained, and distilling from it would teach noise. ``run`` is the
     ``finetune`` checkpoint when it is a run of ours (``None`` for other files and Hugging Face folders)."""
     from .checkpoint import checkpoint_num_classes, read_native_state_dict
-    from .inference import check_class_names
+    from .labels import check_class_names
 
     names = run.get("class_names") if run else None  # a run of ours names its classes
     found = len(names) if names else checkpoint_num_classes(read_native_state_dict(finetune)[0])

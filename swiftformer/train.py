@@ -37,13 +37,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import qat
 from .checkpoint import (
-    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load,
+    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load, training_run,
 )
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError, DataError, SwiftFormerError
-from .inference import check_class_names, training_run
+from .labels import check_class_names
 from .losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 from .pretrained import create_model
 from .recipes import TrainConfig, save_config

@@ -31,7 +31,8 @@ def logits(model, x):
 
 
 @pytest.mark.parametrize("fmt,name", [
-    ("native", "w.safetensors"), ("timm", "w.safetensors"), ("timm", "w.pth"), ("official", "w.pth"), ("hf", "hf_dir"),
+    ("native", "w.safetensors"), ("native", "w.pth"), ("timm", "w.safetensors"), ("timm", "w.pth"), ("official", "w.pth"),
+    ("hf", "hf_dir"),
 ])
 def test_save_then_load_every_format(model, x, tmp_path, fmt, name):
     path = swiftformer.save_checkpoint(model, tmp_path / name, format=fmt)
@@ -224,15 +225,40 @@ def test_legacy_official_state_dict_without_wrapper(model, x, tmp_path):
 
 
 # A file is read by its bytes, written as its name says (issue 15, item 8) --------------------------------
-def test_native_save_refuses_a_name_that_promises_another_format(model, tmp_path):
-    with pytest.raises(swiftformer.SwiftFormerError, match=r"native format is a safetensors file: name it x\.safetensors"):
-        swiftformer.save_checkpoint(model, tmp_path / "x.pth")
+def test_official_save_refuses_a_name_that_promises_another_format(model, tmp_path):
     with pytest.raises(swiftformer.SwiftFormerError, match=r"official format is a torch.save file: name it x\.pth"):
         swiftformer.save_checkpoint(model, tmp_path / "x.safetensors", format="official")
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("fmt,name", [("native", "w.safetensors"), ("timm", "w.pth"), ("official", "w.pth")])
+@pytest.mark.parametrize("name", ["w.safetensors", "w.pth"])
+def test_a_native_file_carries_preprocessing_and_class_names(x, tmp_path, name):
+    """What the model's pretrained_cfg says of its input and classes comes back with the weights; a head of
+    another size (fine-tuning) keeps the preprocessing and drops the names."""
+    from swiftformer.inference import load_model
+
+    names = [f"kind {i}" for i in range(4)]
+    model = randomize(swiftformer.create_model("swiftformer_xs", num_classes=4), seed=5)
+    model.pretrained_cfg.update(input_size=(3, 96, 96), crop_pct=1.0, interpolation="bilinear", label_names=names)
+    path = swiftformer.save_checkpoint(model, tmp_path / name)
+    loaded = swiftformer.create_model("swiftformer_xs", pretrained=path)
+    assert loaded.pretrained_cfg == model.pretrained_cfg
+    assert swiftformer.resolve_data_config(loaded)["input_size"] == (3, 96, 96)
+    assert load_model(str(path)).class_names == names
+    tuned = swiftformer.create_model("swiftformer_xs", pretrained=path, num_classes=2)
+    assert "label_names" not in tuned.pretrained_cfg and tuned.pretrained_cfg["crop_pct"] == 1.0
+
+
+def test_a_quantization_aware_run_says_how_to_load_it(model, tmp_path):
+    from swiftformer.recipes import TrainConfig
+
+    config = TrainConfig(model="swiftformer_xs", num_classes=10, qat=True).to_dict()
+    atomic_torch_save({"model": model.state_dict(), "config": config}, tmp_path / "qat.pth")
+    with pytest.raises(swiftformer.CheckpointError, match="quantization-aware run.*inference.load_model"):
+        swiftformer.create_model("swiftformer_xs", pretrained=tmp_path / "qat.pth")
+
+
+@pytest.mark.parametrize("fmt,name", [("native", "w.safetensors"), ("native", "w.pth"), ("timm", "w.pth"), ("official", "w.pth")])
 def test_a_renamed_checkpoint_is_read_by_its_content(model, x, tmp_path, fmt, name):
     path = swiftformer.save_checkpoint(model, tmp_path / name, format=fmt)
     for renamed in (tmp_path / "weights.ckpt", tmp_path / "weights"):

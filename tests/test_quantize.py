@@ -654,7 +654,7 @@ def test_qat_at_a_training_rate_is_warned_before_it_starts(caplog):
 @pytest.mark.slow
 def test_qat_at_another_size_than_the_run_it_refines_is_warned(run, caplog):
     from swiftformer import qat
-    from swiftformer.inference import training_run
+    from swiftformer.checkpoint import training_run
 
     finetuned = training_run(run["checkpoint"])
     with caplog.at_level(logging.WARNING, logger="swiftformer.qat"):

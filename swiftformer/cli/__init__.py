@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("swiftformer.cli.train", "train or fine-tune with a recipe (one process, or torchrun for DDP)"),
     "eval": ("swiftformer.cli.eval", "top-1/top-5 and per-class accuracy of a checkpoint"),
     "predict": ("swiftformer.cli.predict", "top-k classes with probabilities for image files or folders"),
+    "share": ("swiftformer.cli.share", "a run as a folder timm loads (local-dir:, hf-hub:), with a model card; --push "
+              "uploads it"),
     "demo": ("swiftformer.cli.demo", "train, evaluate, fuse, export and time SwiftFormer-XS on the embedded digits"),
     "detect": ("swiftformer.cli.detect", "Mask R-CNN on a SwiftFormer FPN: train, eval, predict (COCO JSON data)"),
     "segment": ("swiftformer.cli.segment", "semantic FPN on a SwiftFormer backbone: train, eval, predict (label PNGs)"),

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import Relabelled, build_dataset, eval_loader
     from ..distributed import cleanup, init_distributed
     from ..engine import evaluate, memory_format
-    from ..inference import load_model, model_class_indices, run_config
+    from ..inference import load_model, run_config
+    from ..labels import model_class_indices
 
     dist_info = init_distributed(args.device)
     try:

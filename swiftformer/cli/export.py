@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from ..artefacts import is_artefact
     from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
     from ..formats import FORMATS
-    from ..inference import default_class_names, load_model
+    from ..inference import load_model
+    from ..labels import default_class_names
     from ..pretrained import create_model
     from . import quiet_converters
 
