@@ -21,12 +21,10 @@ import dataclasses
 from dataclasses import dataclass
 import logging
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
@@ -37,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import qat
 from .checkpoint import (
-    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load,
+    checkpoint_num_classes, load_native_state_dict, safe_torch_load,
 )
 from .data import build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
@@ -46,46 +44,12 @@ from .errors import CheckpointError, DataError, SwiftFormerError
 from .inference import check_class_names, training_run
 from .losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 from .pretrained import create_model
-from .recipes import TrainConfig, save_config
-from .runlog import RunLog, plot_curves
+from .recipes import TrainConfig
+from .rundir import RunDirectory, check_run_directory, restore_rng, rng_state, seed_everything
 
 log = logging.getLogger(__name__)
 # timm's create_scheduler_v2 schedules that training steps per update (plateau steps on a metric, which it never gets)
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
-
-
-# RNG state as tensors and plain values, so checkpoints load with weights_only=True ---------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA generator states of this process."""
-    version, python_state, gauss = random.getstate()
-    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
-    return {
-        "python": torch.tensor(python_state, dtype=torch.int64),
-        "python_version": version,
-        "python_gauss": gauss,
-        "numpy_keys": torch.from_numpy(numpy_keys.astype(np.int64)),
-        "numpy_pos": int(numpy_pos),
-        "numpy_has_gauss": int(numpy_has_gauss),
-        "numpy_gauss": float(numpy_gauss),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # Building blocks -------------------------------------------------------------------------------------------
@@ -203,9 +167,6 @@ def _last_good(path: Path | None) -> str:
 
 
 # The run directory and the checks against the data, all before any training work ---------------------------
-RUN_FILES = ("last.pth", "best.pth", "log.jsonl")  # a folder with one of them holds at least one saved epoch
-
-
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """``config`` with its run directory and file paths absolute, so the saved config means the same from any
     working directory (``eval`` of a run elsewhere, ``--resume`` of a copied run)."""
@@ -214,22 +175,12 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **paths)
 
 
-def check_run_directory(output_dir: Path, resume: str | Path | None, overwrite: bool | None) -> list[Path]:
-    """The files of an earlier run in ``output_dir`` that ``overwrite`` lets this new run delete (before its first
-    write, after every check); without it a new run there is an error: its checkpoints would be replaced and its
-    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too).
-    ``overwrite=None``: the command has no such option (detection and segmentation)."""
-    existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
-    if not existing or (resume and Path(resume).absolute().parent == output_dir.absolute()):
-        return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
-    if not overwrite:
-        replace = ", --overwrite to replace it" if overwrite is False else ""
-        raise SwiftFormerError(
-            f"{output_dir} already holds a run ({', '.join(path.name for path in existing)}): --resume "
-            f"{output_dir / 'last.pth'} to continue it{replace}, or give another --output-dir"
-        )
-    curves = output_dir / "curves.png"
-    return existing + [curves] * curves.exists()
+def check_batch_size(config: TrainConfig) -> None:
+    """BatchNorm normalises each batch by its own statistics while training: it needs two images per process
+    (QAT trains the fused model, whose BatchNorms are folded into the convolutions)."""
+    if config.batch_size < 2 and not config.qat:
+        raise SwiftFormerError(f"--batch-size {config.batch_size}: BatchNorm needs more than one image per process "
+                               "to train; give --batch-size 2 or more")
 
 
 def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainConfig, class_names: list[str]) -> None:
@@ -333,13 +284,20 @@ def main(config: TrainConfig) -> TrainResult:
 
 def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
     config = absolute_paths(config)
+    check_batch_size(config)
     if config.qat:
         qat.check_qat_config(config.finetune, config.resume)
+    with RunDirectory(config.output_dir, dist_info, config.tensorboard, config.progress) as run_dir:
+        try:
+            return _train(config, dist_info, run_dir)
+        except KeyboardInterrupt:
+            raise run_dir.interrupted(f"swiftformer train --resume {run_dir.path / 'last.pth'}") from None
+
+
+def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> TrainResult:
     device, output_dir = dist_info.device, Path(config.output_dir)
     replaced = check_run_directory(output_dir, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
-    if dist_info.is_main:
-        log.info("run directory: %s", output_dir)
     resumed = read_training_checkpoint(config.resume) if config.resume else None
     finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
     if finetuned is not None and finetuned["config"]["model"] != config.model:
@@ -412,13 +370,11 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         seed_everything(config.seed + dist_info.rank)
     del resumed  # its tensors are in the model, EMA and optimizer now
 
-    runlog = RunLog(output_dir, enabled=dist_info.is_main, tensorboard=config.tensorboard, progress=config.progress)
+    # records of epochs after the resumed checkpoint were never saved
+    run_dir.start(config, replaced, keep=lambda record: record.get("epoch", 0) <= start_epoch,
+                  resumed=f"epoch {start_epoch}" if config.resume else None)
+    runlog = run_dir.runlog
     if dist_info.is_main:
-        for path in replaced:
-            path.unlink()
-        runlog.keep_epochs(start_epoch)  # records of epochs after the resumed checkpoint were never saved
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / "config.yaml")
         log.info(
             "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
             config.model, len(datasets.train), num_classes, dist_info.world_size, config.batch_size, config.accum_steps,
@@ -469,17 +425,12 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
             )
         if dist_info.is_main:
             log.info("epoch %d/%d  %s", epoch + 1, config.epochs, _summary(record))
-            if is_best:
-                atomic_torch_save(checkpoint, output_dir / "best.pth")
-            atomic_torch_save(checkpoint, output_dir / "last.pth")
-        runlog.write(record)  # only once the checkpoint holds the epoch: the log never claims an unsaved one
+        run_dir.record(record)
+        run_dir.save(checkpoint, is_best, f"epoch {epoch + 1}")  # then the log: it never claims an unsaved epoch
         last_good = output_dir / "last.pth"
     if start_epoch < end_epoch < config.epochs and dist_info.is_main:
         log.info("stopped after epoch %d of %d (stop_after %d): --resume %s goes on", end_epoch, config.epochs,
                  config.stop_after, output_dir / "last.pth")
-    if dist_info.is_main and runlog.path.is_file():
-        plot_curves(runlog.path, output_dir / "curves.png")
-    runlog.close()
     return TrainResult(record, model, ema.module if ema is not None else None, dist_info.is_main)
 
 
@@ -513,13 +464,7 @@ def resume(
         log.warning("%s was scheduled for %d epochs: its learning-rate schedule now spans %d, from update %d on",
                     path, scheduled, epochs, checkpoint["step"])
     scaler.load_state_dict(checkpoint["scaler"])
-    states = checkpoint["rng"]
-    if len(states) == dist_info.world_size:
-        set_rng_state(states[dist_info.rank])
-    else:
-        log.warning("%s was written by %d process(es), this run has %d: augmentations restart from fresh seeds",
-                    path, len(states), dist_info.world_size)
-        seed_everything(checkpoint["config"]["seed"] + checkpoint["epoch"] * 1000 + dist_info.rank)
+    restore_rng(checkpoint["rng"], dist_info, path, checkpoint["config"]["seed"] + checkpoint["epoch"] * 1000)
     log.info("resumed %s after epoch %d (update %d)", path, checkpoint["epoch"], checkpoint["step"])
     return int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
 
