@@ -37,7 +37,7 @@ from . import qat
 from .checkpoint import (
     checkpoint_num_classes, load_native_state_dict, safe_torch_load,
 )
-from .data import build_datasets, build_loaders
+from .data import Datasets, build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError, DataError, SwiftFormerError
@@ -295,91 +295,130 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
 
 
 def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> TrainResult:
-    device, output_dir = dist_info.device, Path(config.output_dir)
-    replaced = check_run_directory(output_dir, config.resume, config.overwrite)
+    replaced = check_run_directory(run_dir.path, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
+    config, datasets, resumed, finetuned = checked_run(config, dist_info)
+    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
+    training = build_training(config, datasets.class_names, resumed, finetuned, dist_info)
+    train_loader, val_loader = build_loaders(datasets, config, dist_info)
+    training.optimizer = build_optimizer(training.model, config)
+    training.scheduler = build_scheduler(training.optimizer, config, len(train_loader) // config.accum_steps)
+
+    # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
+    start = (0, 0, -1.0)  # epochs done, updates done, best top-1
+    if resumed is not None:
+        start = resume(resumed, config.resume, training, dist_info, config.epochs)
+    else:
+        seed_everything(config.seed + dist_info.rank)
+    del resumed  # its tensors are in the model, EMA and optimizer now
+
+    # records of epochs after the resumed checkpoint were never saved
+    run_dir.start(config, replaced, keep=lambda record: record.get("epoch", 0) <= start[0],
+                  resumed=f"epoch {start[0]}" if config.resume else None)
+    if dist_info.is_main:
+        log.info(
+            "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
+            config.model, len(datasets.train), config.num_classes, dist_info.world_size, config.batch_size,
+            config.accum_steps, dist_info.world_size * config.batch_size * config.accum_steps,
+        )
+    record = train_epochs(config, dist_info, run_dir, training, (train_loader, val_loader), datasets.class_names, start)
+    return TrainResult(record, training.model, training.ema.module if training.ema is not None else None,
+                       dist_info.is_main)
+
+
+def checked_run(config: TrainConfig, dist_info: DistInfo) -> tuple[TrainConfig, Datasets, dict | None, dict | None]:
+    """Every check of the run against its checkpoints and data, before any training work: the config completed
+    (class count, distillation), the data, the ``--resume`` checkpoint and the ``--finetune`` run (if one of ours)."""
     resumed = read_training_checkpoint(config.resume) if config.resume else None
     finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
     if finetuned is not None and finetuned["config"]["model"] != config.model:
         raise CheckpointError(f"--finetune {config.finetune} is a {finetuned['config']['model']} run, and this run "
                               f"builds a {config.model}: give --model {finetuned['config']['model']}")
-    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
-
-    # Data and the checks against it (before any training work), model, EMA, teacher
     datasets = build_datasets(config)
     if resumed is not None:
         check_resumed_classes(config.resume, resumed, config, datasets.class_names)
     num_classes = check_num_classes(config, datasets.class_names)
-    if config.qat and config.finetune:
-        qat.check_teacher_classes(config.finetune, finetuned, datasets.class_names, config.data or config.dataset)
-        qat.warn_if_resized(config.finetune, finetuned, config.img_size)
     if config.qat:
-        qat.warn_if_fast(config.lr)
+        qat.check_run(config.finetune, finetuned, datasets.class_names, config.data or config.dataset, config.img_size,
+                      config.lr)
     if dist_info.is_main and resumed is None:
         warn_about_scale(config, dist_info.world_size)
     config = dataclasses.replace(config, num_classes=num_classes)
     config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
     if resumed is not None:
         check_resumed_config(config.resume, resumed, config)
-    # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose
-    # teacher it is)
+    return config, datasets, resumed, finetuned
+
+
+@dataclass
+class Training:
+    """What the epochs train and with what: the model (and its DDP / compiled wrapper), EMA, loss, optimisation.
+    ``reference``: the model whose top-1 evaluation compares against (QAT: the float model)."""
+
+    model: nn.Module
+    train_model: nn.Module
+    ema: ModelEmaV3 | None
+    criterion: nn.Module
+    mixup: Mixup | None
+    scaler: torch.amp.GradScaler
+    options: StepOptions
+    reference: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+
+
+def build_training(config: TrainConfig, class_names: list[str], resumed: dict | None, finetuned: dict | None,
+                   dist_info: DistInfo) -> Training:
+    """The student (a resumed run's weights come from its checkpoint, filled in by :func:`resume`), its teacher,
+    EMA and loss; QAT trains the fused model through fake quantization, distilled from the float model."""
+    device, num_classes = dist_info.device, config.num_classes
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
-    if finetuned is not None and resumed is None and not config.qat:  # QAT checks the classes are the same
-        matched = match_head_by_class_name(model, finetuned, datasets.class_names)
-        if matched and dist_info.is_main:
-            log.info("%s (%s)", matched, config.finetune)
-    teacher = None
-    if config.qat:  # the fused model through int8 fake quantization; a resumed run's state fills it below
-        float_model = build_model(config, num_classes) if resumed else model
-        teacher = qat.float_teacher(float_model).to(device)
-        model = qat.prepare_qat(model.to(device), config.img_size)
-    elif config.distillation != "none":
-        teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
-        teacher.to(memory_format=memory_format(config.channels_last))
+    if config.qat:  # the float model it refines is the --finetune file, also when resumed
+        quantized = qat.prepare_training(model, build_model(config, num_classes) if resumed else model,
+                                         config.img_size, device)
+        model, teacher, distillation = quantized.model, quantized.teacher, (quantized.distillation, quantized.alpha)
+    else:
+        if finetuned is not None and resumed is None:
+            matched = match_head_by_class_name(model, finetuned, class_names)
+            if matched and dist_info.is_main:
+                log.info("%s (%s)", matched, config.finetune)
+        teacher, distillation = None, (config.distillation, config.distillation_alpha)
+        if config.distillation != "none":
+            teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
+            teacher.to(memory_format=memory_format(config.channels_last))
     model = model.to(device, memory_format=memory_format(config.channels_last))
-    ema = build_ema(model, config)
     train_model: nn.Module = model
     if dist_info.enabled:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         train_model = torch.compile(train_model)
+    mixup = build_mixup(config, num_classes)
+    criterion = DistillationLoss(base_criterion(mixup is not None, config.smoothing), teacher, *distillation,
+                                 config.distillation_tau)
+    return Training(
+        model, train_model, build_ema(model, config), criterion, mixup,
+        torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+        StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode),
+        reference=teacher if config.qat else None,
+    )
 
-    # Optimisation: AdamW, cosine schedule stepped per update, loss scaling for fp16, mixup, loss
-    train_loader, val_loader = build_loaders(datasets, config, dist_info)
-    updates_per_epoch = len(train_loader) // config.accum_steps
-    optimizer = build_optimizer(model, config)
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, updates_per_epoch: int) -> Any:
+    """timm's schedule (cosine by default) with warm-up, stepped per optimizer update."""
     scheduler, _ = create_scheduler_v2(
         optimizer, config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
         warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    mixup = build_mixup(config, num_classes)
-    criterion = DistillationLoss(
-        base_criterion(mixup is not None, config.smoothing), teacher, "soft" if config.qat else config.distillation,
-        1.0 if config.qat else config.distillation_alpha, config.distillation_tau,
-    )
-    options = StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode)
+    return scheduler
 
-    # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
-    start_epoch, step, best_top1 = 0, 0, -1.0
+
+def train_epochs(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory, training: Training,
+                 loaders: tuple[Any, Any], class_names: list[str], start: tuple[int, int, float]) -> dict[str, Any]:
+    """The epochs from ``start`` (epochs done, updates done, best top-1) on, each saved; returns the last record."""
+    device, model, ema = dist_info.device, training.model, training.ema
+    train_loader, val_loader = loaders
+    start_epoch, step, best_top1 = start
     last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
-    if resumed is not None:
-        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler,
-                                              dist_info, config.epochs)
-    else:
-        seed_everything(config.seed + dist_info.rank)
-    del resumed  # its tensors are in the model, EMA and optimizer now
-
-    # records of epochs after the resumed checkpoint were never saved
-    run_dir.start(config, replaced, keep=lambda record: record.get("epoch", 0) <= start_epoch,
-                  resumed=f"epoch {start_epoch}" if config.resume else None)
-    runlog = run_dir.runlog
-    if dist_info.is_main:
-        log.info(
-            "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
-            config.model, len(datasets.train), num_classes, dist_info.world_size, config.batch_size, config.accum_steps,
-            dist_info.world_size * config.batch_size * config.accum_steps,
-        )
     record: dict[str, Any] = {}
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
     if start_epoch >= config.epochs and dist_info.is_main:
@@ -389,8 +428,9 @@ def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> T
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
         try:
             stats, step = train_one_epoch(
-                train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
-                ema=ema, mixup=mixup, options=options, runlog=runlog, world_size=dist_info.world_size,
+                training.train_model, training.criterion, train_loader, training.optimizer, training.scheduler,
+                training.scaler, device, epoch, step, ema=ema, mixup=training.mixup, options=training.options,
+                runlog=run_dir.runlog, world_size=dist_info.world_size,
             )
         except TrainingDiverged as error:
             raise TrainingDiverged(f"{error}; {_last_good(last_good)}") from None
@@ -401,37 +441,50 @@ def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> T
         record = {"epoch": epoch + 1, "step": step, "train_loss": stats.loss, "lr": stats.lr,
                   "images_per_second": stats.images_per_second, "epoch_seconds": stats.seconds}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
-            for prefix, module in (("val", model), ("ema", ema.module if ema is not None else None)):
-                if module is not None:
-                    result = evaluate(module, val_loader, device, num_classes, amp=config.amp,
-                                      channels_last=config.channels_last, runlog=runlog, description=f"{prefix} {epoch + 1}",
-                                      reference=teacher if config.qat else None)
-                    record.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5,
-                                   f"{prefix}_loss": result.loss, f"{prefix}_count": result.count})
-                    if result.agreement is not None:  # QAT: what the int8 export will be checked on
-                        record[f"{prefix}_fp32_agreement"] = result.agreement
-                        qat.warn_if_drifting(result.agreement)
+            record.update(evaluate_epoch(config, training, val_loader, device, run_dir, epoch + 1))
         is_best = record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", -1.0))
         record["time"] = time.time()
-        rng = all_gather_object(rng_state())
-        checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
-                                      config, datasets.class_names, rng)
-        bad = nonfinite_entries(checkpoint)  # on every rank, so all of them stop together
-        if bad:
-            raise TrainingDiverged(
-                f"training diverged: {bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''} hold NaN "
-                f"or Inf after epoch {epoch + 1} (update {step}); not saved, {_last_good(last_good)}"
-            )
+        checkpoint = build_checkpoint(model, ema, training.optimizer, training.scheduler, training.scaler, epoch + 1,
+                                      step, best_top1, config, class_names, all_gather_object(rng_state()))
+        check_finite(checkpoint, epoch + 1, step, last_good)  # on every rank, so all of them stop together
         if dist_info.is_main:
             log.info("epoch %d/%d  %s", epoch + 1, config.epochs, _summary(record))
         run_dir.record(record)
         run_dir.save(checkpoint, is_best, f"epoch {epoch + 1}")  # then the log: it never claims an unsaved epoch
-        last_good = output_dir / "last.pth"
+        last_good = run_dir.path / "last.pth"
     if start_epoch < end_epoch < config.epochs and dist_info.is_main:
         log.info("stopped after epoch %d of %d (stop_after %d): --resume %s goes on", end_epoch, config.epochs,
-                 config.stop_after, output_dir / "last.pth")
-    return TrainResult(record, model, ema.module if ema is not None else None, dist_info.is_main)
+                 config.stop_after, run_dir.path / "last.pth")
+    return record
+
+
+def evaluate_epoch(config: TrainConfig, training: Training, val_loader: Any, device: torch.device,
+                   run_dir: RunDirectory, epoch: int) -> dict[str, Any]:
+    """The log entries of the model's and the EMA's validation after ``epoch`` (1-based)."""
+    entries: dict[str, Any] = {}
+    for prefix, module in (("val", training.model), ("ema", training.ema.module if training.ema is not None else None)):
+        if module is None:
+            continue
+        result = evaluate(module, val_loader, device, config.num_classes, amp=config.amp,
+                          channels_last=config.channels_last, runlog=run_dir.runlog, description=f"{prefix} {epoch}",
+                          reference=training.reference)
+        entries.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5, f"{prefix}_loss": result.loss,
+                        f"{prefix}_count": result.count})
+        if result.agreement is not None:  # QAT: what the int8 export will be checked on
+            entries[f"{prefix}_fp32_agreement"] = result.agreement
+            qat.warn_if_drifting(result.agreement)
+    return entries
+
+
+def check_finite(checkpoint: dict[str, Any], epoch: int, step: int, last_good: Path | None) -> None:
+    """A :class:`TrainingDiverged` naming the tensors of ``checkpoint`` that hold NaN or Inf: it is not saved."""
+    bad = nonfinite_entries(checkpoint)
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged: {bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''} hold NaN "
+            f"or Inf after epoch {epoch} (update {step}); not saved, {_last_good(last_good)}"
+        )
 
 
 def read_training_checkpoint(path: str) -> dict[str, Any]:
@@ -444,14 +497,13 @@ def read_training_checkpoint(path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def resume(
-    checkpoint: dict[str, Any], path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
-    scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo, epochs: int,
-) -> tuple[int, int, float]:
+def resume(checkpoint: dict[str, Any], path: str, training: Training, dist_info: DistInfo,
+           epochs: int) -> tuple[int, int, float]:
     """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``. With another
     ``epochs`` than the run's, the schedule is the one built for it rather than the run's own."""
+    ema, optimizer, scheduler, scaler = training.ema, training.optimizer, training.scheduler, training.scaler
     load_state = qat.load_qat_state if checkpoint["config"].get("qat") else load_native_state_dict
-    load_state(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
+    load_state(training.model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
         if checkpoint.get("ema") is None:
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
