@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -237,6 +238,9 @@ def warn_about_scale(config: TrainConfig, world_size: int) -> None:
 def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     """The class count to build the head with: the data's. A ``num_classes`` that differs is an error, also a
     larger one (its extra outputs would never be trained, and predictions could name classes that do not exist)."""
+    if len(class_names) < 2:  # a one-class classifier answers that class for every image: top-1 100 %, loss 0
+        raise DataError(f"{config.data or config.dataset} has one class ({class_names[0] if class_names else 'none'}):"
+                        " a classifier learns to tell classes apart, give it two or more class folders")
     if config.num_classes is not None and config.num_classes != len(class_names):
         shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
         raise DataError(
@@ -246,15 +250,22 @@ def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     return len(class_names)
 
 
-def without_unfit_teacher(config: TrainConfig) -> TrainConfig:
+def without_unfit_teacher(config: TrainConfig, asked: bool = False) -> TrainConfig:
     """``config`` without distillation when the released teacher (no ``teacher_checkpoint``) predicts other classes
     than the data has, e.g. the ImageNet recipe's RegNetY on one's own folder; decided from the teacher's config,
-    before anything is downloaded. A teacher checkpoint of the wrong class count stays an error."""
+    before anything is downloaded. Distillation the user ``asked`` for (``--distillation``, ``--teacher``) is an
+    error instead: it cannot be done as asked, and a run without it is not the one asked for. A teacher checkpoint
+    of the wrong class count stays an error."""
     if config.distillation == "none" or config.teacher_checkpoint:
         return config
     teacher_classes = released_teacher_classes(config.teacher)
     if teacher_classes == config.num_classes:
         return config
+    if asked:
+        raise SwiftFormerError(
+            f"--distillation {config.distillation} --teacher {config.teacher}: the teacher's released weights predict "
+            f"{teacher_classes} classes, the data has {config.num_classes}; give --teacher-checkpoint of a teacher "
+            "trained on these classes, or --distillation none")
     log.warning("training without distillation: the teacher %s predicts %d classes, the data has %d "
                 "(give --teacher-checkpoint of a teacher trained on these classes to distil)",
                 config.teacher, teacher_classes, config.num_classes)
@@ -273,31 +284,33 @@ class TrainResult:
     is_main: bool = True
 
 
-def main(config: TrainConfig) -> TrainResult:
-    """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job."""
+def main(config: TrainConfig, asked: Collection[str] = ()) -> TrainResult:
+    """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job. ``asked``: the settings the
+    user gave (the command line's), which the run must not change: without ``img_size`` a QAT run takes its
+    ``--finetune`` run's, without ``distillation``/``teacher`` a teacher of other classes is dropped with a warning."""
     dist_info = init_distributed(config.device, config.dist_timeout)
     try:
-        return train(config, dist_info)
+        return train(config, dist_info, asked)
     finally:
         cleanup()
 
 
-def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
+def train(config: TrainConfig, dist_info: DistInfo, asked: Collection[str] = ()) -> TrainResult:
     config = absolute_paths(config)
     check_batch_size(config)
     if config.qat:
         qat.check_qat_config(config.finetune, config.resume)
     with RunDirectory(config.output_dir, dist_info, config.tensorboard, config.progress) as run_dir:
         try:
-            return _train(config, dist_info, run_dir)
+            return _train(config, dist_info, run_dir, asked)
         except KeyboardInterrupt:
             raise run_dir.interrupted(f"swiftformer train --resume {run_dir.path / 'last.pth'}") from None
 
 
-def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> TrainResult:
+def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory, asked: Collection[str]) -> TrainResult:
     replaced = check_run_directory(run_dir.path, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
-    config, datasets, resumed, finetuned = checked_run(config, dist_info)
+    config, datasets, resumed, finetuned = checked_run(config, dist_info, asked)
     seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
     training = build_training(config, datasets.class_names, resumed, finetuned, dist_info)
     train_loader, val_loader = build_loaders(datasets, config, dist_info)
@@ -326,11 +339,19 @@ def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory) -> T
                        dist_info.is_main)
 
 
-def checked_run(config: TrainConfig, dist_info: DistInfo) -> tuple[TrainConfig, Datasets, dict | None, dict | None]:
+def checked_run(config: TrainConfig, dist_info: DistInfo,
+                asked: Collection[str] = ()) -> tuple[TrainConfig, Datasets, dict | None, dict | None]:
     """Every check of the run against its checkpoints and data, before any training work: the config completed
-    (class count, distillation), the data, the ``--resume`` checkpoint and the ``--finetune`` run (if one of ours)."""
+    (class count, distillation, a QAT run's image size), the data, the ``--resume`` checkpoint and the
+    ``--finetune`` run (if one of ours). ``asked``: see :func:`main`."""
     resumed = read_training_checkpoint(config.resume) if config.resume else None
+    if resumed is not None and resumed["config"]["model"] != config.model:  # said before its --finetune is read
+        raise CheckpointError(f"--resume {config.resume} continues a {resumed['config']['model']} run, and this asks "
+                              f"for a {config.model}: leave --model out, or start a new run with --finetune "
+                              f"{config.resume}")
     finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
+    if config.qat and resumed is None and "img_size" not in asked and finetuned and finetuned["config"].get("img_size"):
+        config = dataclasses.replace(config, img_size=finetuned["config"]["img_size"])  # quantize the model trained
     if finetuned is not None and finetuned["config"]["model"] != config.model:
         raise CheckpointError(f"--finetune {config.finetune} is a {finetuned['config']['model']} run, and this run "
                               f"builds a {config.model}: give --model {finetuned['config']['model']}")
@@ -344,7 +365,8 @@ def checked_run(config: TrainConfig, dist_info: DistInfo) -> tuple[TrainConfig, 
     if dist_info.is_main and resumed is None:
         warn_about_scale(config, dist_info.world_size)
     config = dataclasses.replace(config, num_classes=num_classes)
-    config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
+    asked_teacher = bool({"distillation", "teacher"} & set(asked))
+    config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config, asked_teacher)
     if resumed is not None:
         check_resumed_config(config.resume, resumed, config)
     return config, datasets, resumed, finetuned
@@ -521,8 +543,13 @@ def resume(checkpoint: dict[str, Any], path: str, training: Training, dist_info:
     return int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
 
 
+def _loss(value: float) -> str:
+    """Four decimals, or two significant digits for a loss below 0.001 (a QAT run's 2.5e-06 is not 0.0000)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2g}"
+
+
 def _summary(record: dict[str, Any]) -> str:
-    parts = [f"loss {record['train_loss']:.4f}", f"lr {record['lr']:.3g}", f"{record['images_per_second']:.1f} img/s"]
+    parts = [f"loss {_loss(record['train_loss'])}", f"lr {record['lr']:.3g}", f"{record['images_per_second']:.1f} img/s"]
     for prefix, name in (("val", "top-1"), ("ema", "EMA top-1")):
         if f"{prefix}_top1" in record:
             parts.append(f"{name} {record[f'{prefix}_top1']:.2f} %")

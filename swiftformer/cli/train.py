@@ -80,12 +80,15 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..recipes import parse_set
     from ..rundir import RunInterrupted
     from ..train import main
 
     config = resolve_config(args)
+    asked = {dest for dest, _ in [*FLAGS.values(), *SWITCHES.values()] if getattr(args, dest) is not None}
+    asked |= set(parse_set(args.set))
     try:
-        result = main(config)  # a read-only --output-dir, or a file there, fails before any training work
+        result = main(config, asked)  # a read-only --output-dir, or a file there, fails before any training work
     except RunInterrupted as interrupted:
         print(f"swiftformer train: {interrupted}", file=sys.stderr)
         return 130
