@@ -33,14 +33,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_native_state_dict, safe_torch_load
-from ..data import Datasets, build_datasets
+from ..data import Datasets
 from ..distributed import DistInfo, ShardSampler, all_gather_object, cleanup, init_distributed
 from ..engine import AMP_DTYPES, autocast, unwrap_model
 from ..errors import DataError, SwiftFormerError
 from ..rundir import RunDirectory, check_run_directory, restore_rng, rng_state, seed_everything
 from ..runlog import RunLog
 from .config import DenseConfig, config_from_dict
-from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation
+from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation, dense_datasets
 from .metrics import ConfusionMatrix, coco_evaluate, detections_to_coco, gather_detections
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,6 @@ def build_optimizer(model: nn.Module, config: DenseConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-SCHEDULES = ("step", "poly")  # what lr_factor decays by
-
-
 def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at each iteration: linear warm-up, then step or poly decay."""
     milestones = [m * iters_per_unit for m in config.milestones]
@@ -82,7 +79,7 @@ def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Cal
     def factor(iteration: int) -> float:
         if config.sched == "step":
             decay = config.gamma ** sum(iteration >= m for m in milestones)
-        else:  # poly (DenseConfig checks sched against SCHEDULES)
+        else:  # poly (DenseConfig checks sched against its SCHEDULES)
             decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
         if iteration < config.warmup_iters:
             decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters
@@ -208,7 +205,7 @@ class Optimisation:
 def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None, run_dir: RunDirectory) -> dict[str, Any]:
     check_run_directory(run_dir.path, resume, overwrite=None)  # a new run would replace its checkpoints, append to its log
     seed_everything(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
-    datasets = build_datasets(config)
+    datasets = dense_datasets(config)
     num_classes = len(datasets.class_names) if config.task == "detection" else config.num_classes
     model = build_task_model(config, num_classes).to(dist_info.device)
     if dist_info.enabled and config.sync_bn:
@@ -377,7 +374,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict[str, Any] | None = Non
     model, config, _ = load_trained(path, overrides)
     dist_info = init_distributed(config.device)
     try:
-        datasets = build_datasets(config, train=False)
+        datasets = dense_datasets(config, train=False)
         _, _, val_loader = make_loaders(config, datasets, dist_info)
         model = model.to(dist_info.device)
         return evaluate(model, config, datasets, val_loader, dist_info.device, RunLog(".", enabled=False))
