@@ -10,9 +10,9 @@ One node, 8 GPUs; many nodes (run the same command on each, or see ``scripts/slu
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
         -m swiftformer train --config swiftformer_xs --data /data/imagenet
 
-A run directory holds ``config.yaml`` (the resolved recipe), ``log.jsonl`` (one record per epoch),
-``last.pth`` and ``best.pth`` (plain-dict checkpoints, ``torch.load(weights_only=True)``-safe, written
-atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
+A run directory (:mod:`swiftformer.rundir`, locked while a run writes there) holds ``config.yaml`` (the resolved
+recipe), ``log.jsonl`` (one record per saved epoch), ``last.pth`` and ``best.pth`` (plain-dict checkpoints,
+``torch.load(weights_only=True)``-safe, written atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
 ``--qat --finetune RUN/best.pth`` fine-tunes the fused model through int8 fake quantization (:mod:`swiftformer.qat`).
 """
 from __future__ import annotations
@@ -208,10 +208,12 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
-def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainConfig) -> None:
-    """A :class:`SwiftFormerError` naming the settings that differ from the run's own when ``--resume`` asks
-    for others than :data:`RESUME_MAY_CHANGE`."""
+def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainConfig,
+                         keys: Collection[str] | None = None) -> None:
+    """A :class:`SwiftFormerError` naming the settings (of ``keys``, default all) that differ from the run's own
+    when ``--resume`` asks for others than :data:`RESUME_MAY_CHANGE`."""
     saved, given = checkpoint["config"], config.to_dict()
+    given = given if keys is None else {key: given[key] for key in keys}
     done = checkpoint["epoch"]
     if config.epochs <= done and config.epochs != saved.get("epochs"):  # nothing to train, and a config that lies
         raise SwiftFormerError(f"--epochs {config.epochs}: {path} has trained {done} epochs of its "
@@ -311,11 +313,10 @@ def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory, aske
     replaced = check_run_directory(run_dir.path, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
     config, datasets, resumed, finetuned = checked_run(config, dist_info, asked)
-    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
-    training = build_training(config, datasets.class_names, resumed, finetuned, dist_info)
     train_loader, val_loader = build_loaders(datasets, config, dist_info)
-    training.optimizer = build_optimizer(training.model, config)
-    training.scheduler = build_scheduler(training.optimizer, config, len(train_loader) // config.accum_steps)
+    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
+    training = build_training(config, datasets.class_names, resumed, finetuned, dist_info,
+                              updates_per_epoch=len(train_loader) // config.accum_steps)
 
     # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
     start = (0, 0, -1.0)  # epochs done, updates done, best top-1
@@ -345,10 +346,8 @@ def checked_run(config: TrainConfig, dist_info: DistInfo,
     (class count, distillation, a QAT run's image size), the data, the ``--resume`` checkpoint and the
     ``--finetune`` run (if one of ours). ``asked``: see :func:`main`."""
     resumed = read_training_checkpoint(config.resume) if config.resume else None
-    if resumed is not None and resumed["config"]["model"] != config.model:  # said before its --finetune is read
-        raise CheckpointError(f"--resume {config.resume} continues a {resumed['config']['model']} run, and this asks "
-                              f"for a {config.model}: leave --model out, or start a new run with --finetune "
-                              f"{config.resume}")
+    if resumed is not None:  # another model is said before the run's --finetune file is read (and blamed)
+        check_resumed_config(config.resume, resumed, config, keys=("model",))
     finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
     if config.qat and resumed is None and "img_size" not in asked and finetuned and finetuned["config"].get("img_size"):
         config = dataclasses.replace(config, img_size=finetuned["config"]["img_size"])  # quantize the model trained
@@ -382,29 +381,31 @@ class Training:
     ema: ModelEmaV3 | None
     criterion: nn.Module
     mixup: Mixup | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
     scaler: torch.amp.GradScaler
     options: StepOptions
     reference: nn.Module | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: Any = None
 
 
 def build_training(config: TrainConfig, class_names: list[str], resumed: dict | None, finetuned: dict | None,
-                   dist_info: DistInfo) -> Training:
+                   dist_info: DistInfo, updates_per_epoch: int) -> Training:
     """The student (a resumed run's weights come from its checkpoint, filled in by :func:`resume`), its teacher,
-    EMA and loss; QAT trains the fused model through fake quantization, distilled from the float model."""
+    EMA, loss and optimisation (AdamW, a schedule stepped per update, loss scaling for fp16); QAT trains the fused
+    model through fake quantization, distilled from the float model."""
     device, num_classes = dist_info.device, config.num_classes
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
     if config.qat:  # the float model it refines is the --finetune file, also when resumed
         quantized = qat.prepare_training(model, build_model(config, num_classes) if resumed else model,
                                          config.img_size, device)
         model, teacher, distillation = quantized.model, quantized.teacher, (quantized.distillation, quantized.alpha)
+        reference: nn.Module | None = quantized.teacher
     else:
         if finetuned is not None and resumed is None:
             matched = match_head_by_class_name(model, finetuned, class_names)
             if matched and dist_info.is_main:
                 log.info("%s (%s)", matched, config.finetune)
-        teacher, distillation = None, (config.distillation, config.distillation_alpha)
+        teacher, distillation, reference = None, (config.distillation, config.distillation_alpha), None
         if config.distillation != "none":
             teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
             teacher.to(memory_format=memory_format(config.channels_last))
@@ -417,11 +418,12 @@ def build_training(config: TrainConfig, class_names: list[str], resumed: dict | 
     mixup = build_mixup(config, num_classes)
     criterion = DistillationLoss(base_criterion(mixup is not None, config.smoothing), teacher, *distillation,
                                  config.distillation_tau)
+    optimizer = build_optimizer(model, config)
     return Training(
-        model, train_model, build_ema(model, config), criterion, mixup,
-        torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+        model, train_model, build_ema(model, config), criterion, mixup, optimizer,
+        build_scheduler(optimizer, config, updates_per_epoch), torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
         StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode),
-        reference=teacher if config.qat else None,
+        reference,
     )
 
 

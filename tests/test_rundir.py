@@ -224,3 +224,27 @@ def test_a_run_that_fails_its_checks_leaves_no_folder_behind(tmp_path, capsys):
     run = tmp_path / "run"
     user_error([*RUN, "--num-classes", "3", "--output-dir", str(run)], capsys, "--num-classes 3 does not match")
     assert not run.exists()
+
+
+def test_a_dense_run_reads_its_loss_once_per_log_interval(monkeypatch, segmentation_data, tmp_path):
+    """``Tensor.item()`` waits for the device: the loop sums the loss on it and reads it per log record."""
+    import torch
+
+    from swiftformer.dense.config import load_config
+
+    reads = []
+    real_item = torch.Tensor.item
+
+    def item(tensor):
+        caller = sys._getframe(1).f_code
+        if caller.co_filename == swiftformer.dense.engine.__file__:
+            reads.append(caller.co_name)
+        return real_item(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    monkeypatch.setattr(swiftformer.dense.engine, "evaluate", lambda *args, **kwargs: {"mIoU": 50.0})
+    config = load_config("pennfudan_semantic_fpn_xs", {
+        "data": str(segmentation_data), "output_dir": str(tmp_path / "run"), "iterations": 6, "eval_interval": 6,
+        "log_interval": 3, "warmup_iters": 1, "img_size": 40, "crop_size": 32, "batch_size": 2, "workers": 0})
+    swiftformer.dense.engine.train(config)
+    assert sorted(reads) == ["<dictcomp>", "<dictcomp>", "checked_mean", "checked_mean"], reads  # iterations 3, 6

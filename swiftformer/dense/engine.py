@@ -222,9 +222,10 @@ def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None, 
     # records past the resumed checkpoint were never saved
     run_dir.start(config, [], keep=lambda record: record.get("iteration", 0) <= iteration,
                   resumed=f"iteration {iteration}" if resume is not None else None)
-    log.info("%s: %s, %d train / %d val images, %d iterations of %dx%d (%d per epoch)", config.task, config.model,
-             len(datasets.train), len(datasets.val), total_iters, config.batch_size, dist_info.world_size,
-             iters_per_epoch)
+    if dist_info.is_main:
+        log.info("%s: %s, %d train / %d val images, %d iterations of %dx%d (%d per epoch)", config.task, config.model,
+                 len(datasets.train), len(datasets.val), total_iters, config.batch_size, dist_info.world_size,
+                 iters_per_epoch)
     try:
         return _loop(config, dist_info, run_dir, training, datasets, (train_loader, sampler, val_loader),
                      iteration, best, total_iters)
@@ -301,7 +302,8 @@ def _loop(config: DenseConfig, dist_info: DistInfo, run_dir: RunDirectory, train
                 checkpoint = build_checkpoint(model, optimizer, training.scheduler, training.scaler,
                                               iteration // iters_per_epoch, iteration, best, config, datasets, metrics,
                                               all_gather_object(rng_state()))
-                log.info("iteration %d/%d: %s", iteration, total_iters, summary(metrics))
+                if dist_info.is_main:
+                    log.info("iteration %d/%d: %s", iteration, total_iters, summary(metrics))
                 run_dir.save(checkpoint, is_best, f"iteration {iteration}")  # then the log records it holds
     return metrics
 
