@@ -167,7 +167,7 @@ class RunDirectory:
             if same:
                 break
             os.close(fd)
-        with contextlib.suppress(OSError):  # who holds the lock, for the message of a second run (a full disk: not said)
+        with contextlib.suppress(OSError):  # who holds the lock, for a second run's message (a full disk: unsaid)
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd

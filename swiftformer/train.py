@@ -12,7 +12,8 @@ One node, 8 GPUs; many nodes (run the same command on each, or see ``scripts/slu
 
 A run directory (:mod:`swiftformer.rundir`, locked while a run writes there) holds ``config.yaml`` (the resolved
 recipe), ``log.jsonl`` (one record per saved epoch), ``last.pth`` and ``best.pth`` (plain-dict checkpoints,
-``torch.load(weights_only=True)``-safe, written atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
+``torch.load(weights_only=True)``-safe, written atomically) and ``curves.png``. ``--resume RUN/last.pth``
+continues exactly where the run stopped.
 ``--qat --finetune RUN/best.pth`` fine-tunes the fused model through int8 fake quantization (:mod:`swiftformer.qat`).
 """
 from __future__ import annotations
@@ -365,7 +366,10 @@ def checked_run(config: TrainConfig, dist_info: DistInfo,
         warn_about_scale(config, dist_info.world_size)
     config = dataclasses.replace(config, num_classes=num_classes)
     asked_teacher = bool({"distillation", "teacher"} & set(asked))
-    config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config, asked_teacher)
+    if config.qat:  # QAT distils from its float model (qat.QatTraining), not from the recipe's teacher
+        config = dataclasses.replace(config, distillation="none")
+    else:
+        config = without_unfit_teacher(config, asked_teacher)
     if resumed is not None:
         check_resumed_config(config.resume, resumed, config)
     return config, datasets, resumed, finetuned
@@ -421,7 +425,8 @@ def build_training(config: TrainConfig, class_names: list[str], resumed: dict | 
     optimizer = build_optimizer(model, config)
     return Training(
         model, train_model, build_ema(model, config), criterion, mixup, optimizer,
-        build_scheduler(optimizer, config, updates_per_epoch), torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+        build_scheduler(optimizer, config, updates_per_epoch),
+        torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
         StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode),
         reference,
     )

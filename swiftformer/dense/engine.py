@@ -202,8 +202,10 @@ class Optimisation:
     scaler: torch.amp.GradScaler
 
 
-def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None, run_dir: RunDirectory) -> dict[str, Any]:
-    check_run_directory(run_dir.path, resume, overwrite=None)  # a new run would replace its checkpoints, append to its log
+def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None,
+           run_dir: RunDirectory) -> dict[str, Any]:
+    # a new run would replace an earlier run's checkpoints and append to its log
+    check_run_directory(run_dir.path, resume, overwrite=None)
     seed_everything(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
     datasets = dense_datasets(config)
     num_classes = len(datasets.class_names) if config.task == "detection" else config.num_classes
@@ -296,7 +298,8 @@ def _loop(config: DenseConfig, dist_info: DistInfo, run_dir: RunDirectory, train
             if evaluating:
                 metrics = evaluate(ddp_model, config, datasets, val_loader, device, run_dir.runlog)
                 ddp_model.train()
-                run_dir.record({"iteration": iteration, "epoch": epoch, **metrics, "seconds": time.perf_counter() - start})
+                run_dir.record({"iteration": iteration, "epoch": epoch, **metrics,
+                                "seconds": time.perf_counter() - start})
                 is_best = metrics.get(headline, -math.inf) > best
                 best = max(best, metrics.get(headline, -math.inf))
                 checkpoint = build_checkpoint(model, optimizer, training.scheduler, training.scaler,
