@@ -57,16 +57,27 @@ def follow_umask(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
-def write_error(path: Path, error: BaseException) -> OutputError | None:
+def disk_full(directory: Path) -> bool:
+    """Whether the file system of ``directory`` has (almost) no space left for us: less than a megabyte."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 2**20
+
+
+def write_error(path: Path, error: BaseException, full: bool = False) -> OutputError | None:
     """The one-line error for a write of ``path`` that failed for a reason of the user's disk, else ``None``.
 
-    A full disk inside ``torch.save`` arrives as the C++ writer's RuntimeError ("file write failed"), with the
-    OSError, if any, chained to it."""
+    A full disk inside ``torch.save`` arrives as the C++ zip writer's RuntimeError ("file write failed", or
+    "unexpected pos" when a write came up short), with no errno: ``full`` says the disk was measured full when
+    the write failed."""
     causes = [error, error.__cause__, error.__context__]
     os_error = next((e for e in causes if isinstance(e, OSError)), None)
     kept = f"; the previous {path.name} is intact" if path.exists() else ""
-    if (os_error is not None and os_error.errno in (errno.ENOSPC, errno.EDQUOT)) or "write failed" in str(error):
-        return OutputError(f"no space left on the device to write {path}{kept} (free some space, then run again)")
+    short_write = isinstance(error, RuntimeError) and ("write failed" in str(error) or full)
+    if (os_error is not None and os_error.errno in (errno.ENOSPC, errno.EDQUOT)) or short_write:
+        return OutputError(f"cannot write {path}: No space left on device{kept} (free some space, then run again)")
     if os_error is not None and os_error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write {path}: {os_error.strerror}{kept}")
     return None
@@ -94,8 +105,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
+        full = disk_full(path.parent)  # measured before the unlink gives the space back
         tmp.unlink(missing_ok=True)
-        if isinstance(error, Exception) and (mapped := write_error(path, error)) is not None:
+        if isinstance(error, Exception) and (mapped := write_error(path, error, full)) is not None:
             raise mapped from None
         raise
     _fsync_dir(path.parent)

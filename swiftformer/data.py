@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,9 +29,6 @@ from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
 from .recipes import TrainConfig
-
-if TYPE_CHECKING:
-    from .dense.config import DenseConfig
 
 log = logging.getLogger(__name__)
 
@@ -264,16 +261,9 @@ def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> t
     return _subset(dataset, config.train_subset if is_train else config.val_subset), names
 
 
-def build_datasets(config: TrainConfig | DenseConfig, train: bool = True) -> Datasets:
-    """The splits of a run of either task family (``train=False``: validation only).
-
-    Classification: train and val of ``config.dataset``, whose class folders must agree. Dense prediction:
-    :func:`swiftformer.dense.data.dense_datasets`.
-    """
-    if not isinstance(config, TrainConfig):
-        from .dense.data import dense_datasets
-
-        return dense_datasets(config, train)
+def build_datasets(config: TrainConfig, train: bool = True) -> Datasets:
+    """The train and val splits of a classification run (``train=False``: val only), whose class folders must
+    agree. (The dense tasks' are :func:`swiftformer.dense.data.dense_datasets`.)"""
     if not train:
         val, names = build_dataset(None, config, "val")
         return Datasets(None, val, names)

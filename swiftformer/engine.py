@@ -112,7 +112,8 @@ def train_one_epoch(
     first_bad_update = torch.full((), -1, device=device, dtype=torch.int64)  # kept on the device: no sync per step
     seen = 0
     start = time.perf_counter()
-    progress = (runlog or RunLog(".", enabled=False)).progress(islice(loader, updates * accum), updates * accum, f"epoch {epoch}")
+    progress = (runlog or RunLog(".", enabled=False)).progress(islice(loader, updates * accum), updates * accum,
+                                                               f"epoch {epoch + 1}")  # counted from 1, as the summary
     optimizer.zero_grad(set_to_none=True)
     for index, (images, targets) in enumerate(progress):
         images = images.to(device, non_blocking=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -74,6 +75,35 @@ def check_teacher_classes(finetune: str, run: Mapping[str, Any] | None, class_na
                         f"{len(class_names)}: train a float model on these classes first, then --qat --finetune it")
     if names:
         check_class_names(list(names), class_names, finetune, data)
+
+
+def check_run(finetune: str | None, run: Mapping[str, Any] | None, class_names: list[str], data: str, img_size: int,
+              lr: float) -> None:
+    """QAT's checks and warnings against the data, before any training work (``run``: the ``finetune``
+    checkpoint when it is a run of ours)."""
+    if finetune:
+        check_teacher_classes(finetune, run, class_names, data)
+        warn_if_resized(finetune, run, img_size)
+    warn_if_fast(lr)
+
+
+@dataclass
+class QatTraining:
+    """What a QAT run trains and learns from: the fused model through int8 fake quantization, and the frozen
+    fused float model, whose soft targets it learns (labels unused: :func:`float_teacher`) and whose top-1
+    its own is measured against (the agreement every int8 export is checked on)."""
+
+    model: nn.Module
+    teacher: nn.Module
+    distillation: str = "soft"
+    alpha: float = 1.0
+
+
+def prepare_training(model: nn.Module, float_model: nn.Module, img_size: int, device: torch.device) -> QatTraining:
+    """``model`` (whose weights a resumed run's checkpoint then replaces) prepared for QAT on ``device``, and the
+    teacher made from ``float_model`` (the ``--finetune`` weights; for a fresh run ``model`` itself)."""
+    teacher = float_teacher(float_model).to(device)
+    return QatTraining(prepare_qat(model.to(device), img_size), teacher)
 
 
 def float_teacher(model: nn.Module) -> nn.Module:

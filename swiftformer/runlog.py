@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ class RunLog:
         self.enabled, self.show_progress = enabled, progress and enabled
         self.path = self.output_dir / "log.jsonl"
         self.writer = None
+        self.bar: Progress | None = None  # the newest, closed with the log: an error leaves no half-drawn bar
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -36,15 +37,24 @@ class RunLog:
 
     def progress(self, iterable: Iterable[T], total: int, description: str) -> "Progress[T]":
         """A tqdm bar on rank 0 (ETA included); ``.update(**values)`` sets its postfix."""
-        return Progress(iterable, total, description, self.show_progress)
+        self.bar = Progress(iterable, total, description, self.show_progress)
+        return self.bar
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` to ``log.jsonl`` and send its numbers to TensorBoard."""
         if not self.enabled:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        with open(self.path, "ab", buffering=0) as handle:  # unbuffered: a failed write fails here, not at close
+            size = handle.seek(0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(line):
+                    written += handle.write(line[written:])
+            except OSError:  # a full disk: no half record, the log reads back
+                handle.truncate(size)
+                raise
         if self.writer is not None:
             step = record.get("epoch", 0)
             for key, value in record.items():
@@ -52,12 +62,12 @@ class RunLog:
                     self.writer.add_scalar(key.replace("_", "/", 1), value, step)
             self.writer.flush()
 
-    def keep_epochs(self, epochs: int) -> None:
-        """Drop the records of epochs after ``epochs`` (those a resumed checkpoint does not hold), atomically."""
+    def keep(self, wanted: Callable[[dict[str, Any]], bool]) -> None:
+        """Keep only the records ``wanted`` accepts (those a resumed checkpoint holds), atomically."""
         if not self.enabled or not self.path.is_file():
             return
         records = read_log(self.path)
-        kept = [record for record in records if record.get("epoch", 0) <= epochs]
+        kept = [record for record in records if wanted(record)]
         if len(kept) < len(records):
             from .checkpoint import atomic_write
 
@@ -65,6 +75,8 @@ class RunLog:
             atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
         if self.writer is not None:
             self.writer.close()
 
@@ -80,12 +92,15 @@ class Progress(Iterator[T]):
         try:
             item = next(self.iterator)
         except StopIteration:
-            if self.bar is not None:
-                self.bar.close()
+            self.close()
             raise
         if self.bar is not None:
             self.bar.update(1)
         return item
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def update(self, **values: float) -> None:
         if self.bar is not None:
@@ -97,31 +112,46 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+# What the right-hand plot of curves.png shows, where the log has it: classification's top-1, the dense tasks' metrics
+VALIDATION_CURVES = (("val_top1", "model top-1"), ("ema_top1", "EMA top-1"), ("mIoU", "mIoU"), ("bbox_AP", "box AP"),
+                     ("segm_AP", "mask AP"))
+
+
 def plot_curves(log_path: str | Path, png_path: str | Path) -> Path:
-    """Training loss and val top-1 (model and EMA) per epoch, as a PNG (matplotlib, no display needed)."""
+    """:func:`curves_figure` of the log at ``log_path``, as a PNG (matplotlib, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_log(log_path)
-    epochs = [r["epoch"] for r in records]
-    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [r["train_loss"] for r in records], marker="o", label="train")
-    if any("val_loss" in r for r in records):
-        loss_axis.plot(epochs, [r.get("val_loss", math.nan) for r in records], marker="o", label="val")
-    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
-    loss_axis.legend()
-    for key, label in (("val_top1", "model"), ("ema_top1", "EMA")):
-        if any(key in r for r in records):
-            acc_axis.plot(epochs, [r.get(key, math.nan) for r in records], marker="o", label=label)
-    acc_axis.set(xlabel="epoch", ylabel="top-1 (%)", title="val top-1")
-    acc_axis.legend()
+    from .checkpoint import atomic_write
+
+    figure = curves_figure(read_log(log_path))
+    try:
+        return atomic_write(png_path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(figure)
+
+
+def curves_figure(records: list[dict[str, Any]]) -> Any:
+    """Training loss and the validation metrics per epoch (classification) or iteration (detection, segmentation)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    step = "iteration" if any("iteration" in r for r in records) else "epoch"
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, curves, title in ((loss_axis, (("train_loss", "train"), ("val_loss", "val")), "loss"),
+                                (metric_axis, VALIDATION_CURVES, "validation")):
+        for key, label in curves:
+            points = [(r[step], r[key]) for r in records if key in r and step in r]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set(xlabel=step, title=title)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs and iterations are whole
+        if axis.lines:
+            axis.legend()
     figure.tight_layout()
-    png_path = Path(png_path)
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
-    return png_path
+    return figure
 
 
 @contextlib.contextmanager

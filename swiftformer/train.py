@@ -10,9 +10,10 @@ One node, 8 GPUs; many nodes (run the same command on each, or see ``scripts/slu
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
         -m swiftformer train --config swiftformer_xs --data /data/imagenet
 
-A run directory holds ``config.yaml`` (the resolved recipe), ``log.jsonl`` (one record per epoch),
-``last.pth`` and ``best.pth`` (plain-dict checkpoints, ``torch.load(weights_only=True)``-safe, written
-atomically) and ``curves.png``. ``--resume RUN/last.pth`` continues exactly where the run stopped.
+A run directory (:mod:`swiftformer.rundir`, locked while a run writes there) holds ``config.yaml`` (the resolved
+recipe), ``log.jsonl`` (one record per saved epoch), ``last.pth`` and ``best.pth`` (plain-dict checkpoints,
+``torch.load(weights_only=True)``-safe, written atomically) and ``curves.png``. ``--resume RUN/last.pth``
+continues exactly where the run stopped.
 ``--qat --finetune RUN/best.pth`` fine-tunes the fused model through int8 fake quantization (:mod:`swiftformer.qat`).
 """
 from __future__ import annotations
@@ -21,12 +22,11 @@ import dataclasses
 from dataclasses import dataclass
 import logging
 import os
-import random
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
-import numpy as np
 import torch
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
@@ -37,55 +37,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import qat
 from .checkpoint import (
-    atomic_torch_save, checkpoint_num_classes, load_native_state_dict, safe_torch_load, training_run,
+    checkpoint_num_classes, load_native_state_dict, safe_torch_load, training_run,
 )
-from .data import build_datasets, build_loaders
+from .data import Datasets, build_datasets, build_loaders
 from .distributed import DistInfo, all_gather_object, broadcast_buffers, cleanup, init_distributed
 from .engine import StepOptions, TrainingDiverged, evaluate, memory_format, train_one_epoch
 from .errors import CheckpointError, DataError, SwiftFormerError
 from .labels import check_class_names
 from .losses import DistillationLoss, base_criterion, build_teacher, released_teacher_classes
 from .pretrained import create_model
-from .recipes import TrainConfig, save_config
-from .runlog import RunLog, plot_curves
+from .recipes import TrainConfig
+from .rundir import RunDirectory, check_run_directory, restore_rng, rng_state, seed_everything
 
 log = logging.getLogger(__name__)
 # timm's create_scheduler_v2 schedules that training steps per update (plateau steps on a metric, which it never gets)
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
-
-
-# RNG state as tensors and plain values, so checkpoints load with weights_only=True ---------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA generator states of this process."""
-    version, python_state, gauss = random.getstate()
-    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
-    return {
-        "python": torch.tensor(python_state, dtype=torch.int64),
-        "python_version": version,
-        "python_gauss": gauss,
-        "numpy_keys": torch.from_numpy(numpy_keys.astype(np.int64)),
-        "numpy_pos": int(numpy_pos),
-        "numpy_has_gauss": int(numpy_has_gauss),
-        "numpy_gauss": float(numpy_gauss),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"])
-    )
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # Building blocks -------------------------------------------------------------------------------------------
@@ -203,9 +169,6 @@ def _last_good(path: Path | None) -> str:
 
 
 # The run directory and the checks against the data, all before any training work ---------------------------
-RUN_FILES = ("last.pth", "best.pth", "log.jsonl")  # a folder with one of them holds at least one saved epoch
-
-
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """``config`` with its run directory and file paths absolute, so the saved config means the same from any
     working directory (``eval`` of a run elsewhere, ``--resume`` of a copied run)."""
@@ -214,22 +177,12 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, **paths)
 
 
-def check_run_directory(output_dir: Path, resume: str | Path | None, overwrite: bool | None) -> list[Path]:
-    """The files of an earlier run in ``output_dir`` that ``overwrite`` lets this new run delete (before its first
-    write, after every check); without it a new run there is an error: its checkpoints would be replaced and its
-    log appended to. ``resume`` continues the run in place (in another run's folder it needs ``overwrite`` too).
-    ``overwrite=None``: the command has no such option (detection and segmentation)."""
-    existing = [output_dir / name for name in RUN_FILES if (output_dir / name).exists()]
-    if not existing or (resume and Path(resume).absolute().parent == output_dir.absolute()):
-        return []  # a folder of a run that stopped before its first checkpoint holds nothing to lose
-    if not overwrite:
-        replace = ", --overwrite to replace it" if overwrite is False else ""
-        raise SwiftFormerError(
-            f"{output_dir} already holds a run ({', '.join(path.name for path in existing)}): --resume "
-            f"{output_dir / 'last.pth'} to continue it{replace}, or give another --output-dir"
-        )
-    curves = output_dir / "curves.png"
-    return existing + [curves] * curves.exists()
+def check_batch_size(config: TrainConfig) -> None:
+    """BatchNorm normalises each batch by its own statistics while training: it needs two images per process
+    (QAT trains the fused model, whose BatchNorms are folded into the convolutions)."""
+    if config.batch_size < 2 and not config.qat:
+        raise SwiftFormerError(f"--batch-size {config.batch_size}: BatchNorm needs more than one image per process "
+                               "to train; give --batch-size 2 or more")
 
 
 def check_resumed_classes(path: str, checkpoint: dict[str, Any], config: TrainConfig, class_names: list[str]) -> None:
@@ -256,10 +209,12 @@ RESUME_MAY_CHANGE = frozenset({
 })
 
 
-def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainConfig) -> None:
-    """A :class:`SwiftFormerError` naming the settings that differ from the run's own when ``--resume`` asks
-    for others than :data:`RESUME_MAY_CHANGE`."""
+def check_resumed_config(path: str, checkpoint: dict[str, Any], config: TrainConfig,
+                         keys: Collection[str] | None = None) -> None:
+    """A :class:`SwiftFormerError` naming the settings (of ``keys``, default all) that differ from the run's own
+    when ``--resume`` asks for others than :data:`RESUME_MAY_CHANGE`."""
     saved, given = checkpoint["config"], config.to_dict()
+    given = given if keys is None else {key: given[key] for key in keys}
     done = checkpoint["epoch"]
     if config.epochs <= done and config.epochs != saved.get("epochs"):  # nothing to train, and a config that lies
         raise SwiftFormerError(f"--epochs {config.epochs}: {path} has trained {done} epochs of its "
@@ -286,6 +241,9 @@ def warn_about_scale(config: TrainConfig, world_size: int) -> None:
 def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     """The class count to build the head with: the data's. A ``num_classes`` that differs is an error, also a
     larger one (its extra outputs would never be trained, and predictions could name classes that do not exist)."""
+    if len(class_names) < 2:  # a one-class classifier answers that class for every image: top-1 100 %, loss 0
+        raise DataError(f"{config.data or config.dataset} has one class ({class_names[0] if class_names else 'none'}):"
+                        " a classifier learns to tell classes apart, give it two or more class folders")
     if config.num_classes is not None and config.num_classes != len(class_names):
         shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
         raise DataError(
@@ -295,15 +253,22 @@ def check_num_classes(config: TrainConfig, class_names: list[str]) -> int:
     return len(class_names)
 
 
-def without_unfit_teacher(config: TrainConfig) -> TrainConfig:
+def without_unfit_teacher(config: TrainConfig, asked: bool = False) -> TrainConfig:
     """``config`` without distillation when the released teacher (no ``teacher_checkpoint``) predicts other classes
     than the data has, e.g. the ImageNet recipe's RegNetY on one's own folder; decided from the teacher's config,
-    before anything is downloaded. A teacher checkpoint of the wrong class count stays an error."""
+    before anything is downloaded. Distillation the user ``asked`` for (``--distillation``, ``--teacher``) is an
+    error instead: it cannot be done as asked, and a run without it is not the one asked for. A teacher checkpoint
+    of the wrong class count stays an error."""
     if config.distillation == "none" or config.teacher_checkpoint:
         return config
     teacher_classes = released_teacher_classes(config.teacher)
     if teacher_classes == config.num_classes:
         return config
+    if asked:
+        raise SwiftFormerError(
+            f"--distillation {config.distillation} --teacher {config.teacher}: the teacher's released weights predict "
+            f"{teacher_classes} classes, the data has {config.num_classes}; give --teacher-checkpoint of a teacher "
+            "trained on these classes, or --distillation none")
     log.warning("training without distillation: the teacher %s predicts %d classes, the data has %d "
                 "(give --teacher-checkpoint of a teacher trained on these classes to distil)",
                 config.teacher, teacher_classes, config.num_classes)
@@ -322,108 +287,167 @@ class TrainResult:
     is_main: bool = True
 
 
-def main(config: TrainConfig) -> TrainResult:
-    """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job."""
+def main(config: TrainConfig, asked: Collection[str] = ()) -> TrainResult:
+    """Train as ``config`` says, as one process or as one rank of a ``torchrun`` job. ``asked``: the settings the
+    user gave (the command line's), which the run must not change: without ``img_size`` a QAT run takes its
+    ``--finetune`` run's, without ``distillation``/``teacher`` a teacher of other classes is dropped with a warning."""
     dist_info = init_distributed(config.device, config.dist_timeout)
     try:
-        return train(config, dist_info)
+        return train(config, dist_info, asked)
     finally:
         cleanup()
 
 
-def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
+def train(config: TrainConfig, dist_info: DistInfo, asked: Collection[str] = ()) -> TrainResult:
     config = absolute_paths(config)
+    check_batch_size(config)
     if config.qat:
         qat.check_qat_config(config.finetune, config.resume)
-    device, output_dir = dist_info.device, Path(config.output_dir)
-    replaced = check_run_directory(output_dir, config.resume, config.overwrite)
+    with RunDirectory(config.output_dir, dist_info, config.tensorboard, config.progress) as run_dir:
+        try:
+            return _train(config, dist_info, run_dir, asked)
+        except KeyboardInterrupt:
+            raise run_dir.interrupted(f"swiftformer train --resume {run_dir.path / 'last.pth'}") from None
+
+
+def _train(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory, asked: Collection[str]) -> TrainResult:
+    replaced = check_run_directory(run_dir.path, config.resume, config.overwrite)
     config = dataclasses.replace(config, overwrite=False)  # saved so: a run started from this config replaces nothing
+    config, datasets, resumed, finetuned = checked_run(config, dist_info, asked)
+    train_loader, val_loader = build_loaders(datasets, config, dist_info)
+    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
+    training = build_training(config, datasets.class_names, resumed, finetuned, dist_info,
+                              updates_per_epoch=len(train_loader) // config.accum_steps)
+
+    # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
+    start = (0, 0, -1.0)  # epochs done, updates done, best top-1
+    if resumed is not None:
+        start = resume(resumed, config.resume, training, dist_info, config.epochs)
+    else:
+        seed_everything(config.seed + dist_info.rank)
+    del resumed  # its tensors are in the model, EMA and optimizer now
+
+    # records of epochs after the resumed checkpoint were never saved
+    run_dir.start(config, replaced, keep=lambda record: record.get("epoch", 0) <= start[0],
+                  resumed=f"epoch {start[0]}" if config.resume else None)
     if dist_info.is_main:
-        log.info("run directory: %s", output_dir)
+        log.info(
+            "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
+            config.model, len(datasets.train), config.num_classes, dist_info.world_size, config.batch_size,
+            config.accum_steps, dist_info.world_size * config.batch_size * config.accum_steps,
+        )
+    record = train_epochs(config, dist_info, run_dir, training, (train_loader, val_loader), datasets.class_names, start)
+    return TrainResult(record, training.model, training.ema.module if training.ema is not None else None,
+                       dist_info.is_main)
+
+
+def checked_run(config: TrainConfig, dist_info: DistInfo,
+                asked: Collection[str] = ()) -> tuple[TrainConfig, Datasets, dict | None, dict | None]:
+    """Every check of the run against its checkpoints and data, before any training work: the config completed
+    (class count, distillation, a QAT run's image size), the data, the ``--resume`` checkpoint and the
+    ``--finetune`` run (if one of ours). ``asked``: see :func:`main`."""
     resumed = read_training_checkpoint(config.resume) if config.resume else None
+    if resumed is not None:  # another model is said before the run's --finetune file is read (and blamed)
+        check_resumed_config(config.resume, resumed, config, keys=("model",))
     finetuned = training_run(Path(config.finetune)) if config.finetune else None  # a run of ours, read once
+    if config.qat and resumed is None and "img_size" not in asked and finetuned and finetuned["config"].get("img_size"):
+        config = dataclasses.replace(config, img_size=finetuned["config"]["img_size"])  # quantize the model trained
     if finetuned is not None and finetuned["config"]["model"] != config.model:
         raise CheckpointError(f"--finetune {config.finetune} is a {finetuned['config']['model']} run, and this run "
                               f"builds a {config.model}: give --model {finetuned['config']['model']}")
-    seed_everything(config.seed)  # the same on every rank: identical model and EMA initialisation
-
-    # Data and the checks against it (before any training work), model, EMA, teacher
     datasets = build_datasets(config)
     if resumed is not None:
         check_resumed_classes(config.resume, resumed, config, datasets.class_names)
     num_classes = check_num_classes(config, datasets.class_names)
-    if config.qat and config.finetune:
-        qat.check_teacher_classes(config.finetune, finetuned, datasets.class_names, config.data or config.dataset)
-        qat.warn_if_resized(config.finetune, finetuned, config.img_size)
     if config.qat:
-        qat.warn_if_fast(config.lr)
+        qat.check_run(config.finetune, finetuned, datasets.class_names, config.data or config.dataset, config.img_size,
+                      config.lr)
     if dist_info.is_main and resumed is None:
         warn_about_scale(config, dist_info.world_size)
     config = dataclasses.replace(config, num_classes=num_classes)
-    config = dataclasses.replace(config, distillation="none") if config.qat else without_unfit_teacher(config)
+    asked_teacher = bool({"distillation", "teacher"} & set(asked))
+    if config.qat:  # QAT distils from its float model (qat.QatTraining), not from the recipe's teacher
+        config = dataclasses.replace(config, distillation="none")
+    else:
+        config = without_unfit_teacher(config, asked_teacher)
     if resumed is not None:
         check_resumed_config(config.resume, resumed, config)
-    # a resumed run takes every weight from its checkpoint, the --finetune file is not read again (but by QAT, whose
-    # teacher it is)
+    return config, datasets, resumed, finetuned
+
+
+@dataclass
+class Training:
+    """What the epochs train and with what: the model (and its DDP / compiled wrapper), EMA, loss, optimisation.
+    ``reference``: the model whose top-1 evaluation compares against (QAT: the float model)."""
+
+    model: nn.Module
+    train_model: nn.Module
+    ema: ModelEmaV3 | None
+    criterion: nn.Module
+    mixup: Mixup | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    options: StepOptions
+    reference: nn.Module | None = None
+
+
+def build_training(config: TrainConfig, class_names: list[str], resumed: dict | None, finetuned: dict | None,
+                   dist_info: DistInfo, updates_per_epoch: int) -> Training:
+    """The student (a resumed run's weights come from its checkpoint, filled in by :func:`resume`), its teacher,
+    EMA, loss and optimisation (AdamW, a schedule stepped per update, loss scaling for fp16); QAT trains the fused
+    model through fake quantization, distilled from the float model."""
+    device, num_classes = dist_info.device, config.num_classes
     model = build_model(dataclasses.replace(config, finetune=None) if resumed else config, num_classes)
-    if finetuned is not None and resumed is None and not config.qat:  # QAT checks the classes are the same
-        matched = match_head_by_class_name(model, finetuned, datasets.class_names)
-        if matched and dist_info.is_main:
-            log.info("%s (%s)", matched, config.finetune)
-    teacher = None
-    if config.qat:  # the fused model through int8 fake quantization; a resumed run's state fills it below
-        float_model = build_model(config, num_classes) if resumed else model
-        teacher = qat.float_teacher(float_model).to(device)
-        model = qat.prepare_qat(model.to(device), config.img_size)
-    elif config.distillation != "none":
-        teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
-        teacher.to(memory_format=memory_format(config.channels_last))
+    if config.qat:  # the float model it refines is the --finetune file, also when resumed
+        quantized = qat.prepare_training(model, build_model(config, num_classes) if resumed else model,
+                                         config.img_size, device)
+        model, teacher, distillation = quantized.model, quantized.teacher, (quantized.distillation, quantized.alpha)
+        reference: nn.Module | None = quantized.teacher
+    else:
+        if finetuned is not None and resumed is None:
+            matched = match_head_by_class_name(model, finetuned, class_names)
+            if matched and dist_info.is_main:
+                log.info("%s (%s)", matched, config.finetune)
+        teacher, distillation, reference = None, (config.distillation, config.distillation_alpha), None
+        if config.distillation != "none":
+            teacher = build_teacher(config.teacher, config.teacher_checkpoint, num_classes, device)
+            teacher.to(memory_format=memory_format(config.channels_last))
     model = model.to(device, memory_format=memory_format(config.channels_last))
-    ema = build_ema(model, config)
     train_model: nn.Module = model
     if dist_info.enabled:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         train_model = torch.compile(train_model)
-
-    # Optimisation: AdamW, cosine schedule stepped per update, loss scaling for fp16, mixup, loss
-    train_loader, val_loader = build_loaders(datasets, config, dist_info)
-    updates_per_epoch = len(train_loader) // config.accum_steps
+    mixup = build_mixup(config, num_classes)
+    criterion = DistillationLoss(base_criterion(mixup is not None, config.smoothing), teacher, *distillation,
+                                 config.distillation_tau)
     optimizer = build_optimizer(model, config)
+    return Training(
+        model, train_model, build_ema(model, config), criterion, mixup, optimizer,
+        build_scheduler(optimizer, config, updates_per_epoch),
+        torch.amp.GradScaler(device.type, enabled=config.amp == "fp16"),
+        StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode),
+        reference,
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, updates_per_epoch: int) -> Any:
+    """timm's schedule (cosine by default) with warm-up, stepped per optimizer update."""
     scheduler, _ = create_scheduler_v2(
         optimizer, config.sched, num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
         warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    mixup = build_mixup(config, num_classes)
-    criterion = DistillationLoss(
-        base_criterion(mixup is not None, config.smoothing), teacher, "soft" if config.qat else config.distillation,
-        1.0 if config.qat else config.distillation_alpha, config.distillation_tau,
-    )
-    options = StepOptions(config.amp, config.channels_last, config.accum_steps, config.clip_grad, config.clip_mode)
+    return scheduler
 
-    # Resume, or start fresh with a per-rank seed (different augmentations on each rank)
-    start_epoch, step, best_top1 = 0, 0, -1.0
+
+def train_epochs(config: TrainConfig, dist_info: DistInfo, run_dir: RunDirectory, training: Training,
+                 loaders: tuple[Any, Any], class_names: list[str], start: tuple[int, int, float]) -> dict[str, Any]:
+    """The epochs from ``start`` (epochs done, updates done, best top-1) on, each saved; returns the last record."""
+    device, model, ema = dist_info.device, training.model, training.ema
+    train_loader, val_loader = loaders
+    start_epoch, step, best_top1 = start
     last_good = Path(config.resume) if config.resume else None  # the newest checkpoint free of NaN/Inf
-    if resumed is not None:
-        start_epoch, step, best_top1 = resume(resumed, config.resume, model, ema, optimizer, scheduler, scaler,
-                                              dist_info, config.epochs)
-    else:
-        seed_everything(config.seed + dist_info.rank)
-    del resumed  # its tensors are in the model, EMA and optimizer now
-
-    runlog = RunLog(output_dir, enabled=dist_info.is_main, tensorboard=config.tensorboard, progress=config.progress)
-    if dist_info.is_main:
-        for path in replaced:
-            path.unlink()
-        runlog.keep_epochs(start_epoch)  # records of epochs after the resumed checkpoint were never saved
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / "config.yaml")
-        log.info(
-            "training %s on %d images (%d classes), %d process(es) x batch %d x %d accumulation = %d images per update",
-            config.model, len(datasets.train), num_classes, dist_info.world_size, config.batch_size, config.accum_steps,
-            dist_info.world_size * config.batch_size * config.accum_steps,
-        )
     record: dict[str, Any] = {}
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, start_epoch + config.stop_after)
     if start_epoch >= config.epochs and dist_info.is_main:
@@ -433,8 +457,9 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         train_loader.sampler.set_epoch(epoch)  # a new shuffle every epoch, on one process too
         try:
             stats, step = train_one_epoch(
-                train_model, criterion, train_loader, optimizer, scheduler, scaler, device, epoch, step,
-                ema=ema, mixup=mixup, options=options, runlog=runlog, world_size=dist_info.world_size,
+                training.train_model, training.criterion, train_loader, training.optimizer, training.scheduler,
+                training.scaler, device, epoch, step, ema=ema, mixup=training.mixup, options=training.options,
+                runlog=run_dir.runlog, world_size=dist_info.world_size,
             )
         except TrainingDiverged as error:
             raise TrainingDiverged(f"{error}; {_last_good(last_good)}") from None
@@ -445,42 +470,50 @@ def train(config: TrainConfig, dist_info: DistInfo) -> TrainResult:
         record = {"epoch": epoch + 1, "step": step, "train_loss": stats.loss, "lr": stats.lr,
                   "images_per_second": stats.images_per_second, "epoch_seconds": stats.seconds}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == end_epoch:
-            for prefix, module in (("val", model), ("ema", ema.module if ema is not None else None)):
-                if module is not None:
-                    result = evaluate(module, val_loader, device, num_classes, amp=config.amp,
-                                      channels_last=config.channels_last, runlog=runlog, description=f"{prefix} {epoch + 1}",
-                                      reference=teacher if config.qat else None)
-                    record.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5,
-                                   f"{prefix}_loss": result.loss, f"{prefix}_count": result.count})
-                    if result.agreement is not None:  # QAT: what the int8 export will be checked on
-                        record[f"{prefix}_fp32_agreement"] = result.agreement
-                        qat.warn_if_drifting(result.agreement)
+            record.update(evaluate_epoch(config, training, val_loader, device, run_dir, epoch + 1))
         is_best = record.get("val_top1", -1.0) > best_top1
         best_top1 = max(best_top1, record.get("val_top1", -1.0))
         record["time"] = time.time()
-        rng = all_gather_object(rng_state())
-        checkpoint = build_checkpoint(model, ema, optimizer, scheduler, scaler, epoch + 1, step, best_top1,
-                                      config, datasets.class_names, rng)
-        bad = nonfinite_entries(checkpoint)  # on every rank, so all of them stop together
-        if bad:
-            raise TrainingDiverged(
-                f"training diverged: {bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''} hold NaN "
-                f"or Inf after epoch {epoch + 1} (update {step}); not saved, {_last_good(last_good)}"
-            )
+        checkpoint = build_checkpoint(model, ema, training.optimizer, training.scheduler, training.scaler, epoch + 1,
+                                      step, best_top1, config, class_names, all_gather_object(rng_state()))
+        check_finite(checkpoint, epoch + 1, step, last_good)  # on every rank, so all of them stop together
         if dist_info.is_main:
             log.info("epoch %d/%d  %s", epoch + 1, config.epochs, _summary(record))
-            if is_best:
-                atomic_torch_save(checkpoint, output_dir / "best.pth")
-            atomic_torch_save(checkpoint, output_dir / "last.pth")
-        runlog.write(record)  # only once the checkpoint holds the epoch: the log never claims an unsaved one
-        last_good = output_dir / "last.pth"
+        run_dir.record(record)
+        run_dir.save(checkpoint, is_best, f"epoch {epoch + 1}")  # then the log: it never claims an unsaved epoch
+        last_good = run_dir.path / "last.pth"
     if start_epoch < end_epoch < config.epochs and dist_info.is_main:
         log.info("stopped after epoch %d of %d (stop_after %d): --resume %s goes on", end_epoch, config.epochs,
-                 config.stop_after, output_dir / "last.pth")
-    if dist_info.is_main and runlog.path.is_file():
-        plot_curves(runlog.path, output_dir / "curves.png")
-    runlog.close()
-    return TrainResult(record, model, ema.module if ema is not None else None, dist_info.is_main)
+                 config.stop_after, run_dir.path / "last.pth")
+    return record
+
+
+def evaluate_epoch(config: TrainConfig, training: Training, val_loader: Any, device: torch.device,
+                   run_dir: RunDirectory, epoch: int) -> dict[str, Any]:
+    """The log entries of the model's and the EMA's validation after ``epoch`` (1-based)."""
+    entries: dict[str, Any] = {}
+    for prefix, module in (("val", training.model), ("ema", training.ema.module if training.ema is not None else None)):
+        if module is None:
+            continue
+        result = evaluate(module, val_loader, device, config.num_classes, amp=config.amp,
+                          channels_last=config.channels_last, runlog=run_dir.runlog, description=f"{prefix} {epoch}",
+                          reference=training.reference)
+        entries.update({f"{prefix}_top1": result.top1, f"{prefix}_top5": result.top5, f"{prefix}_loss": result.loss,
+                        f"{prefix}_count": result.count})
+        if result.agreement is not None:  # QAT: what the int8 export will be checked on
+            entries[f"{prefix}_fp32_agreement"] = result.agreement
+            qat.warn_if_drifting(result.agreement)
+    return entries
+
+
+def check_finite(checkpoint: dict[str, Any], epoch: int, step: int, last_good: Path | None) -> None:
+    """A :class:`TrainingDiverged` naming the tensors of ``checkpoint`` that hold NaN or Inf: it is not saved."""
+    bad = nonfinite_entries(checkpoint)
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged: {bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''} hold NaN "
+            f"or Inf after epoch {epoch} (update {step}); not saved, {_last_good(last_good)}"
+        )
 
 
 def read_training_checkpoint(path: str) -> dict[str, Any]:
@@ -493,14 +526,13 @@ def read_training_checkpoint(path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def resume(
-    checkpoint: dict[str, Any], path: str, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
-    scheduler: Any, scaler: torch.amp.GradScaler, dist_info: DistInfo, epochs: int,
-) -> tuple[int, int, float]:
+def resume(checkpoint: dict[str, Any], path: str, training: Training, dist_info: DistInfo,
+           epochs: int) -> tuple[int, int, float]:
     """Restore a run's state from its checkpoint; returns ``(epochs done, updates done, best top-1)``. With another
     ``epochs`` than the run's, the schedule is the one built for it rather than the run's own."""
+    ema, optimizer, scheduler, scaler = training.ema, training.optimizer, training.scheduler, training.scaler
     load_state = qat.load_qat_state if checkpoint["config"].get("qat") else load_native_state_dict
-    load_state(model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
+    load_state(training.model, checkpoint["model"])  # a CheckpointError naming the tensor if the model differs
     if ema is not None:
         if checkpoint.get("ema") is None:
             raise CheckpointError(f"{path} has no EMA weights but this run keeps an EMA (ema_decay={ema.decay})")
@@ -513,19 +545,18 @@ def resume(
         log.warning("%s was scheduled for %d epochs: its learning-rate schedule now spans %d, from update %d on",
                     path, scheduled, epochs, checkpoint["step"])
     scaler.load_state_dict(checkpoint["scaler"])
-    states = checkpoint["rng"]
-    if len(states) == dist_info.world_size:
-        set_rng_state(states[dist_info.rank])
-    else:
-        log.warning("%s was written by %d process(es), this run has %d: augmentations restart from fresh seeds",
-                    path, len(states), dist_info.world_size)
-        seed_everything(checkpoint["config"]["seed"] + checkpoint["epoch"] * 1000 + dist_info.rank)
+    restore_rng(checkpoint["rng"], dist_info, path, checkpoint["config"]["seed"] + checkpoint["epoch"] * 1000)
     log.info("resumed %s after epoch %d (update %d)", path, checkpoint["epoch"], checkpoint["step"])
     return int(checkpoint["epoch"]), int(checkpoint["step"]), float(checkpoint["best_top1"])
 
 
+def _loss(value: float) -> str:
+    """Four decimals, or two significant digits for a loss below 0.001 (a QAT run's 2.5e-06 is not 0.0000)."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.2g}"
+
+
 def _summary(record: dict[str, Any]) -> str:
-    parts = [f"loss {record['train_loss']:.4f}", f"lr {record['lr']:.3g}", f"{record['images_per_second']:.1f} img/s"]
+    parts = [f"loss {_loss(record['train_loss'])}", f"lr {record['lr']:.3g}", f"{record['images_per_second']:.1f} img/s"]
     for prefix, name in (("val", "top-1"), ("ema", "EMA top-1")):
         if f"{prefix}_top1" in record:
             parts.append(f"{name} {record[f'{prefix}_top1']:.2f} %")

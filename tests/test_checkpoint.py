@@ -315,7 +315,7 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(swiftformer.SwiftFormerError, match="no space left.*last.pth; the previous last.pth is intact"):
+    with pytest.raises(swiftformer.SwiftFormerError, match="last.pth: No space left on device; the previous last.pth is intact"):
         atomic_torch_save({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 1} and os.listdir(tmp_path) == ["last.pth"]

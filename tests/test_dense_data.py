@@ -113,15 +113,16 @@ def test_train_sampler_resumes_mid_epoch() -> None:
     assert sorted(order + list(other)) == list(range(10))
 
 
-def test_one_build_datasets_serves_both_task_families(converted, tmp_path) -> None:
+def test_each_task_family_builds_its_splits_in_the_same_form(converted, tmp_path) -> None:
     from swiftformer.data import build_datasets
     from swiftformer.dense.config import load_config
+    from swiftformer.dense.data import dense_datasets
     from swiftformer.recipes import load_recipe
 
     _, output = converted
-    segmentation = build_datasets(load_config("pennfudan_semantic_fpn_xs", {"data": str(output / "ade")}), train=False)
+    segmentation = dense_datasets(load_config("pennfudan_semantic_fpn_xs", {"data": str(output / "ade")}), train=False)
     assert segmentation.train is None and len(segmentation.val) == 24 and segmentation.class_names == ["0", "1"]
-    detection = build_datasets(load_config("pennfudan_maskrcnn_xs", {"data": str(output / "coco")}))
+    detection = dense_datasets(load_config("pennfudan_maskrcnn_xs", {"data": str(output / "coco")}))
     assert (len(detection.train), len(detection.val), detection.class_names) == (95, 24, ["person"])
     digits = build_datasets(load_recipe("demo_digits"), train=False)
     assert digits.train is None and len(digits.val) == 360 and digits.class_names == [str(d) for d in range(10)]

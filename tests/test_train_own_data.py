@@ -17,6 +17,7 @@ import torch
 import yaml
 
 import swiftformer
+import swiftformer.rundir
 import swiftformer.train
 from swiftformer.checkpoint import safe_torch_load
 from swiftformer.cli import main
@@ -166,14 +167,14 @@ def test_a_new_run_into_a_run_is_refused_unless_overwrite(base, tmp_path, capsys
 # 7 ---------------------------------------------------------------------------------------------------------
 def test_the_log_never_claims_an_epoch_the_checkpoint_does_not_hold(base, tmp_path, monkeypatch):
     run = _copy_run(base, tmp_path / "run")
-    real_save = swiftformer.train.atomic_torch_save
+    real_save = swiftformer.rundir.atomic_torch_save
 
     def disk_full(obj, path):
         if obj["epoch"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(obj, path)
 
-    monkeypatch.setattr(swiftformer.train, "atomic_torch_save", disk_full)
+    monkeypatch.setattr(swiftformer.rundir, "atomic_torch_save", disk_full)
     resume = ["train", "--resume", str(run / "last.pth"), "--epochs", "2", "--data", str(base / "photos"),
               "--output-dir", str(run)]
     assert main(resume) == 2  # one line naming the full disk (tests/test_user_errors.py), not a traceback
@@ -182,7 +183,7 @@ def test_the_log_never_claims_an_epoch_the_checkpoint_does_not_hold(base, tmp_pa
     # a log that claims more (as earlier versions wrote it) loses the records the checkpoint does not hold
     with open(run / "log.jsonl", "a") as handle:
         handle.write(json.dumps({"epoch": 2, "train_loss": 9.0}) + "\n")
-    monkeypatch.setattr(swiftformer.train, "atomic_torch_save", real_save)
+    monkeypatch.setattr(swiftformer.rundir, "atomic_torch_save", real_save)
     assert main(resume) == 0
     assert _epochs(run) == [1, 2] and json.loads((run / "log.jsonl").read_text().splitlines()[1])["train_loss"] != 9.0
 

@@ -246,6 +246,6 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(run, tmp_path, ca
     monkeypatch.setattr(torch, "save", full_disk)
     line = _one_line(["train", *TINY_TRAIN, "--resume", str(copy / "last.pth"), "--epochs", "2",
                       "--output-dir", str(copy)], capsys)
-    assert "no space left" in line and re.search(r"the previous (last|best)\.pth is intact", line), line
+    assert "No space left on device" in line and re.search(r"the previous (last|best)\.pth is intact", line), line
     assert (copy / "last.pth").read_bytes() == before
     assert not [p.name for p in copy.iterdir() if p.name.endswith(".tmp")]

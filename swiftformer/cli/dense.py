@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 # flag -> DenseConfig field, for the flags that override the recipe (train) or the stored config (eval)
@@ -77,7 +78,8 @@ def run_task(args: argparse.Namespace, task: str) -> int:
     from ..errors import SwiftFormerError
     from ..recipes import parse_set
 
-    if getattr(args, "output_dir", None):  # a read-only folder, or a file where the folder goes, fails before any work
+    # a read-only folder, or a file where the folder goes, fails before any work (train: when it takes the folder)
+    if getattr(args, "output_dir", None) and args.action != "train":
         check_destination(args.output_dir, folder=True)
     if getattr(args, "json", None):
         check_destination(args.json)
@@ -87,13 +89,18 @@ def run_task(args: argparse.Namespace, task: str) -> int:
     overrides.update(parse_set(args.overrides))
     if args.action == "train":
         from ..dense.engine import summary, train
+        from ..rundir import RunInterrupted
 
         if args.output_dir:
             overrides["output_dir"] = args.output_dir
         config = load_config(args.config, overrides)
         if config.task != task:
             raise SwiftFormerError(f"{args.config} is a {config.task} recipe, not {task}")
-        metrics = train(config, resume=args.resume)
+        try:
+            metrics = train(config, resume=args.resume)
+        except RunInterrupted as interrupted:
+            print(f"swiftformer {args.command}: {interrupted}", file=sys.stderr)
+            return 130
         print(f"final: {summary(metrics)}")
         return 0
     from ..dense.engine import evaluate_checkpoint, summary

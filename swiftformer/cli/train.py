@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,18 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import check_destination
+    from ..recipes import parse_set
+    from ..rundir import RunInterrupted
     from ..train import main
 
     config = resolve_config(args)
-    check_destination(config.output_dir, folder=True)  # a read-only folder or a file there fails before training
-    result = main(config)
+    asked = {dest for dest, _ in [*FLAGS.values(), *SWITCHES.values()] if getattr(args, dest) is not None}
+    asked |= set(parse_set(args.set))
+    try:
+        result = main(config, asked)  # a read-only --output-dir, or a file there, fails before any training work
+    except RunInterrupted as interrupted:
+        print(f"swiftformer train: {interrupted}", file=sys.stderr)
+        return 130
     record = result.record
     if result.is_main and "val_top1" in record:
         ema = f"  EMA top-1: {record['ema_top1']:.2f}" if "ema_top1" in record else ""

@@ -17,6 +17,7 @@ from ..errors import SwiftFormerError
 from ..recipes import Recipe
 
 TASKS = ("detection", "segmentation")
+SCHEDULES = ("step", "poly")  # what the learning rate decays by (swiftformer.dense.engine.lr_factor)
 
 
 @dataclass
@@ -36,8 +37,7 @@ class DenseConfig(Recipe):
 
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
-        from ..engine import AMP_DTYPES  # these modules import this one
-        from .engine import SCHEDULES
+        from ..engine import AMP_DTYPES
 
         return {"task": TASKS, "sched": SCHEDULES, "amp": tuple(AMP_DTYPES)}
 

@@ -235,7 +235,8 @@ class TrainSampler(Sampler[int]):
 
 # The splits of a run ---------------------------------------------------------------------------------------
 def dense_datasets(config: DenseConfig, train: bool = True) -> Datasets:
-    """Training (optional) and validation sets of the config's task (:func:`swiftformer.data.build_datasets`)."""
+    """Training (optional) and validation sets of the config's task (classification's:
+    :func:`swiftformer.data.build_datasets`)."""
     if config.data is None:
         raise DataError("no dataset: set data=PATH (--data)")
     root = Path(config.data)

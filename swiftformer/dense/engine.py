@@ -8,7 +8,7 @@ DDP (one process per GPU; the batch size is per process)::
     torchrun --nproc_per_node 8 -m swiftformer detect train --config maskrcnn_1x_swiftformer_l1 --set data=/coco
 
 Epoch-based recipes (Mask R-CNN 1×) are converted to iterations; the learning rate follows a per-iteration
-warm-up then step or poly decay. The run directory and checkpoint are classification's (:mod:`swiftformer.train`):
+warm-up then step or poly decay. The run directory (:mod:`swiftformer.rundir`) and checkpoint are classification's:
 ``config.yaml``, ``log.jsonl``, ``last.pth`` and ``best.pth`` (best ``bbox_AP`` / ``mIoU``), plain dicts
 (``model``, ``ema``, ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``config``,
 ``class_names``, ``rng``, the best metric) written atomically; a resumed run continues at the exact batch it
@@ -17,10 +17,11 @@ stopped at (:class:`TrainSampler`). Checkpoints of older versions (``last.pt``: 
 """
 from __future__ import annotations
 
+import logging
 import math
-import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..checkpoint import atomic_torch_save, load_native_state_dict, safe_torch_load
-from ..data import Datasets, build_datasets
+from ..checkpoint import load_native_state_dict, safe_torch_load
+from ..data import Datasets
 from ..distributed import DistInfo, ShardSampler, all_gather_object, cleanup, init_distributed
 from ..engine import AMP_DTYPES, autocast, unwrap_model
 from ..errors import DataError, SwiftFormerError
-from ..recipes import save_config
+from ..rundir import RunDirectory, check_run_directory, restore_rng, rng_state, seed_everything
 from ..runlog import RunLog
-from ..train import check_run_directory, rng_state, set_rng_state
 from .config import DenseConfig, config_from_dict
-from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation
+from .data import CocoInstances, TrainSampler, collate_detection, collate_eval_segmentation, dense_datasets
 from .metrics import ConfusionMatrix, coco_evaluate, detections_to_coco, gather_detections
+
+log = logging.getLogger(__name__)
 from .models import build_maskrcnn, build_semantic_fpn
 
 
@@ -69,9 +71,6 @@ def build_optimizer(model: nn.Module, config: DenseConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-SCHEDULES = ("step", "poly")  # what lr_factor decays by
-
-
 def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at each iteration: linear warm-up, then step or poly decay."""
     milestones = [m * iters_per_unit for m in config.milestones]
@@ -80,7 +79,7 @@ def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Cal
     def factor(iteration: int) -> float:
         if config.sched == "step":
             decay = config.gamma ** sum(iteration >= m for m in milestones)
-        else:  # poly (DenseConfig checks sched against SCHEDULES)
+        else:  # poly (DenseConfig checks sched against its SCHEDULES)
             decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
         if iteration < config.warmup_iters:
             decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters
@@ -187,98 +186,138 @@ def train(config: DenseConfig, resume: str | Path | None = None) -> dict[str, An
     """Train ``config`` (under ``torchrun`` on every rank); returns the final validation metrics."""
     dist_info = init_distributed(config.device)
     try:
-        return _train(config, dist_info, resume)
+        with RunDirectory(config.output_dir, dist_info) as run_dir:
+            return _train(config, dist_info, resume, run_dir)
     finally:
         cleanup()
 
 
-def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None) -> dict[str, Any]:
-    device = dist_info.device
-    torch.manual_seed(config.seed + dist_info.rank)
-    random.seed(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
-    output = Path(config.output_dir)
-    check_run_directory(output, resume, overwrite=None)  # a new run would replace its checkpoints, append to its log
-    runlog = RunLog(output, enabled=dist_info.is_main)
-    datasets = build_datasets(config)
+@dataclass
+class Optimisation:
+    """What one training iteration updates."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+
+def _train(config: DenseConfig, dist_info: DistInfo, resume: str | Path | None,
+           run_dir: RunDirectory) -> dict[str, Any]:
+    # a new run would replace an earlier run's checkpoints and append to its log
+    check_run_directory(run_dir.path, resume, overwrite=None)
+    seed_everything(config.seed + dist_info.rank)  # the augmentations draw from Python's RNG
+    datasets = dense_datasets(config)
     num_classes = len(datasets.class_names) if config.task == "detection" else config.num_classes
-    model = build_task_model(config, num_classes).to(device)
+    model = build_task_model(config, num_classes).to(dist_info.device)
     if dist_info.enabled and config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, config)
     train_loader, sampler, val_loader = make_loaders(config, datasets, dist_info)
     iters_per_epoch = len(sampler) // config.batch_size
     total_iters = config.iterations or config.epochs * iters_per_epoch
-    iters_per_unit = 1 if config.by_iteration else iters_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_iters, iters_per_unit))
-    amp_dtype = AMP_DTYPES[config.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    iteration, best = 0, -math.inf
-    headline = HEADLINE_METRIC[config.task]
-    if resume is not None:
-        checkpoint = read_checkpoint(resume)
-        load_native_state_dict(model, checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        iteration = int(checkpoint["step"])
-        best = float(checkpoint.get(f"best_{headline}", -math.inf))
-        states = checkpoint.get("rng") or []
-        if len(states) == dist_info.world_size:
-            set_rng_state(states[dist_info.rank])
-        runlog.write({"event": "resume", "from": str(resume), "iteration": iteration})
-    ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
-    eval_every = config.eval_interval * iters_per_unit
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(config, total_iters, 1 if config.by_iteration else iters_per_epoch))
+    scaler = torch.amp.GradScaler(dist_info.device.type, enabled=AMP_DTYPES[config.amp] == torch.float16)
+    training = Optimisation(model, optimizer, scheduler, scaler)
+    iteration, best = resume_run(resume, training, config, dist_info, run_dir) if resume is not None else (0, -math.inf)
+    # records past the resumed checkpoint were never saved
+    run_dir.start(config, [], keep=lambda record: record.get("iteration", 0) <= iteration,
+                  resumed=f"iteration {iteration}" if resume is not None else None)
     if dist_info.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(config, output / "config.yaml")
-        print(f"{config.task}: {config.model}, {len(datasets.train)} train / {len(datasets.val)} val images, "
-              f"{total_iters} iterations of {config.batch_size}x{dist_info.world_size} ({iters_per_epoch} per epoch)")
+        log.info("%s: %s, %d train / %d val images, %d iterations of %dx%d (%d per epoch)", config.task, config.model,
+                 len(datasets.train), len(datasets.val), total_iters, config.batch_size, dist_info.world_size,
+                 iters_per_epoch)
+    try:
+        return _loop(config, dist_info, run_dir, training, datasets, (train_loader, sampler, val_loader),
+                     iteration, best, total_iters)
+    except KeyboardInterrupt:
+        command = "detect" if config.task == "detection" else "segment"
+        raise run_dir.interrupted(f"swiftformer {command} train --config {run_dir.path / 'config.yaml'} "
+                                  f"--resume {run_dir.path / 'last.pth'}") from None
+
+
+def resume_run(path: str | Path, training: Optimisation, config: DenseConfig, dist_info: DistInfo,
+               run_dir: RunDirectory) -> tuple[int, float]:
+    """The state of checkpoint ``path`` into ``training`` and this rank's generators; returns the iterations done
+    and the best headline metric so far."""
+    checkpoint = read_checkpoint(path)
+    load_native_state_dict(training.model, checkpoint["model"])
+    training.optimizer.load_state_dict(checkpoint["optimizer"])
+    training.scheduler.load_state_dict(checkpoint["scheduler"])
+    training.scaler.load_state_dict(checkpoint["scaler"])
+    iteration = int(checkpoint["step"])
+    if checkpoint.get("rng"):  # checkpoints of 0.1 hold none
+        restore_rng(checkpoint["rng"], dist_info, path, config.seed + iteration)
+    run_dir.record({"event": "resume", "from": str(path), "iteration": iteration})
+    return iteration, float(checkpoint.get(f"best_{HEADLINE_METRIC[config.task]}", -math.inf))
+
+
+def _loop(config: DenseConfig, dist_info: DistInfo, run_dir: RunDirectory, training: Optimisation,
+          datasets: Datasets, loaders: tuple[DataLoader, TrainSampler, DataLoader], iteration: int, best: float,
+          total_iters: int) -> dict[str, Any]:
+    """Iterations from ``iteration`` to ``total_iters``: a log record every ``log_interval``, evaluation and a
+    checkpoint every ``eval_interval``. The loss stays on the device between records (no sync per step)."""
+    device, amp_dtype, headline = dist_info.device, AMP_DTYPES[config.amp], HEADLINE_METRIC[config.task]
+    train_loader, sampler, val_loader = loaders
+    iters_per_epoch = len(sampler) // config.batch_size
+    eval_every = config.eval_interval * (1 if config.by_iteration else iters_per_epoch)
+    model, optimizer = training.model, training.optimizer
+    ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
     metrics: dict[str, Any] = {}
-    loss_sum, loss_count, start = 0.0, 0, time.perf_counter()
+    loss_sum, loss_count, start = torch.zeros((), device=device), 0, time.perf_counter()
     while iteration < total_iters:
         epoch, offset = divmod(iteration, iters_per_epoch)
         sampler.set_epoch(epoch, offset * config.batch_size)
         steps = min(iters_per_epoch - offset, total_iters - iteration)
-        progress = runlog.progress(islice(train_loader, steps), steps, f"epoch {epoch}")
+        progress = run_dir.runlog.progress(islice(train_loader, steps), steps, f"epoch {epoch + 1}")
         ddp_model.train()
         for batch in progress:
             images, targets = to_device(batch, device)
             with autocast(device, amp_dtype):
                 loss, parts = training_loss(config.task, ddp_model, images, targets, config.ignore_index)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            training.scaler.scale(loss).backward()
             if config.clip_grad is not None:
-                scaler.unscale_(optimizer)
+                training.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            training.scaler.step(optimizer)
+            training.scaler.update()
+            training.scheduler.step()
             iteration += 1
-            value = loss.item()
-            if not math.isfinite(value):
-                raise SwiftFormerError(f"training diverged: loss is {value} at iteration {iteration}; lower lr or use clip_grad")
-            loss_sum, loss_count = loss_sum + value, loss_count + 1
-            progress.update(loss=value, lr=optimizer.param_groups[0]["lr"])
-            if iteration % config.log_interval == 0:
-                runlog.write({"iteration": iteration, "epoch": epoch, "train_loss": loss_sum / loss_count,
-                              "lr": optimizer.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()},
-                              "seconds": time.perf_counter() - start})
-                loss_sum, loss_count = 0.0, 0
-            if iteration % eval_every == 0 or iteration == total_iters:
-                metrics = evaluate(ddp_model, config, datasets, val_loader, device, runlog)
+            loss_sum, loss_count = loss_sum + loss.detach().float(), loss_count + 1
+            evaluating = iteration % eval_every == 0 or iteration == total_iters
+            if iteration % config.log_interval == 0 or (evaluating and loss_count):
+                mean_loss = checked_mean(loss_sum, loss_count, iteration)
+                progress.update(loss=mean_loss, lr=optimizer.param_groups[0]["lr"])
+                if iteration % config.log_interval == 0:
+                    run_dir.record({"iteration": iteration, "epoch": epoch, "train_loss": mean_loss,
+                                    "lr": optimizer.param_groups[0]["lr"], **{k: v.item() for k, v in parts.items()},
+                                    "seconds": time.perf_counter() - start})
+                    loss_sum, loss_count = torch.zeros((), device=device), 0
+            if evaluating:
+                metrics = evaluate(ddp_model, config, datasets, val_loader, device, run_dir.runlog)
                 ddp_model.train()
-                runlog.write({"iteration": iteration, "epoch": epoch, **metrics, "seconds": time.perf_counter() - start})
+                run_dir.record({"iteration": iteration, "epoch": epoch, **metrics,
+                                "seconds": time.perf_counter() - start})
                 is_best = metrics.get(headline, -math.inf) > best
                 best = max(best, metrics.get(headline, -math.inf))
-                checkpoint = build_checkpoint(model, optimizer, scheduler, scaler, iteration // iters_per_epoch,
-                                              iteration, best, config, datasets, metrics, all_gather_object(rng_state()))
+                checkpoint = build_checkpoint(model, optimizer, training.scheduler, training.scaler,
+                                              iteration // iters_per_epoch, iteration, best, config, datasets, metrics,
+                                              all_gather_object(rng_state()))
                 if dist_info.is_main:
-                    print(f"iteration {iteration}/{total_iters}: {summary(metrics)}", flush=True)
-                    if is_best:
-                        atomic_torch_save(checkpoint, output / "best.pth")
-                    atomic_torch_save(checkpoint, output / "last.pth")
-    runlog.close()
+                    log.info("iteration %d/%d: %s", iteration, total_iters, summary(metrics))
+                run_dir.save(checkpoint, is_best, f"iteration {iteration}")  # then the log records it holds
     return metrics
+
+
+def checked_mean(loss_sum: torch.Tensor, count: int, iteration: int) -> float:
+    """The mean of the last ``count`` losses (one device sync); an error if one of them was NaN or infinite."""
+    value = loss_sum.item() / count
+    if not math.isfinite(value):
+        raise SwiftFormerError(f"training diverged: the loss became {value} within iterations {iteration - count + 1}"
+                               f"-{iteration}; lower lr or use clip_grad")
+    return value
 
 
 # Checkpoints: classification's layout --------------------------------------------------------------------
@@ -340,7 +379,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict[str, Any] | None = Non
     model, config, _ = load_trained(path, overrides)
     dist_info = init_distributed(config.device)
     try:
-        datasets = build_datasets(config, train=False)
+        datasets = dense_datasets(config, train=False)
         _, _, val_loader = make_loaders(config, datasets, dist_info)
         model = model.to(dist_info.device)
         return evaluate(model, config, datasets, val_loader, dist_info.device, RunLog(".", enabled=False))
