@@ -239,7 +239,7 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
     assert code == 0
     assert "skipped fused int8: fused runs fp32" in capsys.readouterr().out
     written = json.loads(out.read_text())
-    # the peer's graph too (ONNX Runtime's symbolic shape inference cannot follow it: quantize.onnx_prepared)
+    # the peer's graph too (ONNX Runtime's symbolic shape inference cannot follow it: deploy.onnx.prepared)
     assert {(r["model"], r["backend"], r["precision"]) for r in written["records"]} == {
         (model, backend, precision) for model in ("swiftformer_xs", "timm/swiftformer_xs")
         for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("fused", "fp32"))}

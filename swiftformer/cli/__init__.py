@@ -42,7 +42,9 @@ def quiet_converters(verbose: bool, uses_nncf: bool = False) -> None:
     if verbose:
         return
     if uses_nncf:
-        import nncf  # noqa: F401
+        from ..deploy.openvino import import_nncf
+
+        import_nncf()
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -23,7 +23,7 @@ FEW_CHECK_IMAGES = 200
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_CHECK_SIZE
-    from ..export import MAX_DYNAMIC_BATCH
+    from ..deploy.graph import MAX_DYNAMIC_BATCH
     from ..formats import FORMATS, PRECISIONS
     from ..models.attention import ATTENTIONS
     from .numbers import image_side, positive_float, positive_int, probability
@@ -126,7 +126,8 @@ def report_agreement(label: str, agreement: Agreement, check_names: list[str] | 
 def run(args: argparse.Namespace) -> int:
     from ..agreement import top1_loss_warning
     from ..artefacts import is_artefact
-    from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
+    from ..deploy.graph import MAX_DYNAMIC_BATCH
+    from ..export import DisagreementError, check_output, check_request, export_model
     from ..formats import FORMATS
     from ..inference import default_class_names, load_model
     from ..pretrained import create_model
