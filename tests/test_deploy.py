@@ -129,23 +129,40 @@ def test_quiet_leaves_out_the_noise_lines_and_keeps_every_other(capfd):
     assert "cpuinfo_utils" not in err and "E: a real error of the library" in err
 
 
+def quiet_run(command: list[str]) -> str:
+    """The stderr of ``swiftformer COMMAND`` in a process of its own (the runtimes print their lines once per
+    process), which must succeed."""
+    child = subprocess.run([sys.executable, "-m", "swiftformer", *command], capture_output=True, text=True,
+                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stderr
+
+
 @pytest.mark.slow
 def test_executorch_export_and_predict_print_none_of_the_runtimes_noise(tmp_path):
     """The five cpuinfo lines XNNPACK's thread pool writes on every load, and torch's pytree deprecation note on
-    torchao's import, are left out of an export and of a prediction (each in a process of its own: both print once
-    per process)."""
+    torchao's import, are left out of an export and of a prediction."""
     pytest.importorskip("executorch")
     from .conftest import shared_data
 
     out = tmp_path / "xs.pte"
-    commands = [
+    for command in (
         ["export", "--model", "swiftformer_xs", "--random-weights", "--format", "executorch", "--img-size", "32",
          "--out", str(out)],
         ["predict", str(shared_data("cifar10-mini") / "val" / "ship" / "0000.jpg"), "--checkpoint", str(out)],
-    ]
-    for command in commands:
-        child = subprocess.run([sys.executable, "-m", "swiftformer", *command], capture_output=True, text=True,
-                               env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-        assert child.returncode == 0, child.stderr[-2000:]
-        for noise in ("cpuinfo_utils", "_pytree.py", "is an Enum subclass"):
-            assert noise not in child.stderr, (command[0], child.stderr[-2000:])
+    ):
+        err = quiet_run(command)
+        assert not any(noise in err for noise in ("cpuinfo_utils", "_pytree.py", "is an Enum subclass")), err[-2000:]
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_does_not_warn_of_a_missing_cuda(tmp_path):
+    """NNCF's backend detection imports torch's C++ extension helpers, which warn on a machine without a GPU."""
+    pytest.importorskip("nncf")
+    from .conftest import shared_data
+
+    photos = shared_data("cifar10-mini") / "val" / "ship"
+    err = quiet_run(["export", "--model", "swiftformer_xs", "--random-weights", "--format", "openvino", "--precision",
+                     "int8", "--calibration", str(photos), "--calibration-size", "8", "--check-size", "8",
+                     "--min-agreement", "0", "--img-size", "32", "--out", str(tmp_path / "xs.xml")])
+    assert "No CUDA runtime" not in err, err[-2000:]

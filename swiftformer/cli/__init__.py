@@ -42,9 +42,7 @@ def quiet_converters(verbose: bool, uses_nncf: bool = False) -> None:
     if verbose:
         return
     if uses_nncf:
-        from ..deploy.openvino import import_nncf
-
-        import_nncf()
+        import nncf  # noqa: F401
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

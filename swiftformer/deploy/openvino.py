@@ -12,7 +12,6 @@ import functools
 import logging
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -87,16 +86,8 @@ def write_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch
     return out
 
 
-def import_nncf() -> ModuleType:
-    """NNCF, imported without the warning its import makes torch log on a machine without a GPU ("No CUDA runtime
-    is found": it loads torch's C++ extension helpers, which the CPU quantization here never builds)."""
-    with quiet(loggers=("torch.utils.cpp_extension",)):
-        import nncf
-    return nncf
-
-
 def _nncf_int8(model: openvino.Model, batches: list[np.ndarray]) -> openvino.Model:
-    nncf = import_nncf()
+    import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -104,13 +95,16 @@ def _nncf_int8(model: openvino.Model, batches: list[np.ndarray]) -> openvino.Mod
     # min/max, clipped the outliers of trained models' activations (XS: 97.9 -> 99.6 % agreement, mean |dp|
     # 0.0055 -> 0.0010). No bias correction: fitted on the calibration images, it made agreement depend on how
     # many there were (XS: 95.9 % with 64, 99.6 % with 256; without it 99.0-99.4 % from 64 to 512).
-    # docs/quantization.md.
-    return nncf.quantize(
-        model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(batches), ignored_scope=nncf.IgnoredScope(names=float_ops(model, cpu_info())),
-        advanced_parameters=AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True),
-    )
+    # docs/quantization.md. Quiet: its backend detection imports torch's C++ extension helpers, which warn "No CUDA
+    # runtime is found" on a machine without a GPU; the CPU quantization here builds no extension.
+    with quiet(loggers=("torch.utils.cpp_extension",)):
+        return nncf.quantize(
+            model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED, subset_size=len(batches),
+            ignored_scope=nncf.IgnoredScope(names=float_ops(model, cpu_info())),
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True),
+        )
 
 
 def bf16_weights(model: openvino.Model) -> None:
