@@ -83,13 +83,13 @@ def check_request(
     asks before any weights are fetched."""
     if fmt not in FORMATS:
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "litert" and dynamic_batch:
-        raise SwiftFormerError("--format litert writes a fixed batch: drop --dynamic-batch (use --batch N)")
+    if dynamic_batch and not FORMATS[fmt].dynamic_batch:
+        raise SwiftFormerError(f"--format {fmt} writes a fixed batch: drop --dynamic-batch (use --batch N)")
     check_precision(fmt, precision)
     if (fmt, precision) in CALIBRATED and not has_calibration:
         raise SwiftFormerError(f"--precision {precision} calibrates activation ranges on real images: "
                                "give them with --calibration DIR (never random tensors)")
-    if precision != "fp32" and fmt != "coreml" and not has_check:
+    if precision != "fp32" and FORMATS[fmt].runs_here and not has_check:
         raise SwiftFormerError(f"--precision {precision} is checked on real images: give --calibration DIR or --check-data DIR")
 
 
@@ -103,13 +103,13 @@ def check_output(fmt: str, out: str | Path) -> Path:
     if out.suffix != suffix:
         raise SwiftFormerError(f"--format {fmt} writes a {suffix} file, not {out.name!r}: name --out accordingly")
     for path in _artefact_paths(out, fmt):
-        check_destination(path, folder=fmt == "coreml")
+        check_destination(path, folder=FORMATS[fmt].folder)
     return out
 
 
 def _artefact_paths(path: Path, fmt: str) -> list[Path]:
     """Every path an artefact occupies: OpenVINO IR is the ``.xml`` and the ``.bin`` beside it."""
-    return [path, path.with_suffix(".bin")] if fmt == "openvino" else [path]
+    return [path, *(path.with_suffix(suffix) for suffix in FORMATS[fmt].companions)]
 
 
 @contextlib.contextmanager

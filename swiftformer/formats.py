@@ -24,16 +24,20 @@ class ArtefactFormat:
     channels_last: bool
     runtime: ModuleType  # writes, reads back and runs it (swiftformer.deploy)
     runs_here: bool = True  # eval, predict and bench run it on this machine (Core ML predicts on macOS only)
+    companions: tuple[str, ...] = ()  # suffixes of the files written beside it (OpenVINO's weights: .bin)
+    folder: bool = False  # the artefact is a folder (a Core ML package)
+    dynamic_batch: bool = True  # it can take any batch of 1..MAX_DYNAMIC_BATCH (a LiteRT graph's is fixed)
 
 
 FORMATS = {fmt.name: fmt for fmt in (
     ArtefactFormat("onnx", ".onnx", ("fp32", "int8"), channels_last=False, runtime=onnx),
-    ArtefactFormat("openvino", ".xml", ("fp32", "fp16", "bf16", "int8"), channels_last=False, runtime=openvino),
+    ArtefactFormat("openvino", ".xml", ("fp32", "fp16", "bf16", "int8"), channels_last=False, runtime=openvino,
+                   companions=(".bin",)),
     ArtefactFormat("coreml", ".mlpackage", ("fp32", "fp16", "int8"), channels_last=False, runtime=coreml,
-                   runs_here=False),
+                   runs_here=False, folder=True),
     ArtefactFormat("torchscript", ".pt", ("fp32",), channels_last=True, runtime=torchscript),
     ArtefactFormat("executorch", ".pte", ("fp32", "int8"), channels_last=True, runtime=executorch),
-    ArtefactFormat("litert", ".tflite", ("fp32", "int8"), channels_last=False, runtime=litert),
+    ArtefactFormat("litert", ".tflite", ("fp32", "int8"), channels_last=False, runtime=litert, dynamic_batch=False),
 )}
 # Exports whose writer needs calibration images (activation ranges); Core ML int8 quantizes weights only.
 CALIBRATED = {("onnx", "int8"), ("openvino", "int8"), ("executorch", "int8"), ("litert", "int8")}
