@@ -314,4 +314,7 @@ def test_cli_bench_times_litert_fp32_and_int8(tmp_path):
     assert child.returncode == 0, child.stderr[-2000:]
     records = json.loads(out.read_text())["records"]
     assert sorted((r["backend"], r["precision"]) for r in records) == [("litert", "fp32"), ("litert", "int8")]
+    # nor the converter's and the interpreter's lines that tell the user nothing (swiftformer.deploy.litert)
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "XNNPACK delegate for CPU", "_pytree.py"):
+        assert noise not in child.stderr, child.stderr[-2000:]
     assert all(r["median_ms"] > 0 for r in records)
