@@ -17,13 +17,12 @@ import onnx
 import torch
 
 from swiftformer.agreement import compare, format_table, model_labels
-from swiftformer.artefacts import artefact_info, run_onnx
+from swiftformer.artefacts import artefact_info
 from swiftformer.calibration import calibration_images, check_images, load_batch
 from swiftformer.cpu import cpu_info
-from swiftformer.export import write_onnx
+from swiftformer.deploy import onnx as onnx_runtime
 from swiftformer.inference import load_model
 from swiftformer.models import reparameterize
-from swiftformer.quantize import onnx_blocks, onnx_int8, onnx_prepared
 
 
 def main() -> None:
@@ -52,14 +51,14 @@ def main() -> None:
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = write_onnx(fused, check.images[:1], Path(tmp) / "fp32.onnx")
-        prepared = onnx.load(str(onnx_prepared(fp32, Path(tmp) / "prepared.onnx"))).graph
-        blocks = onnx_blocks(prepared)
+        fp32 = onnx_runtime.write_fp32(fused, check.images[:1], Path(tmp) / "fp32.onnx")
+        prepared = onnx.load(str(onnx_runtime.prepared(fp32, Path(tmp) / "prepared.onnx"))).graph
+        blocks = onnx_runtime.blocks(prepared)
         everything = [name for block, names in blocks.items() if block != "products" for name in names]
 
         def measure(label: str, nodes: list[str] | None = None, exclude: list[str] | None = None) -> None:
-            out = onnx_int8(fp32, Path(tmp) / "int8.onnx", calibration, 1, nodes, exclude)
-            session = run_onnx(out, args.threads)
+            out = onnx_runtime.write_int8(fp32, Path(tmp) / "int8.onnx", calibration, 1, nodes, exclude)
+            session = onnx_runtime.runner(out, args.threads)
             logits = torch.cat([session(image[None]) for image in check.images])
             rows[label] = compare(reference, logits, labels)
             print(format_table({label: rows[label]}).splitlines()[1], flush=True)

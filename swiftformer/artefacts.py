@@ -1,9 +1,10 @@
-"""Exported artefacts as models: their preprocessing metadata, and one way to run each of them.
+"""Exported artefacts as models: their preprocessing metadata, and running any of them as a model.
 
 Every ``swiftformer export`` writes ``<artefact>.json`` beside the artefact (and, for ONNX, the same JSON in the
 model's ``metadata_props``): the image size, mean/std, crop and interpolation the model was trained with, its
 class names, batch size and precision. ``swiftformer eval`` and ``predict`` read it back, so a deployed model is
-measured with exactly the preprocessing it expects.
+measured with exactly the preprocessing it expects. Each artefact runs through its runtime's one runner
+(:mod:`swiftformer.deploy`), the one the export's check and ``bench`` use.
 """
 from __future__ import annotations
 
@@ -15,24 +16,18 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from timm.data import create_transform
 from torch import nn
 
 from .data_config import INTERPOLATIONS, resolve_data_config
+from .deploy.graph import Run, padded
 from .errors import CheckpointError, SwiftFormerError
 from .formats import FORMATS, RUNNABLE_SUFFIXES
 
-if TYPE_CHECKING:
-    import onnx
-
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "swiftformer"  # the ONNX metadata_props key
-
-Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
 
 
 @dataclass
@@ -139,10 +134,11 @@ def write_info(path: Path, info: ArtefactInfo) -> None:
 
 
 def read_info(path: str | Path) -> ArtefactInfo:
-    """The metadata of ``path``: its sidecar JSON, else (ONNX) the model's ``metadata_props``."""
+    """The metadata of ``path``: its sidecar JSON, else the metadata kept inside the artefact (ONNX)."""
     path = Path(path)
-    onnx_model = _onnx_model(path) if path.suffix == ".onnx" else None
-    embedded = _embedded_info(onnx_model, path) if onnx_model is not None else None
+    runtime = FORMATS[RUNNABLE_SUFFIXES[path.suffix]].runtime if path.suffix in RUNNABLE_SUFFIXES else None
+    text = runtime.embedded_info(path) if hasattr(runtime, "embedded_info") else None
+    embedded = ArtefactInfo.from_json(text, path) if text is not None else None
     if sidecar(path).is_file():
         info = ArtefactInfo.from_json(sidecar(path).read_text(), sidecar(path))
         if embedded is not None and embedded != info:
@@ -158,7 +154,8 @@ def read_info(path: str | Path) -> ArtefactInfo:
     if path.suffix != FORMATS[info.format].suffix:
         raise CheckpointError(f"{sidecar(path)}: format {info.format!r}, but {path.name} has the suffix of "
                               f"{RUNNABLE_SUFFIXES.get(path.suffix, 'no format')}")
-    held = stored_precision(path, info.format, onnx_model)
+    # the precision the file itself holds, so that a .json copied from another export cannot relabel it
+    held = FORMATS[info.format].runtime.stored_precision(path)
     if held is not None and held != info.precision and (held, info.precision) != ("fp16", "bf16"):  # bf16 IRs of
         # earlier versions kept fp16-compressed weights
         raise CheckpointError(f"{sidecar(path).name} says precision {info.precision}, but {path.name} holds {held} "
@@ -166,120 +163,10 @@ def read_info(path: str | Path) -> ArtefactInfo:
     return info
 
 
-def _onnx_model(path: Path) -> onnx.ModelProto:
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except DecodeError as error:  # a truncated or foreign file
-        raise CheckpointError(f"{path}: not a readable ONNX model ({error})") from None
-
-
-def _embedded_info(model: onnx.ModelProto, path: Path) -> ArtefactInfo | None:
-    """The metadata an ONNX export keeps inside the model, if any."""
-    props = {p.key: p.value for p in model.metadata_props}
-    return ArtefactInfo.from_json(props[METADATA_KEY], path) if METADATA_KEY in props else None
-
-
-ONNX_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                      "MatMulInteger"}
-
-
-def stored_precision(path: Path, fmt: str, onnx_model: onnx.ModelProto | None) -> str | None:
-    """The precision the file itself holds (``None`` where it does not tell: ExecuTorch, TorchScript, Core ML),
-    so that a ``.json`` copied from another export of the model cannot relabel it. ``onnx_model``: the ``.onnx``
-    file as :func:`read_info` has read it."""
-    if fmt == "onnx":
-        return "int8" if {node.op_type for node in onnx_model.graph.node} & ONNX_QUANTIZED_OPS else "fp32"
-    if fmt == "openvino":  # int8: quantize steps; fp16/bf16: weights stored so (quantize.openvino_reduced)
-        text = path.read_text(errors="replace")
-        marks = (("int8", 'type="FakeQuantize"'), ("bf16", 'element_type="bf16"'), ("fp16", 'element_type="f16"'))
-        return next((precision for precision, mark in marks if mark in text), "fp32")
-    if fmt == "litert":
-        import numpy as np
-        from ai_edge_litert.interpreter import Interpreter
-
-        try:
-            tensors = Interpreter(model_path=str(path)).get_tensor_details()
-        except (ValueError, RuntimeError):
-            return None  # not a model the interpreter reads: opening it names the problem
-        return "int8" if any(t["dtype"] in (np.int8, np.uint8) for t in tensors) else "fp32"
-    return None
-
-
-# Runners ---------------------------------------------------------------------------------------------------
-def run_onnx(path: Path, threads: int | None) -> Run:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
-
-
-def run_openvino(path: Path, threads: int | None, precision: str) -> Run:
-    from .export import compile_openvino
-
-    if not path.with_suffix(".bin").is_file():
-        raise CheckpointError(f"{path}: its weights {path.with_suffix('.bin').name} are not beside it (an OpenVINO IR "
-                              "is the .xml and the .bin of the same name)")
-    compiled = compile_openvino(path, threads, precision)
-    return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
-
-
-def run_torchscript(path: Path) -> Run:
-    loaded = torch.jit.load(str(path)).eval()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return loaded(x).float()
-
-    return run
-
-
-def run_executorch(path: Path) -> Run:
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    return lambda x: method.execute([x.contiguous()])[0]
-
-
-def executorch_max_batch(path: Path) -> int:
-    """The largest batch a ``.pte`` takes: its input's memory is planned for that many images. Lowering can narrow
-    a dynamic batch below the one exported (torch 2.14: a 1x1 convolution's backend choice guards batch < 16)."""
-    from executorch.runtime import Runtime
-
-    return int(Runtime.get().load_program(str(path)).load_method("forward").metadata.input_tensor_meta(0).sizes()[0])
-
-
-def run_litert(path: Path, threads: int | None) -> Run:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as error:
-        raise SwiftFormerError(f"running a .tflite needs the ai-edge-litert package ({error})") from None
-    interpreter = Interpreter(model_path=str(path), num_threads=threads or 2)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        interpreter.set_tensor(source["index"], x.contiguous().numpy())
-        interpreter.invoke()
-        return torch.from_numpy(interpreter.get_tensor(target["index"]).copy())
-
-    return run
-
-
 def _refusals(fmt: str) -> tuple[type[Exception], ...]:
-    """What each runtime raises for a file or an input it refuses (ONNX Runtime's are plain ``Exception`` types)."""
-    if fmt == "onnx":
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-        return (ort_errors.InvalidArgument, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
-                ort_errors.NoSuchFile, ort_errors.RuntimeException)
-    return (RuntimeError, ValueError)
+    """What a runtime raises for a file or an input it refuses."""
+    runtime = FORMATS[fmt].runtime
+    return runtime.refusals() if hasattr(runtime, "refusals") else (RuntimeError, ValueError)
 
 
 def _runtime_message(error: Exception) -> str:
@@ -287,13 +174,6 @@ def _runtime_message(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     said = [line for line in lines if not re.match(r"(Exception from|Check '.*' failed at) \S+:\d+", line)]
     return " ".join(said or lines) or type(error).__name__
-
-
-def padded(images: torch.Tensor, batch: int) -> torch.Tensor:
-    """``images`` with their last one repeated up to ``batch``: the last chunk for a fixed-batch graph."""
-    if images.shape[0] >= batch:
-        return images
-    return torch.cat([images, images[-1:].expand(batch - images.shape[0], *images.shape[1:])])
 
 
 def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True) -> Run:
@@ -306,13 +186,10 @@ def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True)
     of at most ``max_batch``.
     """
     path = Path(path)
-    if not FORMATS[info.format].runs_here:
-        raise SwiftFormerError(f"{path}: Core ML packages run on macOS only (coremltools predicts there)")
-    openers = {"onnx": lambda p: run_onnx(p, None), "openvino": lambda p: run_openvino(p, None, info.precision),
-               "torchscript": run_torchscript, "executorch": run_executorch, "litert": lambda p: run_litert(p, None)}
+    runtime = FORMATS[info.format].runtime
     refusals = _refusals(info.format) if users_file else ()
     try:
-        run = openers[info.format](path)
+        run = runtime.runner(path, None, info.precision)
     except refusals as error:
         raise CheckpointError(f"{path}: its runtime cannot load it: {_runtime_message(error)}") from None
     # One run of what the metadata promises: a .json that is not this artefact's is an error here, not a traceback
@@ -327,8 +204,8 @@ def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True)
         raise CheckpointError(f"{path} predicts {classes} classes; its metadata ({sidecar(path).name}) names "
                               f"{len(info.class_names)}")
     chunk = info.batch or info.max_batch
-    if info.format == "executorch" and info.batch is None:  # a .pte written before its metadata said its real bound
-        chunk = min(chunk, executorch_max_batch(path))
+    if hasattr(runtime, "max_batch") and info.batch is None:  # a .pte written before its metadata said its bound
+        chunk = min(chunk, runtime.max_batch(path))
 
     def run_all(images: torch.Tensor) -> torch.Tensor:
         outputs = []
@@ -366,6 +243,6 @@ class ArtefactModel(nn.Module):
 
 def run_config_of(info: ArtefactInfo) -> dict[str, Any]:
     """The eval settings an artefact implies (for :func:`swiftformer.inference.run_config`). No image size: the
-    artefact's own, any height and width, is the only one it takes (:func:`swiftformer.data.model_data_config`)."""
+    artefact's own, any height and width, is the only one it takes (``own_size`` of :mod:`swiftformer.data`)."""
     return {"crop_pct": info.crop_pct, "interpolation": info.interpolation, "batch_size": max(info.batch or 32, 1),
             "workers": 2}

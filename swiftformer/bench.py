@@ -12,9 +12,10 @@ median and 90th percentile of all calls, and each runner's *round spread* (its s
 fastest's): a shared VM can run 1.3-1.6x slower for tens of seconds at a time, and a run whose runners' rounds
 disagree by more than ``UNSTEADY_SPREAD`` says so rather than passing its ratios off as the machine's. Weights
 are random: latency does not depend on their values.
-Reduced precisions (``--precision``) run the artefacts ``swiftformer export --precision`` writes; int8 is
-calibrated on real images (``--calibration``), and a precision this CPU or backend cannot run is skipped with
-the reason.
+The runtimes' backends time the artefact ``swiftformer export`` writes, run by the runner its runtime's module
+builds (:mod:`swiftformer.deploy`), the one ``eval``, ``predict`` and the export's check use. Reduced precisions
+(``--precision``) are those of ``swiftformer export --precision``; int8 is calibrated on real images
+(``--calibration``), and a precision this CPU or backend cannot run is skipped with the reason.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ from torch import nn
 
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
+from .deploy import openvino
+from .export import channels_last
 from .formats import FORMATS
-from .export import channels_last, compile_openvino, write_executorch, write_onnx, write_openvino, write_reduced
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
@@ -168,72 +170,25 @@ def cuda_runner(model: nn.Module, x: torch.Tensor) -> Runner:
     return run
 
 
-def onnx_file(model: nn.Module, x: torch.Tensor, path: Path, peer: bool) -> Path:
-    """Export ``model`` at ``x``'s shape as ``swiftformer export`` does; a ``peer`` the dynamo exporter rejects
-    goes through the TorchScript-based exporter (ours never: the graph timed is the one export writes)."""
-    if not peer:
-        return write_onnx(model, x, path)
+def artefact(name: str, fused: nn.Module, fmt: str, precision: str, x: torch.Tensor, path: Path,
+             calibration: torch.Tensor | None) -> Path:
+    """``fused`` at ``x``'s shape as ``swiftformer export`` writes ``fmt`` in ``precision``. A peer's fp32 graph the
+    dynamo exporter rejects goes to ONNX (and OpenVINO) through the TorchScript-based exporter (ours never: the
+    graph timed is the one export writes)."""
     try:
-        return write_onnx(model, x, path)
+        return FORMATS[fmt].runtime.write(fused, x, path, precision, calibration)
     except Exception:  # noqa: BLE001 - any exporter failure of a third-party model falls back to the other exporter
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"], opset_version=17)
-        return path
+        if not (is_peer(name) and fmt in ("onnx", "openvino") and precision == "fp32"):
+            raise
+    graph = path.with_suffix(".onnx")
+    torch.onnx.export(fused, (x,), str(graph), dynamo=False, input_names=["image"], opset_version=17)
+    return graph if fmt == "onnx" else openvino.write_ir(graph, path)
 
 
-def onnxruntime_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int, peer: bool) -> Runner:
-    return _onnxruntime_timed(onnx_file(model, x, path, peer), x, threads)
-
-
-def _onnxruntime_timed(onnx: Path, x: torch.Tensor, threads: int) -> Runner:
-    """ONNX Runtime with all graph optimisations, ``threads`` intra-op threads, sequential execution, for every
-    precision. Idle worker threads sleep instead of spinning, so they do not steal the cores of the next runner: an
-    int8 session that spun made the OpenVINO fp32 runner after it 1.45-1.57x slower (docs/quantization.md)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    return _timed(lambda: session.run(None, feed))
-
-
-def openvino_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int, peer: bool) -> Runner:
-    """The ONNX graph converted to OpenVINO IR, compiled for this CPU in fp32 with ``threads`` threads."""
-    onnx = onnx_file(model, x, path.with_suffix(".onnx"), peer)
-    return _openvino_timed(write_openvino(onnx, path), x, threads, "fp32")
-
-
-def _openvino_timed(xml: Path, x: torch.Tensor, threads: int, precision: str) -> Runner:
-    request = compile_openvino(xml, threads, precision).create_infer_request()
-    feed = {0: x.numpy()}
-    return _timed(lambda: request.infer(feed))
-
-
-def executorch_runner(model: nn.Module, x: torch.Tensor, path: Path, threads: int) -> Runner:
-    """The model lowered to XNNPACK as ``swiftformer export`` does, run by the ExecuTorch runtime on ``threads``
-    threads."""
-    return _executorch_timed(write_executorch(model, x, path), x, threads)
-
-
-def _executorch_timed(pte: Path, x: torch.Tensor, threads: int) -> Runner:
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    from executorch.runtime import Runtime
-
-    _unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(str(pte)).load_method("forward")
-    inputs = [x.contiguous()]
-    return _timed(lambda: method.execute(inputs))
-
-
-def _litert_timed(tflite: Path, x: torch.Tensor, threads: int) -> Runner:
-    """The ``.tflite`` on the ``ai-edge-litert`` interpreter (its XNNPACK delegate) with ``threads`` threads."""
-    from .artefacts import run_litert
-
-    run = run_litert(tflite, threads)
+def artefact_runner(fmt: str, path: Path, x: torch.Tensor, threads: int, precision: str) -> Runner:
+    """The artefact at ``path`` on the runner of its runtime (:mod:`swiftformer.deploy`), the one ``eval`` and the
+    export's check run it through, on ``threads`` threads."""
+    run = FORMATS[fmt].runtime.runner(path, threads, precision)
     return _timed(lambda: run(x))
 
 
@@ -251,45 +206,25 @@ def precision_skip_reason(backend: str, precision: str, cpu: CpuInfo, calibrated
     return ""
 
 
-def reduced_runner(model: nn.Module, backend: str, precision: str, x: torch.Tensor, calibration: torch.Tensor,
-                   path: Path, threads: int) -> Runner:
-    """``model`` (fused) in ``precision`` on ``backend``: the artefact ``swiftformer export --precision`` writes
-    (:func:`swiftformer.export.write_reduced`)."""
-    fmt = FORMAT_OF[backend]
-    artefact = write_reduced(model, fmt, precision, x, path.with_suffix(FORMATS[fmt].suffix), calibration)
-    timers = {"onnx": _onnxruntime_timed, "executorch": _executorch_timed, "litert": _litert_timed,
-              "openvino": lambda xml, x, threads: _openvino_timed(xml, x, threads, precision)}
-    return timers[fmt](artefact, x, threads)
-
-
 def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int,
                  precision: str = "fp32", calibration: torch.Tensor | None = None) -> Runner:
-    """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form."""
-    if precision != "fp32":
-        fused = fused_form(name, model, channels_last=channels_last(FORMAT_OF[backend], precision))
-        stem = f"{name.replace('/', '_')}_b{x.shape[0]}_{precision}"
-        return reduced_runner(fused, backend, precision, x, calibration, workdir / stem, threads)
+    """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form, the runtimes'
+    backends the artefact ``swiftformer export`` writes (:func:`artefact`, :func:`artefact_runner`)."""
+    stem = f"{name.replace('/', '_')}_b{x.shape[0]}" + (f"_{precision}" if precision != "fp32" else "")
+    if backend in FORMAT_OF:
+        fmt = FORMAT_OF[backend]
+        fused = fused_form(name, model, channels_last=channels_last(fmt, precision))
+        path = artefact(name, fused, fmt, precision, x, workdir / f"{stem}{FORMATS[fmt].suffix}", calibration)
+        return artefact_runner(fmt, path, x, threads, precision)
     if backend == "eager":
         return torch_runner(model, x)
-    layout = FORMATS[FORMAT_OF[backend]].channels_last if backend in FORMAT_OF else True  # PyTorch: channels-last
-    fused = fused_form(name, model, channels_last=layout)
-    stem = f"{name.replace('/', '_')}_b{x.shape[0]}"
+    fused = fused_form(name, model)  # PyTorch: channels-last
     if backend == "fused":
         return torch_runner(fused, x.contiguous(memory_format=torch.channels_last))
     if backend == "compile":
         # Inductor's CPU inference mode: weights frozen into the graph as constants, convolution weights
         # pre-packed for oneDNN, element-wise work fused into their epilogues.
         return torch_runner(torch.compile(fused, options={"freezing": True}), x.contiguous(memory_format=torch.channels_last))
-    if backend == "onnxruntime":
-        return onnxruntime_runner(fused, x, workdir / f"{stem}.onnx", threads, is_peer(name))
-    if backend == "openvino":
-        return openvino_runner(fused, x, workdir / f"{stem}.xml", threads, is_peer(name))
-    if backend == "executorch":
-        return executorch_runner(fused, x, workdir / f"{stem}.pte", threads)
-    if backend == "litert":
-        from .quantize import litert
-
-        return _litert_timed(litert(fused, x, workdir / f"{stem}.tflite", "fp32", None), x, threads)
     if backend == "cuda":
         return cuda_runner(fused, x)
     raise SwiftFormerError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

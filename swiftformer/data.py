@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, default_collate
 from torchvision.datasets import ImageFolder
 
-from .artefacts import ArtefactModel
 from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
@@ -77,10 +76,10 @@ class Datasets:
     class_names: list[str]
 
 
-def model_data_config(model: nn.Module | None, config: TrainConfig) -> dict[str, Any]:
-    """The model's preprocessing at the run's image size, crop and interpolation; an exported artefact's at the
-    height and width it was exported at, the one size it runs."""
-    img_size = None if isinstance(model, ArtefactModel) else config.img_size
+def model_data_config(model: nn.Module | None, config: TrainConfig, own_size: bool = False) -> dict[str, Any]:
+    """The model's preprocessing at the run's image size, crop and interpolation; with ``own_size`` (a model that
+    runs one size only, as an exported artefact) at the height and width of the model's own config."""
+    img_size = None if own_size else config.img_size
     return resolve_data_config(model, img_size, crop_pct=config.crop_pct, interpolation=config.interpolation)
 
 
@@ -103,9 +102,9 @@ def train_transform(model: nn.Module | None, config: TrainConfig) -> Callable:
     )
 
 
-def eval_transform(model: nn.Module | None, config: TrainConfig) -> Callable:
-    """Resize to ``img_size / crop_pct``, center crop, normalise."""
-    return create_transform(**model_data_config(model, config), is_training=False)
+def eval_transform(model: nn.Module | None, config: TrainConfig, own_size: bool = False) -> Callable:
+    """Resize to ``img_size / crop_pct``, center crop, normalise (``own_size``: :func:`model_data_config`)."""
+    return create_transform(**model_data_config(model, config, own_size), is_training=False)
 
 
 @dataclass(frozen=True)
@@ -239,13 +238,15 @@ def _subset(dataset: Dataset, size: int | None) -> Dataset:
     return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
 
 
-def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> tuple[Dataset, list[str]]:
+def build_dataset(model: nn.Module | None, config: TrainConfig, split: str,
+                  own_size: bool = False) -> tuple[Dataset, list[str]]:
     """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names.
 
     ``model`` only lends its preprocessing config (mean, std); ``None`` takes the SwiftFormer family's.
+    ``own_size``: evaluate at the model's own size (:func:`model_data_config`).
     """
     is_train = split == "train"
-    transform = train_transform(model, config) if is_train else eval_transform(model, config)
+    transform = train_transform(model, config) if is_train else eval_transform(model, config, own_size)
     if config.dataset == "digits":
         dataset, names = DigitsDataset(split, transform), DigitsDataset.classes
     elif config.dataset == "cifar10":

@@ -6,7 +6,7 @@ The fine-tune distils from the float model it starts from (:func:`float_teacher`
 does, which is what every int8 export is checked on.
 The model trained is the fused inference form (:func:`~swiftformer.models.fused.reparameterize`), the graph every
 int8 artefact quantizes, with fake quantization inserted by PT2E ``prepare_qat_pt2e`` after the int8 rule of
-:func:`swiftformer.quantize.pt2e_int8_quantizer` (convolutions, the stem's in float). It is captured in NCHW
+:func:`swiftformer.pt2e.int8_quantizer` (convolutions, the stem's in float). It is captured in NCHW
 layout, where the MLPs' 1x1 convolutions are convolutions as ONNX Runtime and OpenVINO quantize them.
 
 The run's checkpoints hold the fused float weights beside the fake quantizers' state (``activation_post_process_*``,
@@ -132,9 +132,9 @@ def prepare_qat(model: nn.Module, img_size: int) -> nn.Module:
         from torchao.quantization.pt2e import allow_exported_model_train_eval
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-        from .quantize import pt2e_int8_quantizer
+        from .pt2e import int8_quantizer
 
-        quantizer = pt2e_int8_quantizer(qat=True)
+        quantizer = int8_quantizer(qat=True)
     except ImportError as error:
         raise SwiftFormerError(f"--qat needs ExecuTorch's quantizer and torchao ({error}): "
                                "pip install 'swiftformer[export]'") from None

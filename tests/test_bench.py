@@ -239,7 +239,7 @@ def test_cli_bench_times_int8_calibrated_on_photos_and_records_the_cpu(tmp_path,
     assert code == 0
     assert "skipped fused int8: fused runs fp32" in capsys.readouterr().out
     written = json.loads(out.read_text())
-    # the peer's graph too (ONNX Runtime's symbolic shape inference cannot follow it: quantize.onnx_prepared)
+    # the peer's graph too (ONNX Runtime's symbolic shape inference cannot follow it: deploy.onnx.prepared)
     assert {(r["model"], r["backend"], r["precision"]) for r in written["records"]} == {
         (model, backend, precision) for model in ("swiftformer_xs", "timm/swiftformer_xs")
         for backend, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("fused", "fp32"))}
@@ -314,4 +314,7 @@ def test_cli_bench_times_litert_fp32_and_int8(tmp_path):
     assert child.returncode == 0, child.stderr[-2000:]
     records = json.loads(out.read_text())["records"]
     assert sorted((r["backend"], r["precision"]) for r in records) == [("litert", "fp32"), ("litert", "int8")]
+    # nor the converter's and the interpreter's lines that tell the user nothing (swiftformer.deploy.litert)
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "XNNPACK delegate for CPU", "_pytree.py"):
+        assert noise not in child.stderr, child.stderr[-2000:]
     assert all(r["median_ms"] > 0 for r in records)

@@ -12,7 +12,9 @@ import torch
 import swiftformer
 from swiftformer.cli import main
 from swiftformer.errors import SwiftFormerError
-from swiftformer.export import ExportCheckError, check_inputs, compile_openvino, export_model, write_openvino
+from swiftformer.deploy import executorch as executorch_runtime
+from swiftformer.deploy import openvino as openvino_runtime
+from swiftformer.export import ExportCheckError, check_inputs, export_model
 
 from .conftest import VARIANT_NAMES, randomize, user_error
 
@@ -72,7 +74,7 @@ def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
     assert result.path.with_suffix(".bin").is_file()
     constants = [op for op in ov.Core().read_model(str(result.path)).get_ops() if op.get_type_name() == "Constant"]
     assert {op.get_element_type() for op in constants if op.get_element_type().is_real()} == {ov.Type.f32}
-    compiled = compile_openvino(result.path, threads=1)
+    compiled = openvino_runtime.compiled_model(result.path, threads=1)
     for batch in (1, 5) if dynamic else (2,):
         got = compiled(check_inputs(batch, IMG_SIZE, seed=1).numpy())[0]
         assert np.abs(got - unfused_logits(name, batch).numpy()).max() <= 1e-4
@@ -85,7 +87,7 @@ def test_openvino_ir_matches_the_unfused_model_in_fp32(name, tmp_path):
 def test_openvino_missing_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(SwiftFormerError, match="needs the openvino package"):
-        write_openvino(tmp_path / "xs.onnx", tmp_path / "xs.xml")
+        openvino_runtime.write_ir(tmp_path / "xs.onnx", tmp_path / "xs.xml")
 
 
 def test_coreml_mlprogram_converts_and_its_spec_validates(tmp_path):
@@ -114,11 +116,11 @@ def test_executorch_dynamic_batch_says_and_takes_the_batches_its_program_was_pla
     """Lowering narrows the exported batch range 1..64 (torch 2.14: to 15, a 1x1 convolution's backend choice
     guards batch < 16); the metadata and the result carry the real bound, so eval and predict chunk by it."""
     pytest.importorskip("executorch")
-    from swiftformer.artefacts import executorch_max_batch, open_artefact, read_info
+    from swiftformer.artefacts import open_artefact, read_info
 
     result = export_model(randomized("swiftformer_xs"), "executorch", tmp_path / "xs.pte", dynamic_batch=True,
                           img_size=(64, 64))
-    bound = executorch_max_batch(result.path)
+    bound = executorch_runtime.max_batch(result.path)
     assert result.max_abs_diff <= 1e-4 and result.max_batch == read_info(result.path).max_batch == min(bound, 64)
     images = check_inputs(2 * result.max_batch + 1, (64, 64), seed=4)
     with torch.no_grad():

@@ -27,8 +27,8 @@ from swiftformer.cli import main
 from swiftformer.data import eval_transform
 from swiftformer.errors import DataError, SwiftFormerError
 from swiftformer.export import staged_output
+from swiftformer.formats import check_precision
 from swiftformer.inference import load_model, run_config
-from swiftformer.quantize import check_precision
 
 from .conftest import randomize, shared_data, user_error
 
@@ -226,7 +226,7 @@ def test_a_failed_write_leaves_nothing_under_the_name(tmp_path):
 
 def xs_onnx_and_photos(model: torch.nn.Module, tmp_path: Path) -> tuple[Path, torch.Tensor]:
     """``model`` fused (NCHW) and written as ONNX at 32 px, with 8 real photos to calibrate it on."""
-    from swiftformer.export import write_onnx
+    from swiftformer.deploy import onnx as onnx_runtime
     from swiftformer.models import reparameterize
     from swiftformer.recipes import TrainConfig
 
@@ -234,7 +234,7 @@ def xs_onnx_and_photos(model: torch.nn.Module, tmp_path: Path) -> tuple[Path, to
     transform = eval_transform(fused, TrainConfig(img_size=32, crop_pct=1.0))
     calibration = load_batch(folder_images(shared_data("cifar10-mini") / "val" / "ship").take(list(range(8))),
                              transform).images
-    return write_onnx(fused, calibration[:1], tmp_path / "fp32.onnx"), calibration
+    return onnx_runtime.write_fp32(fused, calibration[:1], tmp_path / "fp32.onnx"), calibration
 
 
 def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, monkeypatch):
@@ -244,14 +244,14 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, mo
     import onnx
     import openvino as ov
 
-    from swiftformer import quantize
     from swiftformer.cpu import CpuInfo
+    from swiftformer.deploy import onnx as onnx_runtime
+    from swiftformer.deploy import openvino as openvino_runtime
     from swiftformer.models import create_model
-    from swiftformer.quantize import onnx_int8, openvino_float_ops, openvino_reduced
 
     fp32, calibration = xs_onnx_and_photos(create_model("swiftformer_xs"), tmp_path)
 
-    graph = onnx.load(str(onnx_int8(fp32, tmp_path / "int8.onnx", calibration, 1))).graph
+    graph = onnx.load(str(onnx_runtime.write_int8(fp32, tmp_path / "int8.onnx", calibration, 1))).graph
     producer = {out: node.op_type for node in graph.node for out in node.output}
     fed_int8 = [producer.get(node.input[0]) == "DequantizeLinear" for node in graph.node if node.op_type == "Conv"]
     assert fed_int8[:2] == [False, False] and all(fed_int8[2:]) and len(fed_int8) > 40
@@ -265,8 +265,9 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, mo
     assert add_inputs and all(producer.get(name) == "Conv" for name in add_inputs)
 
     vnni = CpuInfo("Xeon", frozenset({"avx2", "avx512f", "avx512_vnni"}))
-    monkeypatch.setattr(quantize, "cpu_info", lambda: vnni)
-    model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
+    monkeypatch.setattr(openvino_runtime, "cpu_info", lambda: vnni)
+    model = ov.Core().read_model(str(openvino_runtime.write_reduced(fp32, tmp_path / "int8.xml", "int8", calibration,
+                                                                    False, 1)))
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     fed_fq = [op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in convs]
     assert fed_fq[:2] == [False, False] and all(fed_fq[2:])
@@ -277,9 +278,9 @@ def test_int8_keeps_the_stem_the_matmuls_and_the_skip_path_in_float(tmp_path, mo
               for op in model.get_ordered_ops() if op.get_friendly_name() in linears]
     assert not fed_fq[-1] and all(fed_fq[:-1]) and len(fed_fq) > 8  # the head, read by the logits, stays float
 
-    avx2 = set(openvino_float_ops(fp32_model, CpuInfo("EPYC", frozenset({"avx2", "fma"}))))
+    avx2 = set(openvino_runtime.float_ops(fp32_model, CpuInfo("EPYC", frozenset({"avx2", "fma"}))))
     matmuls = {op.get_friendly_name() for op in fp32_model.get_ordered_ops() if op.get_type_name() == "MatMul"}
-    assert linears <= matmuls <= avx2 and avx2 - matmuls == set(openvino_float_ops(fp32_model, vnni)) - matmuls
+    assert linears <= matmuls <= avx2 and avx2 - matmuls == set(openvino_runtime.float_ops(fp32_model, vnni)) - matmuls
 
 
 def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
@@ -289,11 +290,11 @@ def test_openvino_int8_activation_ranges_cover_the_calibration_images(tmp_path):
     import openvino as ov
 
     from swiftformer.models import create_model
-    from swiftformer.quantize import openvino_reduced
+    from swiftformer.deploy.openvino import write_reduced
 
     torch.manual_seed(0)
     fp32, calibration = xs_onnx_and_photos(create_model("swiftformer_xs"), tmp_path)
-    model = ov.Core().read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
+    model = ov.Core().read_model(str(write_reduced(fp32, tmp_path / "int8.xml", "int8", calibration, False, 1)))
     # activations only (weights' quantizers read a Constant), and not NNCF's SmoothQuant rescaling of the attention's
     # inputs: its values sit after unit-norm tokens, where upstream int8 rounding moves the extremes most
     quantizers = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
@@ -328,12 +329,12 @@ def test_openvino_int8_keeps_the_biases(tmp_path):
     import openvino as ov
 
     from swiftformer.models import create_model
-    from swiftformer.quantize import openvino_reduced
+    from swiftformer.deploy.openvino import write_reduced
 
     fp32, calibration = xs_onnx_and_photos(randomize(create_model("swiftformer_xs"), seed=3), tmp_path)  # real biases
     core = ov.Core()
-    before = convolution_biases(ov.convert_model(str(fp32)))  # what openvino_reduced quantizes
-    after = convolution_biases(core.read_model(str(openvino_reduced(fp32, tmp_path / "int8.xml", "int8", calibration,
+    before = convolution_biases(ov.convert_model(str(fp32)))  # what write_reduced quantizes
+    after = convolution_biases(core.read_model(str(write_reduced(fp32, tmp_path / "int8.xml", "int8", calibration,
                                                                     False, 1))))
     assert len(before) > 40 and after.keys() == before.keys()
     for name, bias in before.items():
@@ -346,14 +347,14 @@ def test_openvino_bf16_ir_holds_the_fp32_weights_rounded_once_to_bf16(tmp_path):
     import openvino as ov
 
     from swiftformer.models import create_model
-    from swiftformer.quantize import WEIGHTED_OPS, openvino_reduced
+    from swiftformer.deploy.openvino import WEIGHTED_OPS, write_reduced
 
     fp32, _ = xs_onnx_and_photos(randomize(create_model("swiftformer_xs"), seed=3), tmp_path)
     core = ov.Core()
     sources = [op.input(1).get_source_output().get_node() for op in ov.convert_model(str(fp32)).get_ordered_ops()
                if op.get_type_name() in WEIGHTED_OPS]
     expected = [node.get_data() if node.get_type_name() == "Constant" else None for node in sources]
-    bf16 = core.read_model(str(openvino_reduced(fp32, tmp_path / "bf16.xml", "bf16", None, False, 1)))
+    bf16 = core.read_model(str(write_reduced(fp32, tmp_path / "bf16.xml", "bf16", None, False, 1)))
     stored = [op.input(1).get_source_output().get_node() for op in bf16.get_ordered_ops()
               if op.get_type_name() in WEIGHTED_OPS]
     assert len(stored) == len(expected) > 80
@@ -460,10 +461,10 @@ def test_a_rejected_artefact_is_not_written(run, tmp_path, capsys, monkeypatch):
     """An int8 artefact calibrated on ranges a thousand times too wide rounds the features to a few levels: it is
     refused, not written. (Ranges a thousand times too small are not bad enough on every CPU: on an AMD EPYC with
     AVX2 alone, with 7-bit weights, that artefact agreed 98.3 %.)"""
-    from swiftformer import quantize
+    from swiftformer.deploy import onnx as onnx_runtime
 
-    onnx_int8 = quantize.onnx_int8
-    monkeypatch.setattr(quantize, "onnx_int8", lambda fp32, out, calibration, batch: onnx_int8(
+    write_int8 = onnx_runtime.write_int8
+    monkeypatch.setattr(onnx_runtime, "write_int8", lambda fp32, out, calibration, batch: write_int8(
         fp32, out, calibration * 1e3, batch))
     out = tmp_path / "xs-int8.onnx"
     assert export(run, "onnx", "int8", out) == 2

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         config = run_config(loaded, {"dataset": args.dataset, "data": args.data, "download": args.download,
                                      "img_size": args.img_size, "batch_size": args.batch_size, "workers": args.workers,
                                      "skip_bad_images": args.skip_bad_images})
-        dataset, data_names = build_dataset(loaded.model, config, "val")
+        is_artefact = isinstance(loaded.model, ArtefactModel)  # runs the one size it was exported at
+        dataset, data_names = build_dataset(loaded.model, config, "val", own_size=is_artefact)
         data_source = config.data or config.dataset
         if loaded.run_config is not None:  # our runs know their class names: the data's are matched to them
             indices = model_class_indices(loaded.class_names, data_names, args.checkpoint, data_source)

@@ -9,13 +9,18 @@ against PyTorch; in fp32, or fp16/bf16/int8 checked on held-out real images.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SwiftFormerError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ..agreement import Agreement
+    from ..calibration import ImageBatch
+    from ..export import ExportResult
 
 # Fewer check images than this get a note: a percentage over them is too coarse to stand behind.
 FEW_CHECK_IMAGES = 200
@@ -23,7 +28,7 @@ FEW_CHECK_IMAGES = 200
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_CHECK_SIZE
-    from ..export import MAX_DYNAMIC_BATCH
+    from ..deploy.graph import MAX_DYNAMIC_BATCH
     from ..formats import FORMATS, PRECISIONS
     from ..models.attention import ATTENTIONS
     from .numbers import image_side, positive_float, positive_int, probability
@@ -72,7 +77,7 @@ def _calibrates(args: argparse.Namespace) -> bool:
     return (args.format, args.precision) in CALIBRATED
 
 
-def _images(args: argparse.Namespace, transform):
+def _images(args: argparse.Namespace, transform: Callable) -> tuple[ImageBatch | None, ImageBatch | None]:
     """(calibration, check) image batches from the folders given, or ``None`` where none were given. A precision
     that calibrates nothing checks on the whole of ``--calibration`` when no ``--check-data`` is given."""
     from ..calibration import calibration_and_check, check_images, load_batch
@@ -124,18 +129,33 @@ def report_agreement(label: str, agreement: Agreement, check_names: list[str] | 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agreement import top1_loss_warning
-    from ..artefacts import is_artefact
-    from ..export import MAX_DYNAMIC_BATCH, DisagreementError, check_output, check_request, export_model
-    from ..formats import FORMATS
-    from ..inference import load_model
-    from ..labels import default_class_names
-    from ..pretrained import create_model
+    from ..export import DisagreementError, export_model
     from . import quiet_converters
 
     quiet_converters(args.verbose, uses_nncf=args.format == "openvino" and args.precision == "int8")
+    requested = check_arguments(args)  # before any weights are fetched or converted
+    model, class_names, run_config, weights = load_weights(args)
+    img_size = image_size(requested, run_config)
+    calibration, check = real_images(args, model, img_size, class_names, run_config)
+    try:
+        result = export_model(
+            model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
+            img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
+            min_agreement=args.min_agreement, class_names=class_names, crop_pct=run_config.get("crop_pct"),
+            interpolation=run_config.get("interpolation"),
+        )
+    except DisagreementError as error:
+        report_agreement(f"{args.format} {args.precision}", error.agreement, check.class_names, class_names)
+        raise
+    report(args, result, model, weights, bool(run_config.get("img_size")), check, class_names, run_config)
+    return 0
 
-    # before any weights are fetched or converted
+
+def check_arguments(args: argparse.Namespace) -> tuple[int, int] | None:
+    """A one-line error for options that cannot work together, before anything is loaded; the ``--img-size`` asked."""
+    from ..artefacts import is_artefact
+    from ..export import check_output, check_request
+
     check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data),
                   args.dynamic_batch)
     check_output(args.format, args.out)
@@ -145,21 +165,39 @@ def run(args: argparse.Namespace) -> int:
         raise SwiftFormerError(f"--model: which variant to export with {source} (e.g. --model swiftformer_xs)")
     if args.checkpoint and is_artefact(args.checkpoint):
         raise SwiftFormerError(f"{args.checkpoint} is an exported artefact: export from the checkpoint it was made from")
+    return requested
+
+
+def load_weights(args: argparse.Namespace) -> tuple[nn.Module, list[str], dict, str]:
+    """The model, its class names, its training run's config (``{}`` for other weights) and what its weights are."""
+    from ..inference import load_model
+    from ..labels import default_class_names
+    from ..pretrained import create_model
+
     if args.random_weights:
         model = create_model(args.model, attention=args.attention)
-        class_names, run = default_class_names(model.num_classes), {}
-        weights = "RANDOM weights (--random-weights): the artefact runs, but classifies nothing"
-    else:
-        loaded = load_model(args.checkpoint, args.model, attention=args.attention)
-        model, class_names, run = loaded.model, loaded.class_names, loaded.run_config or {}
-        weights = f"weights {args.checkpoint}" if args.checkpoint else "the released ImageNet weights"
-    run_size = run.get("img_size")
-    img_size = requested or (run_size or 224,) * 2
-    crop_pct, interpolation = run.get("crop_pct"), run.get("interpolation")
+        return (model, default_class_names(model.num_classes), {},
+                "RANDOM weights (--random-weights): the artefact runs, but classifies nothing")
+    loaded = load_model(args.checkpoint, args.model, attention=args.attention)
+    weights = f"weights {args.checkpoint}" if args.checkpoint else "the released ImageNet weights"
+    return loaded.model, loaded.class_names, loaded.run_config or {}, weights
+
+
+def image_size(requested: tuple[int, int] | None, run_config: dict) -> tuple[int, int]:
+    """``--img-size``, else the run's size, else 224; a note where it is not the size the run was trained at."""
+    run_size = run_config.get("img_size")
     if run_size and requested and requested != (run_size, run_size):
         print(f"note: the run was trained at {run_size} px and this artefact takes {requested[0]}x{requested[1]}: "
               "its accuracy is the model's at that size, which the check (PyTorch at the same size) cannot show")
-    calibration, check = (None, None)
+    return requested or (run_size or 224,) * 2
+
+
+def real_images(args: argparse.Namespace, model: nn.Module, img_size: tuple[int, int], class_names: list[str],
+                run_config: dict) -> tuple[ImageBatch | None, ImageBatch | None]:
+    """The (calibration, check) images through the artefact's own transform, with a note on what is not used."""
+    from ..artefacts import artefact_info
+    from ..formats import FORMATS
+
     runs_here = FORMATS[args.format].runs_here  # no check runs a Core ML package (they predict on macOS only)
     if (args.calibration or args.check_data) and not runs_here:
         print(f"note: --format {args.format} --precision {args.precision} uses no image: it calibrates nothing, and "
@@ -168,32 +206,29 @@ def run(args: argparse.Namespace) -> int:
         use = ("--calibration is not used (--check-data is)" if args.check_data
                else "every image of --calibration is a check image")
         print(f"note: --format {args.format} --precision {args.precision} calibrates nothing: {use}")
-    if (args.calibration or args.check_data) and runs_here:
-        from ..artefacts import artefact_info
+    if not (args.calibration or args.check_data) or not runs_here:
+        return None, None
+    transform = artefact_info(model, args.format, args.precision, img_size, 1, 1, class_names,
+                              run_config.get("crop_pct"), run_config.get("interpolation")).transform()
+    return _images(args, transform)
 
-        transform = artefact_info(model, args.format, args.precision, img_size, 1, 1, class_names, crop_pct,
-                                  interpolation).transform()
-        calibration, check = _images(args, transform)
-    label = f"{args.format} {args.precision}"
-    try:
-        result = export_model(
-            model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
-            img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
-            min_agreement=args.min_agreement, class_names=class_names, crop_pct=crop_pct, interpolation=interpolation,
-        )
-    except DisagreementError as error:
-        report_agreement(label, error.agreement, check.class_names, class_names)
-        raise
+
+def report(args: argparse.Namespace, result: ExportResult, model: nn.Module, weights: str, run_sized: bool,
+           check: ImageBatch | None, class_names: list[str], run_config: dict) -> None:
+    """What was written, how it matched PyTorch, and what qualifies it."""
+    from ..agreement import top1_loss_warning
+    from ..deploy.graph import MAX_DYNAMIC_BATCH
+
     batch = f"batch 1..{result.max_batch}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
     print(f"wrote {result.path} ({args.format} {result.precision}, fused {model.variant}, {batch}, "
-          f"input {list(result.input_shape[1:])}{' as trained' if run_size and not args.img_size else ''}), {weights}")
+          f"input {list(result.input_shape[1:])}{' as trained' if run_sized and not args.img_size else ''}), {weights}")
     verdict = "OK, but of random weights" if args.random_weights else "OK"
     if result.max_abs_diff is not None:
         print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} (tolerance {args.atol:g}) - {verdict}")
     if result.agreement is not None:
-        report_agreement(label, result.agreement, check.class_names, class_names)
+        report_agreement(f"{args.format} {args.precision}", result.agreement, check.class_names, class_names)
         print(f"check: agreement with fp32 PyTorch on {check_source(args)} - {verdict}")
-        if warning := training_images_warning(args.check_data or args.calibration, run):
+        if warning := training_images_warning(args.check_data or args.calibration, run_config):
             print(f"warning: {warning}")
         if warning := top1_loss_warning(result.agreement):
             remedy = ("; if it holds there, more calibration images (--calibration-size 1024) or train --qat may "
@@ -207,4 +242,3 @@ def run(args: argparse.Namespace) -> int:
               f"on a convolution's backend choice); eval and predict feed it at most {result.max_batch} images at a time")
     if result.run_as_checked:
         print(f"note: {result.run_as_checked}")
-    return 0

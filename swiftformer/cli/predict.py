@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..artefacts import ArtefactModel
     from ..data import batch_images, eval_transform, list_images
     from ..distributed import resolve_device
     from ..inference import load_model, predict, run_config
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, args.model, ema=args.ema, attention=args.attention)
     device = resolve_device(args.device)
     loaded.model.to(device)
-    transform = eval_transform(loaded.model, run_config(loaded, {"img_size": args.img_size}))
+    transform = eval_transform(loaded.model, run_config(loaded, {"img_size": args.img_size}),
+                               own_size=isinstance(loaded.model, ArtefactModel))  # an artefact runs one size
     paths = list_images(args.inputs)
     skipped = 0
     for start in range(0, len(paths), args.batch_size):
