@@ -73,22 +73,24 @@ def test_an_unknown_layout_is_refused():
 
 
 def test_labels_that_do_not_fit_the_head_are_refused_before_anything_is_written():
-    model = reparameterize(tiny_model(10), channels_last=False)
+    form = image_classifier(reparameterize(tiny_model(10), channels_last=False))
     with pytest.raises(SwiftFormerError, match="9 labels for a head of 10 classes: give one label per class"):
-        app_metadata(model, [f"class {i}" for i in range(9)], (SIZE, SIZE))
+        app_metadata(form, [f"class {i}" for i in range(9)], (SIZE, SIZE))
     with pytest.raises(SwiftFormerError, match="is not a one-line name"):
-        app_metadata(model, [f"class\n{i}" for i in range(10)], (SIZE, SIZE))
+        app_metadata(form, [f"class\n{i}" for i in range(10)], (SIZE, SIZE))
 
 
 def test_the_metadata_as_strings_and_as_json():
     labels = [f"class {i}" for i in range(10)]
-    meta = app_metadata(tiny_model(), labels, (SIZE, 48), top1=81.5, author="A. Author", license="MIT")
+    meta = app_metadata(image_classifier(tiny_model()), labels, (SIZE, 48), top1=81.5, author="A. Author",
+                        license="MIT")
     strings = meta.as_strings()
     assert strings["labels"].split("\n") == labels  # one string: Java's EValue has no string list
     assert strings["input_size"] == "32,48" and strings["mean"] == "0.485,0.456,0.406" and strings["top1"] == "81.5"
     assert strings["swiftformer_version"] == swiftformer.__version__ and strings["variant"] == "swiftformer_xs"
-    assert "10 classes" in strings["description"] and AppMetadata.from_json(meta.to_json()) == meta
-    assert app_metadata(tiny_model(), labels, (SIZE, SIZE)).as_strings()["top1"] == ""
+    assert strings["layout"] == "NHWC" and strings["pixel_max"] == "255.0"
+    assert "10 classes out; top-1 81.5 %" in strings["description"] and AppMetadata.from_json(meta.to_json()) == meta
+    assert app_metadata(image_classifier(tiny_model()), labels, (SIZE, SIZE)).as_strings()["top1"] == ""
 
 
 def mediapipe_metadata_schema() -> ModuleType:
@@ -103,11 +105,20 @@ def mediapipe_metadata_schema() -> ModuleType:
     return module
 
 
+def normalization(schema: ModuleType, image: object) -> tuple[list[float], list[float]]:
+    """The (mean, std) of an input TensorMetadata's NormalizationOptions."""
+    unit = image.ProcessUnits(0)
+    assert unit.OptionsType() == schema.ProcessUnitOptions.NormalizationOptions
+    options = schema.NormalizationOptions()
+    options.Init(unit.Options().Bytes, unit.Options().Pos)
+    return options.MeanAsNumpy().tolist(), options.StdAsNumpy().tolist()
+
+
 def test_the_tflite_metadata_reads_back_with_the_schema_mediapipe_ships():
     """Read with the classes flatc generated from metadata_schema.fbs (MediaPipe's wheel ships them), not ours."""
     schema = mediapipe_metadata_schema()
     labels = [f"class {i}" for i in range(10)]
-    meta = app_metadata(tiny_model(), labels, (SIZE, 48), author="A. Author", license="MIT")
+    meta = app_metadata(image_classifier(tiny_model()), labels, (SIZE, 48), author="A. Author", license="MIT")
     data = model_metadata(meta)
     assert schema.ModelMetadata.ModelMetadataBufferHasIdentifier(data, 0)
     root = schema.ModelMetadata.GetRootAs(data, 0)
@@ -119,16 +130,16 @@ def test_the_tflite_metadata_reads_back_with_the_schema_mediapipe_ships():
     properties.Init(image.Content().ContentProperties().Bytes, image.Content().ContentProperties().Pos)
     assert properties.ColorSpace() == schema.ColorSpaceType.RGB
     assert (properties.DefaultSize().Height(), properties.DefaultSize().Width()) == (SIZE, 48)
-    unit = image.ProcessUnits(0)
-    assert unit.OptionsType() == schema.ProcessUnitOptions.NormalizationOptions
-    normalization = schema.NormalizationOptions()
-    normalization.Init(unit.Options().Bytes, unit.Options().Pos)
-    # pixels go in as they are: the model's own per-channel mean/std run in the graph
-    assert normalization.MeanAsNumpy().tolist() == [0.0] and normalization.StdAsNumpy().tolist() == [1.0]
+    # pixels go in as they are (0..255): the model's own per-channel mean/std run in the graph
+    assert normalization(schema, image) == ([0.0], [1.0])
     assert output.Content().ContentPropertiesType() == schema.ContentProperties.FeatureProperties
     labels_file = output.AssociatedFiles(0)
     assert labels_file.Name() == LABELS_FILE.encode()
     assert labels_file.Type() == schema.AssociatedFileType.TENSOR_AXIS_LABELS
+    # a graph taking 0..1: the reader divides the 0..255 pixels by 255
+    unit_range = model_metadata(app_metadata(image_classifier(tiny_model(), pixel_max=1.0), labels, (SIZE, 48)))
+    image = schema.ModelMetadata.GetRootAs(unit_range, 0).SubgraphMetadata(0).InputTensorMetadata(0)
+    assert normalization(schema, image) == ([0.0], [255.0])
 
 
 # Slow: a trained model, converted by litert-torch, run by MediaPipe ----------------------------------------------
@@ -142,7 +153,7 @@ def write_tflites(weights: str, calibration: str, out: str) -> None:
     model = swiftformer.create_model("swiftformer_xs", num_classes=len(classes))
     model.load_state_dict(torch.load(weights, weights_only=True))
     form = image_classifier(reparameterize(model.eval(), channels_last=False), "NHWC")
-    meta = app_metadata(form.model, classes, (SIZE, SIZE), author="swiftformer tests", license="Apache-2.0")
+    meta = app_metadata(form, classes, (SIZE, SIZE), author="swiftformer tests", license="Apache-2.0")
     with quiet_litert():
         camera = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8),)).model_content()
         floats = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3),)).model_content()

@@ -36,7 +36,8 @@ class ImageClassifier(nn.Module):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout {layout!r} is none of {', '.join(LAYOUTS)}")
-        self.model, self.layout = model, layout
+        self.model, self.layout, self.pixel_max = model, layout, float(pixel_max)
+        self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))  # what the metadata reports
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         self.register_buffer("scale", (1.0 / (pixel_max * std_t)).view(1, 3, 1, 1))
         self.register_buffer("shift", (-mean_t / std_t).view(1, 3, 1, 1))
@@ -121,20 +122,19 @@ def check_labels(labels: list[str] | tuple[str, ...], classes: int) -> None:
 
 
 def app_metadata(
-    model: nn.Module, labels: list[str] | tuple[str, ...], input_size: tuple[int, int], layout: Layout = "NHWC",
-    pixel_max: float = 255.0, *, name: str | None = None, top1: float | None = None, author: str = "",
-    license: str = "", description: str = "",
+    form: ImageClassifier, labels: list[str] | tuple[str, ...], input_size: tuple[int, int], *,
+    name: str | None = None, top1: float | None = None, author: str = "", license: str = "", description: str = "",
 ) -> AppMetadata:
-    """The metadata of an image-form artefact of ``model``; the labels are checked against its head first, so a
-    mismatch is refused before anything is written."""
-    check_labels(labels, head_size(model))
-    config = resolve_data_config(model)
-    variant = getattr(model, "variant", None) or type(model).__name__
+    """The metadata of an artefact written from ``form`` (its layout, pixel range and normalisation); the labels
+    are checked against its model's head first, so a mismatch is refused before anything is written."""
+    check_labels(labels, head_size(form.model))
+    variant = getattr(form.model, "variant", None) or type(form.model).__name__
     height, width = input_size
+    measured = f"; top-1 {top1:.1f} % on its validation images" if top1 is not None else ""
     return AppMetadata(
         name=name or variant, variant=variant, swiftformer_version=__version__, input_size=(height, width),
-        layout=layout, pixel_max=float(pixel_max), mean=tuple(map(float, config["mean"])),
-        std=tuple(map(float, config["std"])), labels=tuple(labels), top1=top1, author=author, license=license,
+        layout=form.layout, pixel_max=form.pixel_max, mean=form.mean, std=form.std, labels=tuple(labels), top1=top1,
+        author=author, license=license,
         description=description or (f"{variant} image classifier: RGB {height}x{width} in, probabilities of "
-                                    f"{len(labels)} classes out"),
+                                    f"{len(labels)} classes out{measured}"),
     )

@@ -76,13 +76,14 @@ def _stats(builder: flatbuffers.Builder, low: float, high: float) -> int:
 
 
 def _input_tensor(builder: flatbuffers.Builder, meta: AppMetadata) -> int:
-    """The image input: RGB at the exported size, taken as pixels 0..pixel_max (NormalizationOptions mean 0,
-    std 1: MediaPipe feeds a float input the pixel values themselves; it takes a uint8 input as it is)."""
+    """The image input: RGB at the exported size, taken as pixels 0..pixel_max. A reader feeds a float input
+    ``(pixel - mean) / std`` of the 0..255 values: mean 0, std 255 / pixel_max (1: the pixels themselves); it
+    feeds a uint8 input the bytes as they are."""
     height, width = meta.input_size
     size = _table(builder, {0: ("u32", width), 1: ("u32", height)})  # ImageSize
     image = _table(builder, {0: ("u8", RGB), 1: ("offset", size)})  # ImageProperties
     content = _table(builder, {0: ("u8", IMAGE_PROPERTIES), 1: ("offset", image)})
-    mean, std = _floats(builder, [0.0]), _floats(builder, [meta.pixel_max / 255.0])
+    mean, std = _floats(builder, [0.0]), _floats(builder, [255.0 / meta.pixel_max])
     normalization = _table(builder, {0: ("offset", mean), 1: ("offset", std)})
     unit = _table(builder, {0: ("u8", NORMALIZATION_OPTIONS), 1: ("offset", normalization)})  # ProcessUnit
     units = _offsets(builder, [unit])
