@@ -42,8 +42,8 @@ class ImageClassifier(nn.Module):
         self.register_buffer("scale", (1.0 / (pixel_max * std_t)).view(1, 3, 1, 1))
         self.register_buffer("shift", (-mean_t / std_t).view(1, 3, 1, 1))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.to(self.scale.dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # named as the model's: export's dynamic shapes key on it
+        x = x.to(self.scale.dtype)
         if self.layout == "NHWC":
             x = x.permute(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
         return self.model(x * self.scale + self.shift).softmax(-1)
