@@ -147,17 +147,17 @@ def write_tflites(weights: str, calibration: str, out: str) -> None:
     """fp32 (uint8 and float input) and int8 (uint8 input, calibrated on real photos) image-form ``.tflite``s with
     their metadata."""
     from swiftformer.deploy.tflite_metadata import with_metadata
-    from swiftformer.quantize import _litert_torch, litert_int8, quiet_litert
+    from swiftformer.deploy.litert import _litert_torch, quiet_conversion, write_int8
 
     paths, classes = folder(calibration, per_class=6, start=300)  # not the training images' indices
     model = swiftformer.create_model("swiftformer_xs", num_classes=len(classes))
     model.load_state_dict(torch.load(weights, weights_only=True))
     form = image_classifier(reparameterize(model.eval(), channels_last=False), "NHWC")
     meta = app_metadata(form, classes, (SIZE, SIZE), author="swiftformer tests", license="Apache-2.0")
-    with quiet_litert():
+    with quiet_conversion():
         camera = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8),)).model_content()
         floats = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3),)).model_content()
-        written = {"fp32-uint8": camera, "fp32-float": floats, "int8-uint8": litert_int8(camera, pixels(paths))}
+        written = {"fp32-uint8": camera, "fp32-float": floats, "int8-uint8": write_int8(camera, pixels(paths))}
     for name, tflite in written.items():
         (Path(out) / f"{name}.tflite").write_bytes(with_metadata(tflite, meta))
 
