@@ -28,14 +28,13 @@ from .artefacts import ArtefactModel
 from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
-from .recipes import TrainConfig
+from .recipes import DATASETS, TrainConfig
 
 if TYPE_CHECKING:
     from .dense.config import DenseConfig
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("folder", "digits", "cifar10")
 # The image files PIL reads; the one list of every task (classification folders, dense datasets, predict).
 # What every command reads as an image (PIL decodes each; a GIF gives its first frame): torchvision's ImageFolder
 # list and GIF, so that training, eval, calibration and predict take the same files.

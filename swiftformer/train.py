@@ -50,8 +50,6 @@ from .recipes import TrainConfig, save_config
 from .runlog import RunLog, plot_curves
 
 log = logging.getLogger(__name__)
-# timm's create_scheduler_v2 schedules that training steps per update (plateau steps on a metric, which it never gets)
-SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
 
 
 # RNG state as tensors and plain values, so checkpoints load with weights_only=True ---------------------------

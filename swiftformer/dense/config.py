@@ -14,9 +14,10 @@ from typing import Any
 
 from .. import recipes
 from ..errors import SwiftFormerError
-from ..recipes import Recipe
+from ..recipes import AMP_MODES, Recipe
 
 TASKS = ("detection", "segmentation")
+SCHEDULES = ("step", "poly")  # what swiftformer.dense.engine.lr_factor decays by
 
 
 @dataclass
@@ -36,10 +37,7 @@ class DenseConfig(Recipe):
 
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
-        from ..engine import AMP_DTYPES  # these modules import this one
-        from .engine import SCHEDULES
-
-        return {"task": TASKS, "sched": SCHEDULES, "amp": tuple(AMP_DTYPES)}
+        return {"task": TASKS, "sched": SCHEDULES, "amp": AMP_MODES}
 
     task: str = "detection"
     # model

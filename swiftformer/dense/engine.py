@@ -69,9 +69,6 @@ def build_optimizer(model: nn.Module, config: DenseConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-SCHEDULES = ("step", "poly")  # what lr_factor decays by
-
-
 def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at each iteration: linear warm-up, then step or poly decay."""
     milestones = [m * iters_per_unit for m in config.milestones]
@@ -80,7 +77,7 @@ def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Cal
     def factor(iteration: int) -> float:
         if config.sched == "step":
             decay = config.gamma ** sum(iteration >= m for m in milestones)
-        else:  # poly (DenseConfig checks sched against SCHEDULES)
+        else:  # poly (DenseConfig checks sched against config.SCHEDULES)
             decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
         if iteration < config.warmup_iters:
             decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters
