@@ -9,6 +9,7 @@ as the model expects (mean, std, interpolation, crop).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,17 +127,45 @@ def decode_failure(error: Exception) -> str:
     """The reason a file could not be decoded, for one line of text."""
     if isinstance(error, UnidentifiedImageError):
         return "not an image file PIL can identify"
+    if isinstance(error, Image.DecompressionBombError):
+        return (f"more pixels than PIL decodes ({2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP, its guard against "
+                "decompression bombs): downscale the image first")
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB. 16-bit greyscale (``I;16*`` from 16-bit PNG/TIFF, ``I`` from older Pillow) is
-    scaled down by 256 first: PIL's own conversion clips it, which turns most 16-bit images white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
-        image = Image.fromarray(levels.astype(np.uint8))
+    """``image`` as 8-bit RGB. PIL's own conversion clips deeper pixels to 0-255, which turns a 16-bit image white
+    and a 0-1 float image black, so they are scaled first: 16-bit (``I;16*``) by 1/256; 32-bit integers
+    (``I``) and floats (``F``) by the range the file holds (0-1, 0-255 or 0-65535). Anything else (negative,
+    not finite, beyond 16 bits) is a ``ValueError`` saying so, rather than a silently wrong image."""
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        return Image.fromarray(_deep_to_8_bit(np.asarray(image), image.mode)).convert("RGB")
     return image.convert("RGB")
+
+
+def _deep_to_8_bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """``pixels`` of a 32-bit integer or float image as 8-bit levels, scaled by the range they fall in."""
+    kind = "32-bit float" if mode == "F" else "32-bit integer"
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"{kind} pixels that are not finite (NaN or infinity): not an image read here")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0:
+        raise ValueError(f"{kind} pixels from {low:g} to {high:g}: negative values are not an image read here "
+                         "(expected 0-1, 0-255 or 0-65535)")
+    if high > 65535:
+        raise ValueError(f"{kind} pixels up to {high:g}: beyond 16 bits, not an image read here "
+                         "(expected 0-1, 0-255 or 0-65535)")
+    values = pixels.astype(np.float64)
+    if mode == "F" and high <= 1:
+        levels = np.rint(values * 255)  # 0-1, the usual range of float images
+    elif high <= 255:
+        levels = np.rint(values)
+    else:
+        levels = np.floor(values / 256)  # 16-bit values, as an I;16 image is scaled
+    return np.clip(levels, 0, 255).astype(np.uint8)
 
 
 def open_rgb(path: str | Path, exif_orientation: bool = True) -> Image.Image:
@@ -146,8 +175,12 @@ def open_rgb(path: str | Path, exif_orientation: bool = True) -> Image.Image:
     viewer shows: classification trains, evaluates, calibrates and predicts on the same upright image, so a file
     gets the same answer everywhere. Dense datasets pass ``False``: their boxes and masks were drawn on the stored
     pixels. The pixels are decoded first, so a corrupt file fails here and not inside the EXIF transpose, whose
-    errors are forgiven."""
-    with Image.open(path) as image:
+    errors are forgiven. Above twice PIL's ``MAX_IMAGE_PIXELS`` (179 MP) PIL refuses to decode the file, a guard
+    against decompression bombs that stays (:func:`decode_failure` says so in one line)."""
+    with warnings.catch_warnings():  # PIL warns from 89 MP on, in two lines; 108 MP phone photos are photos
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         image.load()
         return to_rgb(_upright(image) if exif_orientation else image)
 
