@@ -9,6 +9,7 @@ as the model expects (mean, std, interpolation, crop).
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -377,6 +378,17 @@ class CheckedLoader:
                 log.warning("%s: skipped %d unreadable image(s) in this pass: %s", self.split, len(skipped_now), ", ".join(skipped_now))
 
 
+def loader_workers(requested: int) -> int:
+    """``requested`` data-loading processes, at most this process's share of the CPUs it may run on (shared with the
+    other processes ``torchrun`` starts on this machine): more only queue for the same cores, and each DataLoader
+    warns about them (twice a run, on a 2-core machine with a recipe's 8)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if requested > share:
+        log.debug("%d data-loading workers instead of %d: this process's share of %d CPU(s)", share, requested, cpus)
+    return min(requested, share)
+
+
 def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) -> tuple[CheckedLoader, CheckedLoader]:
     """Train loader (full batches only: BatchNorm needs more than one sample) and exact-count val loader."""
     pin = dist_info.device.type == "cuda"
@@ -384,7 +396,7 @@ def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) 
         datasets.train,
         batch_size=config.batch_size,
         sampler=train_sampler(datasets.train, config, dist_info),
-        num_workers=config.workers,
+        num_workers=loader_workers(config.workers),
         pin_memory=pin,
         drop_last=True,
         collate_fn=collate_checked,
@@ -404,7 +416,7 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: Dist
         dataset,
         batch_size=batch_size,
         sampler=ShardSampler(len(dataset), dist_info.rank, dist_info.world_size),
-        num_workers=workers,
+        num_workers=loader_workers(workers),
         pin_memory=dist_info.device.type == "cuda",
         collate_fn=collate_checked,
     )

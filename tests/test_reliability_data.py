@@ -237,3 +237,24 @@ def test_malformed_exif_leaves_the_photo_as_stored(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
     np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "photo.png")), np.asarray(stored))
+
+
+@pytest.mark.parametrize("local_processes,expected", [(1, 2), (2, 1)])
+def test_loader_workers_follow_the_cpus_of_the_process(local_processes, expected, monkeypatch):
+    """A recipe's 8 workers on a 2-core machine: DataLoader warned twice a run; the loader now starts this process's
+    share of the CPUs it may use (under torchrun, shared by the processes on the machine)."""
+    import warnings
+
+    import torch
+
+    from swiftformer.data import eval_loader
+    from swiftformer.distributed import DistInfo
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    dataset = torch.utils.data.TensorDataset(torch.arange(6.0), torch.zeros(6, dtype=torch.long))
+    loader = eval_loader(dataset, 2, 8, DistInfo(0, 1, 0, torch.device("cpu")))
+    assert loader.loader.num_workers == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DataLoader's "will create 8 worker processes ... suggested max is 2"
+        assert sum(len(images) for images, _ in loader) == 6
