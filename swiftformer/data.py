@@ -425,18 +425,27 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: Dist
 
 def list_images(inputs: list[str]) -> list[Path]:
     """Image files named directly or found (recursively, sorted) in the given folders."""
-    paths: list[Path] = []
+    return [path for path, _ in find_images(inputs)]
+
+
+def find_images(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """``(path, name)`` of each image file named directly or found (recursively, sorted) in the given folders:
+    ``name`` is the path below the folder it was found in, or the file's own name; each file once."""
+    found: dict[Path, tuple[Path, Path]] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            named = [(p, p.relative_to(path)) for p in images]
         elif path.is_file():
-            paths.append(path)
+            named = [(path, Path(path.name))]
         else:
             raise DataError(f"no such image file or folder: {path}")
-    if not paths:
+        for image, name in named:
+            found.setdefault(image.resolve(), (image, name))
+    if not found:
         raise DataError(f"no images found in {', '.join(inputs)}")
-    return paths
+    return list(found.values())
 
 
 def load_image(path: Path) -> Image.Image:

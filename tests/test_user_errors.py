@@ -62,7 +62,7 @@ SET = [  # values that reach the config through --set (and so through YAML)
     ("workers", "-1"), ("accum_steps", "0"), ("hflip", "1.5"), ("ema_decay", "0"),
 ]
 DENSE_SET = [("detect", "batch_size", "0"), ("detect", "lr", "-1"), ("segment", "hflip", "2"),
-             ("segment", "crop_size", "0"), ("detect", "iterations", "-5")]
+             ("segment", "crop_size", "0"), ("detect", "iterations", "-5"), ("segment", "class_names", "[wall]")]
 CHECKPOINT_KINDS = ("zero-byte", "text", "truncated", "folder", "missing")
 CHECKPOINT_USERS = {
     "eval": ["eval", "--checkpoint", "{file}"],

@@ -49,6 +49,7 @@ class DenseConfig(Recipe):
     freeze_bn: bool = False
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all GPUs
     num_classes: int | None = None  # segmentation: classes incl. background; detection: from the COCO file
+    class_names: tuple[str, ...] | None = None  # segmentation: the name of each label value (default "class N")
     masks: bool = True  # detection: Mask R-CNN (True) or Faster R-CNN (False)
     min_size: int = 800  # detection: short side after the detector's resize
     max_size: int = 1333  # detection: long side cap
@@ -98,6 +99,9 @@ class DenseConfig(Recipe):
             raise SwiftFormerError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if (self.epochs is None) == (self.iterations is None):
             raise SwiftFormerError("set exactly one of epochs and iterations (the other to null)")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise SwiftFormerError(f"config class_names: {len(self.class_names)} names for num_classes "
+                                   f"{self.num_classes} (a name per label value, background included)")
 
     @property
     def by_iteration(self) -> bool:
