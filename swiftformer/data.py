@@ -275,6 +275,16 @@ def _subset(dataset: Dataset, size: int | None) -> Dataset:
     return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
 
 
+def split_folder(root: Path, split: str) -> Path:
+    """``root/split`` of the ImageNet layout; for ``val``, ``root`` itself when it is a folder of class folders
+    (``eval --data MYDATA/val``) rather than a dataset root."""
+    folder = root / split
+    if split == "val" and not folder.is_dir() and root.is_dir() and not (root / "train").is_dir():
+        if any(child.is_dir() for child in root.iterdir()):
+            return root
+    return folder
+
+
 def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> tuple[Dataset, list[str]]:
     """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names.
 
@@ -290,7 +300,7 @@ def build_dataset(model: nn.Module | None, config: TrainConfig, split: str) -> t
     elif config.dataset == "folder":
         if not config.data:
             raise DataError("--data DIR is required for --dataset folder (DIR/train and DIR/val in the ImageNet layout)")
-        dataset = image_folder(Path(config.data) / split, transform)
+        dataset = image_folder(split_folder(Path(config.data), split), transform)
         names = list(dataset.classes)
     else:
         raise DataError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")

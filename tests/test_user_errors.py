@@ -105,6 +105,7 @@ OTHERS = [  # (command line, text the line must hold)
     (["train", *TINY_TRAIN, "--set", "attention=additve", "--output-dir", "{tmp}/run"],
      "config attention: 'additve' is none of additive"),
     (["predict", "{image}", "--checkpoint", "{run}"], "is a run directory: pass its checkpoint"),
+    (["eval", "--checkpoint", "{run}/log.jsonl"], "log.jsonl is not a checkpoint: its "),  # before asking for --model
     (["train", "--config", "{bad_recipe}", "--dataset", "digits"], "config epochs: must be at least 1, got -2"),
     (["train", "--config", "{malformed_recipe}", "--dataset", "digits"],
      "malformed.yaml: not valid YAML: while parsing a flow sequence (line 2, column 13): expected ',' or ']'"),
