@@ -97,9 +97,9 @@ def worker_message(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # OpenMP threads that wait at a barrier spin for a while by default, on cores other work (data-loading workers,
-    # other processes) needs: 2-5x slower train, eval and bench on busy cores, no faster on idle ones
-    # (benchmarks/bench_omp_wait.py). OpenMP reads this once, when torch loads it; a user's own setting wins.
+    # OpenMP threads that wait at a barrier spin for a while by default, on cores that other work (data-loading
+    # workers, other processes) needs: train, eval and bench took 2-5x as long without this on a 2-core machine,
+    # busy or loaded (benchmarks/bench_omp_wait.py). OpenMP reads it once, when torch loads; a user's setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..allocator import tune_malloc
     from ..errors import SwiftFormerError
