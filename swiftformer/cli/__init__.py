@@ -98,8 +98,9 @@ def worker_message(error: Exception) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that wait at a barrier spin for a while by default, on cores that other work (data-loading
-    # workers, other processes) needs: train, eval and bench took 2-5x as long without this on a 2-core machine,
-    # busy or loaded (benchmarks/bench_omp_wait.py). OpenMP reads it once, when torch loads; a user's setting wins.
+    # workers, other processes) needs: train, eval and bench took 2-5x as long without this on a shared 2-core
+    # machine, with or without extra load (benchmarks/bench_omp_wait.py). OpenMP reads it once, when torch loads;
+    # a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..allocator import tune_malloc
     from ..errors import SwiftFormerError
