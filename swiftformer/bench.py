@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,6 +43,9 @@ from .formats import FORMATS
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # Published ImageNet-1K top-1 (224 px unless noted) of the timm peers, from their papers:
 PEER_TOP1 = {
@@ -502,10 +506,21 @@ def write_csv(records: Sequence[Record], path: str | Path) -> None:
 
 def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "") -> None:
     """The paper's Figure 1 on this machine: best batch-1 latency (x) vs published top-1 (y), one point per model."""
+    import matplotlib.pyplot as plt
+
+    figure = latency_figure(result, title)
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def latency_figure(result: BenchResult, title: str = "") -> Figure:
+    """The matplotlib figure of :func:`plot_latency_vs_top1`: every label inside the axes (right of its point,
+    the x range widened to hold it) and readable latency ticks (1-2-5 or every integer within a decade)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     models = list(dict.fromkeys(r.model for r in result.records if r.batch == 1 and r.published_top1 is not None))
     best = {name: result.best(name) for name in models}
@@ -515,17 +530,18 @@ def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "")
         points = sorted((best[n].median_ms, best[n].published_top1, n) for n in ours)
         axes.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:red",
                   label="SwiftFormer (ours, fastest backend and precision)")
+    labels = []
     for name in models:
         record = best[name]
         color = "tab:red" if not is_peer(name) else ("tab:orange" if "swiftformer" in name else "tab:blue")
         if is_peer(name):
             axes.plot(record.median_ms, record.published_top1, "s", color=color)
-        # ours above-left of the point, timm's swiftformer_* (same top-1) below-right: the labels do not collide
-        offset, align = ((-6, 5), "right") if not is_peer(name) else (((5, -10) if "swiftformer" in name else (5, 4)), "left")
+        # ours above its point, timm's swiftformer_* (same top-1) below: the labels do not collide
+        offset = (5, -10) if is_peer(name) and "swiftformer" in name else (5, 4)
         label = name if "swiftformer" in name else name.split("/")[-1]  # keep "timm/" where ours has a twin
         where = record.backend if record.precision == "fp32" else f"{record.backend} {record.precision}"
-        axes.annotate(f"{label} ({where})", (record.median_ms, record.published_top1),
-                      textcoords="offset points", xytext=offset, ha=align, fontsize=7)
+        labels.append(axes.annotate(f"{label} ({where})", (record.median_ms, record.published_top1),
+                                    textcoords="offset points", xytext=offset, ha="left", fontsize=7))
     peers = [name for name in models if is_peer(name)]
     if any("swiftformer" in name for name in peers):
         axes.plot([], [], "s", color="tab:orange", label="timm swiftformer_*")
@@ -536,10 +552,23 @@ def plot_latency_vs_top1(result: BenchResult, path: str | Path, title: str = "")
     axes.set_ylabel("published ImageNet-1K top-1 (%, fp32; not measured here)")
     axes.set_title(title or "Latency vs accuracy")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", fontsize=8)  # above-left of the Pareto front: where no model is
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
+    axes.margins(y=0.08)  # room above the top point for its label
+    figure.canvas.draw()
+    width, (low, high) = axes.get_window_extent().width, axes.get_xlim()
+    for text in labels:  # widen the log x range until the label ends inside the axes: its share of the width fits
+        share = min(0.9, (text.get_window_extent().width + 10) / width)  # + the offset from the point, a margin
+        point = math.log10(text.xy[0])
+        high = max(high, 10 ** ((point - share * math.log10(low)) / (1 - share)))
+    axes.set_xlim(low, high)
+    low, high = axes.get_xlim()
+    decades = math.log10(high / low)
+    subs = range(1, 10) if decades < 1.2 else (1, 2, 5) if decades < 3 else (1,)
+    axes.xaxis.set_major_locator(LogLocator(subs=tuple(subs)))
+    axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    return figure
 
 
 def plot_attention_scaling(rows: Sequence[dict], path: str | Path, title: str = "") -> None:

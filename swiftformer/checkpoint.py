@@ -159,7 +159,7 @@ def file_kind(path: Path) -> str | None:
     return None
 
 
-def _checkpoint_file(path: Path) -> str:
+def checkpoint_file_kind(path: Path) -> str:
     """The :func:`file_kind` of an existing checkpoint file, or a :class:`CheckpointError` naming the problem."""
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
@@ -181,7 +181,7 @@ def _checkpoint_file(path: Path) -> str:
 def safe_torch_load(path: str | Path) -> Any:
     """``torch.load`` that only accepts tensors and plain containers; a clear error for anything else."""
     path = Path(path)
-    if _checkpoint_file(path) == "safetensors":
+    if checkpoint_file_kind(path) == "safetensors":
         raise CheckpointError(f"{path} is a safetensors file (weights only), not a training checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -277,7 +277,7 @@ def read_checkpoint(path: str | Path, key: str | None = None) -> tuple[StateDict
         path = _weights_file(path)
         state_dict, file_metadata = read_checkpoint(path, key)
         return state_dict, {**file_metadata, **metadata}
-    if _checkpoint_file(path) == "safetensors":
+    if checkpoint_file_kind(path) == "safetensors":
         return _read_safetensors(path)
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, Mapping):

@@ -9,6 +9,8 @@ as the model expects (mean, std, interpolation, crop).
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,10 @@ from torchvision.datasets import ImageFolder
 from .data_config import resolve_data_config
 from .distributed import DistInfo, ShardSampler
 from .errors import DataError
-from .recipes import TrainConfig
+from .recipes import DATASETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("folder", "digits", "cifar10")
 # The image files PIL reads; the one list of every task (classification folders, dense datasets, predict).
 # What every command reads as an image (PIL decodes each; a GIF gives its first frame): torchvision's ImageFolder
 # list and GIF, so that training, eval, calibration and predict take the same files.
@@ -123,17 +124,45 @@ def decode_failure(error: Exception) -> str:
     """The reason a file could not be decoded, for one line of text."""
     if isinstance(error, UnidentifiedImageError):
         return "not an image file PIL can identify"
+    if isinstance(error, Image.DecompressionBombError):
+        return (f"more pixels than PIL decodes ({2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP, its guard against "
+                "decompression bombs): downscale the image first")
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB. 16-bit greyscale (``I;16*`` from 16-bit PNG/TIFF, ``I`` from older Pillow) is
-    scaled down by 256 first: PIL's own conversion clips it, which turns most 16-bit images white."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
-        image = Image.fromarray(levels.astype(np.uint8))
+    """``image`` as 8-bit RGB. PIL's own conversion clips deeper pixels to 0-255, which turns a 16-bit image white
+    and a 0-1 float image black, so they are scaled first: 16-bit (``I;16*``) by 1/256; 32-bit integers
+    (``I``) and floats (``F``) by the range the file holds (0-1, 0-255 or 0-65535). Anything else (negative,
+    not finite, beyond 16 bits) is a ``ValueError`` saying so, rather than a silently wrong image."""
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        return Image.fromarray(_deep_to_8_bit(np.asarray(image), image.mode)).convert("RGB")
     return image.convert("RGB")
+
+
+def _deep_to_8_bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """``pixels`` of a 32-bit integer or float image as 8-bit levels, scaled by the range they fall in."""
+    kind = "32-bit float" if mode == "F" else "32-bit integer"
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"{kind} pixels that are not finite (NaN or infinity): not an image read here")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0:
+        raise ValueError(f"{kind} pixels from {low:g} to {high:g}: negative values are not an image read here "
+                         "(expected 0-1, 0-255 or 0-65535)")
+    if high > 65535:
+        raise ValueError(f"{kind} pixels up to {high:g}: beyond 16 bits, not an image read here "
+                         "(expected 0-1, 0-255 or 0-65535)")
+    values = pixels.astype(np.float64)
+    if mode == "F" and high <= 1:
+        levels = np.rint(values * 255)  # 0-1, the usual range of float images
+    elif high <= 255:
+        levels = np.rint(values)
+    else:
+        levels = np.floor(values / 256)  # 16-bit values, as an I;16 image is scaled
+    return np.clip(levels, 0, 255).astype(np.uint8)
 
 
 def open_rgb(path: str | Path, exif_orientation: bool = True) -> Image.Image:
@@ -143,8 +172,12 @@ def open_rgb(path: str | Path, exif_orientation: bool = True) -> Image.Image:
     viewer shows: classification trains, evaluates, calibrates and predicts on the same upright image, so a file
     gets the same answer everywhere. Dense datasets pass ``False``: their boxes and masks were drawn on the stored
     pixels. The pixels are decoded first, so a corrupt file fails here and not inside the EXIF transpose, whose
-    errors are forgiven."""
-    with Image.open(path) as image:
+    errors are forgiven. Above twice PIL's ``MAX_IMAGE_PIXELS`` (179 MP) PIL refuses to decode the file, a guard
+    against decompression bombs that stays (:func:`decode_failure` says so in one line)."""
+    with warnings.catch_warnings():  # PIL warns from 89 MP on, in two lines; 108 MP phone photos are photos
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         image.load()
         return to_rgb(_upright(image) if exif_orientation else image)
 
@@ -238,6 +271,16 @@ def _subset(dataset: Dataset, size: int | None) -> Dataset:
     return Subset(dataset, np.linspace(0, len(dataset) - 1, size).round().astype(int).tolist())
 
 
+def split_folder(root: Path, split: str) -> Path:
+    """``root/split`` of the ImageNet layout; for ``val``, ``root`` itself when it is a folder of class folders
+    (``eval --data MYDATA/val``) rather than a dataset root."""
+    folder = root / split
+    if split == "val" and not folder.is_dir() and root.is_dir() and not (root / "train").is_dir():
+        if any(child.is_dir() for child in root.iterdir()):
+            return root
+    return folder
+
+
 def build_dataset(model: nn.Module | None, config: TrainConfig, split: str,
                   own_size: bool = False) -> tuple[Dataset, list[str]]:
     """The ``train`` or ``val`` split of ``config.dataset`` with the model's transforms, and its class names.
@@ -255,7 +298,7 @@ def build_dataset(model: nn.Module | None, config: TrainConfig, split: str,
     elif config.dataset == "folder":
         if not config.data:
             raise DataError("--data DIR is required for --dataset folder (DIR/train and DIR/val in the ImageNet layout)")
-        dataset = image_folder(Path(config.data) / split, transform)
+        dataset = image_folder(split_folder(Path(config.data), split), transform)
         names = list(dataset.classes)
     else:
         raise DataError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -336,6 +379,17 @@ class CheckedLoader:
                 log.warning("%s: skipped %d unreadable image(s) in this pass: %s", self.split, len(skipped_now), ", ".join(skipped_now))
 
 
+def loader_workers(requested: int) -> int:
+    """``requested`` data-loading processes, at most this process's share of the CPUs it may run on (shared with the
+    other processes ``torchrun`` starts on this machine): more only queue for the same cores, and each DataLoader
+    warns about them (twice a run, on a 2-core machine with a recipe's 8)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if requested > share:
+        log.debug("%d data-loading workers instead of %d: this process's share of %d CPU(s)", share, requested, cpus)
+    return min(requested, share)
+
+
 def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) -> tuple[CheckedLoader, CheckedLoader]:
     """Train loader (full batches only: BatchNorm needs more than one sample) and exact-count val loader."""
     pin = dist_info.device.type == "cuda"
@@ -343,7 +397,7 @@ def build_loaders(datasets: Datasets, config: TrainConfig, dist_info: DistInfo) 
         datasets.train,
         batch_size=config.batch_size,
         sampler=train_sampler(datasets.train, config, dist_info),
-        num_workers=config.workers,
+        num_workers=loader_workers(config.workers),
         pin_memory=pin,
         drop_last=True,
         collate_fn=collate_checked,
@@ -363,7 +417,7 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: Dist
         dataset,
         batch_size=batch_size,
         sampler=ShardSampler(len(dataset), dist_info.rank, dist_info.world_size),
-        num_workers=workers,
+        num_workers=loader_workers(workers),
         pin_memory=dist_info.device.type == "cuda",
         collate_fn=collate_checked,
     )
@@ -372,18 +426,27 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist_info: Dist
 
 def list_images(inputs: list[str]) -> list[Path]:
     """Image files named directly or found (recursively, sorted) in the given folders."""
-    paths: list[Path] = []
+    return [path for path, _ in find_images(inputs)]
+
+
+def find_images(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """``(path, name)`` of each image file named directly or found (recursively, sorted) in the given folders:
+    ``name`` is the path below the folder it was found in, or the file's own name; each file once."""
+    found: dict[Path, tuple[Path, Path]] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            named = [(p, p.relative_to(path)) for p in images]
         elif path.is_file():
-            paths.append(path)
+            named = [(path, Path(path.name))]
         else:
             raise DataError(f"no such image file or folder: {path}")
-    if not paths:
+        for image, name in named:
+            found.setdefault(image.resolve(), (image, name))
+    if not found:
         raise DataError(f"no images found in {', '.join(inputs)}")
-    return paths
+    return list(found.values())
 
 
 def load_image(path: Path) -> Image.Image:

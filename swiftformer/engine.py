@@ -25,7 +25,6 @@ from .distributed import all_reduce_sum
 from .errors import SwiftFormerError
 from .runlog import RunLog
 
-CLIP_MODES = ("agc", "norm", "value")  # timm.utils.dispatch_clip_grad's
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .artefacts import ArtefactModel, is_artefact, read_info, run_config_of
-from .checkpoint import load_native_state_dict, native_record, training_run
+from .checkpoint import checkpoint_file_kind, load_native_state_dict, native_record, training_run
 from .data_config import apply_carried_cfg, preprocessing_settings, run_cfg
 from .errors import CheckpointError, SwiftFormerError
 from .labels import default_class_names
@@ -78,6 +78,8 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
     if record is not None:  # a native file of ours names its variant and attention
         model_name = model_name or record["variant"]
         attention = record["attention"] if attention == "additive" else attention  # additive: also when not given
+    if path is not None and path.is_file():
+        checkpoint_file_kind(path)  # a file that is no checkpoint at all (a log, an image) says so before --model
     # official, timm and HF weights do not name their variant (a missing file is the loader's error to name)
     if path is not None and path.exists() and not model_name:
         raise CheckpointError(f"{path} is not a training run of ours, so it does not say which variant it holds: "

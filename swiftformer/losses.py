@@ -17,9 +17,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
 from .errors import SwiftFormerError
-
-DISTILLATION_KINDS = ("none", "soft", "hard")
-
+from .recipes import DISTILLATION_KINDS
 
 def base_criterion(mixup_active: bool, smoothing: float) -> nn.Module:
     """Soft-target CE when mixup makes the targets soft (it already smooths them), else (smoothed) CE."""

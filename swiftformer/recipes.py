@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .data_config import INTERPOLATIONS
 from .distributed import DIST_TIMEOUT_SECONDS
 from .errors import SwiftFormerError
+from .models.attention import ATTENTIONS
 
 BASE_KEY = "base"
 # What a number must be to make sense (None stays allowed where the field admits it); see check_range.
@@ -32,6 +34,14 @@ RANGE_TESTS = {
     "between 0 and 1": lambda v: 0 <= v <= 1, "above 0 and at most 1": lambda v: 0 < v <= 1,
     "0 to 4 (the stages)": lambda v: 0 <= v <= 4,
 }
+
+# The names a classification run's fields may take; the modules that act on them import them from here.
+DATASETS = ("folder", "digits", "cifar10")  # swiftformer.data.build_dataset
+# timm's create_scheduler_v2 schedules that training steps per update (plateau steps on a metric, which it never gets)
+SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
+CLIP_MODES = ("agc", "norm", "value")  # timm.utils.dispatch_clip_grad's
+AMP_MODES = ("none", "bf16", "fp16")  # swiftformer.engine.AMP_DTYPES, both task families
+DISTILLATION_KINDS = ("none", "soft", "hard")  # swiftformer.losses.DistillationLoss
 
 
 class Recipe:
@@ -72,21 +82,12 @@ class TrainConfig(Recipe):
 
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
-        # each set from the module that owns it, imported here because those modules import this one
         from timm.optim import list_optimizers
-
-        from .data import DATASETS
-        from .data_config import INTERPOLATIONS
-        from .engine import AMP_DTYPES, CLIP_MODES
-        from .losses import DISTILLATION_KINDS
-        from .models.attention import ATTENTIONS
-        from .train import SCHEDULES
 
         optimizers = tuple(list_optimizers())  # timm's, each also behind its Lookahead wrapper
         return {"attention": ATTENTIONS, "dataset": DATASETS, "interpolation": INTERPOLATIONS,
                 "optimizer": optimizers + tuple(f"lookahead_{name}" for name in optimizers),
-                "sched": SCHEDULES, "clip_mode": CLIP_MODES, "amp": tuple(AMP_DTYPES),
-                "distillation": DISTILLATION_KINDS}
+                "sched": SCHEDULES, "clip_mode": CLIP_MODES, "amp": AMP_MODES, "distillation": DISTILLATION_KINDS}
 
     # model
     model: str = "swiftformer_xs"
@@ -275,7 +276,7 @@ def read_recipe(name_or_path: str | Path, directory: Any, _chain: tuple[str, ...
     file = _locate(name_or_path, directory, Path(_chain[-1]).parent if _chain else None)
     if str(file) in _chain:
         raise SwiftFormerError(f"config {file}: base recipes form a cycle ({' -> '.join([*_chain, str(file)])})")
-    values = yaml.safe_load(file.read_text()) or {}
+    values = parse_yaml(file.read_text(), f"config {file}") or {}
     if not isinstance(values, dict):
         raise SwiftFormerError(f"config {name_or_path}: expected a mapping of keys to values")
     base = values.pop(BASE_KEY, None)
@@ -298,8 +299,23 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SwiftFormerError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        overrides[key.strip().replace("-", "_")] = parse_yaml(value, f"--set {item}")
     return overrides
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The value ``text`` holds, or a :class:`SwiftFormerError` of one line: ``where``, then PyYAML's problem and
+    its place (PyYAML's own message takes six lines and the traceback forty more)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        def at(mark: Any) -> str:
+            return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        opened = f"{context}{at(getattr(error, 'context_mark', None))}: " if context else ""
+        raise SwiftFormerError(f"{where}: not valid YAML: {opened}{problem}{at(getattr(error, 'problem_mark', None))}") from None
 
 
 def save_config(config: Recipe, path: str | Path) -> None:

@@ -50,8 +50,6 @@ from .recipes import TrainConfig
 from .rundir import RunDirectory, check_run_directory, restore_rng, rng_state, seed_everything
 
 log = logging.getLogger(__name__)
-# timm's create_scheduler_v2 schedules that training steps per update (plateau steps on a metric, which it never gets)
-SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
 
 
 # Building blocks -------------------------------------------------------------------------------------------

@@ -318,3 +318,31 @@ def test_cli_bench_times_litert_fp32_and_int8(tmp_path):
     for noise in ("absl::InitializeLog", "oneDNN custom operations", "XNNPACK delegate for CPU", "_pytree.py"):
         assert noise not in child.stderr, child.stderr[-2000:]
     assert all(r["median_ms"] > 0 for r in records)
+
+
+def test_the_latency_plot_keeps_its_labels_inside_and_reads_its_ticks():
+    """``bench --plot`` put the fastest model's label over the y title, and its log x axis (under one decade)
+    showed two ticks."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    timings = {"swiftformer_xs": 3.9, "swiftformer_s": 5.6, "swiftformer_l1": 8.1, "swiftformer_l3": 19.0,
+               "timm/swiftformer_xs": 7.5, "timm/mobilevitv2_100": 14.2, "timm/efficientformer_l1": 9.4}
+    records = [dataclasses.replace(record(name, "fused" if name.startswith("swift") else "eager", ms),
+                                   published_top1=PUBLISHED_TOP1.get(name.split("/")[-1], 79.0))
+               for name, ms in timings.items()]
+    figure = bench.latency_figure(BenchResult(records))
+    try:
+        figure.canvas.draw()
+        axes = figure.axes[0]
+        box, title = axes.get_window_extent(), axes.yaxis.label.get_window_extent()
+        for text in axes.texts:
+            extent = text.get_window_extent()
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and extent.y1 <= box.y1, text.get_text()
+            assert not extent.overlaps(title), text.get_text()
+        low, high = axes.get_xlim()
+        ticks = [t for t in axes.xaxis.get_majorticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+        assert len(ticks) >= 3, [t.get_text() for t in ticks]
+    finally:
+        plt.close(figure)

@@ -99,7 +99,7 @@ def test_checkpoints_of_the_old_layout_still_load(segmentation_run, tmp_path) ->
     checkpoint = torch.load(output / "best.pth", weights_only=True)
     torch.save(old_layout(checkpoint), tmp_path / "last.pt")
     model, loaded_config, class_names = load_trained(tmp_path / "last.pt")
-    assert class_names == ["0", "1"] and loaded_config.output_dir == config.output_dir
+    assert class_names == ["background", "person"] and loaded_config.output_dir == config.output_dir
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, checkpoint["model"][key])
     again = config_from_dict({**config.to_dict(), "output_dir": str(tmp_path / "run"), "eval_interval": 1000,
@@ -116,12 +116,13 @@ def test_segment_eval_and_predict_cli(segmentation_run, pennfudan, tmp_path, cap
     image = next((pennfudan / "ade/images/validation").iterdir())
     assert cli_main(["segment", "predict", str(image), "--checkpoint", str(output / "last.pth"),
                      "--output-dir", str(tmp_path / "new")]) == 0
-    assert (tmp_path / "new" / image.name).stat().st_size > 0
+    assert (tmp_path / "new" / f"{image.stem}.segmentation.png").stat().st_size > 0
     # the old spellings: a positional checkpoint (eval, predict) and --output
     assert cli_main(["segment", "eval", str(output / "last.pth"), "--json", str(tmp_path / "old.json")]) == 0
     assert json.loads((tmp_path / "old.json").read_text()) == json.loads((tmp_path / "m.json").read_text())
     assert cli_main(["segment", "predict", str(output / "last.pth"), str(image), "--output", str(tmp_path / "old")]) == 0
-    assert (tmp_path / "old" / image.name).read_bytes() == (tmp_path / "new" / image.name).read_bytes()
+    picture = f"{image.stem}.segmentation.png"
+    assert (tmp_path / "old" / picture).read_bytes() == (tmp_path / "new" / picture).read_bytes()
 
 
 @pytest.mark.slow
@@ -145,7 +146,7 @@ def test_detect_train_eval_predict_cli(pennfudan, tmp_path) -> None:
     image = coco / "val" / small["images"][0]["file_name"]
     assert cli_main(["detect", "predict", str(image), "--checkpoint", str(run / "last.pth"),
                      "--output-dir", str(tmp_path / "pred"), "--score-threshold", "0"]) == 0
-    assert (tmp_path / "pred" / image.name).is_file()
+    assert (tmp_path / "pred" / f"{image.stem}.detection.png").is_file()
 
 
 def test_wrong_task_recipe_is_a_one_line_error(capsys) -> None:

@@ -144,3 +144,35 @@ def test_cli_flags_override_the_recipe_and_set_overrides_flags():
     assert config.batch_size == 128  # untouched recipe values stay
     untouched = resolve_config(build_parser().parse_args(["train", "--model", "swiftformer_l1"]))
     assert untouched.epochs == 300 and untouched.lr == 2e-3 and untouched.channels_last is True  # flags not given
+
+
+def _imported_modules(module) -> set[str]:
+    """Every swiftformer module ``module``'s file imports, those inside functions too."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), module.__package__)
+            found |= {base} if node.module else {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("swiftformer")}
+    return found
+
+
+def test_the_configs_own_their_choices_and_import_nothing_above_them():
+    """The lists of allowed values live with the configs; the engines import them from there, not the reverse."""
+    import swiftformer.dense.config as dense_config
+    import swiftformer.recipes as recipes
+    from swiftformer.dense.config import DenseConfig
+    from swiftformer.engine import AMP_DTYPES
+
+    below = {"swiftformer.checkpoint", "swiftformer.data_config", "swiftformer.distributed", "swiftformer.errors",
+             "swiftformer.models.attention"}
+    assert _imported_modules(recipes) <= below
+    assert _imported_modules(dense_config) <= below | {"swiftformer.recipes", "swiftformer"}
+    assert tuple(AMP_DTYPES) == recipes.AMP_MODES == DenseConfig.choices()["amp"]
+    assert TrainConfig.choices()["sched"] == recipes.SCHEDULES and DenseConfig.choices()["sched"] == ("step", "poly")

@@ -150,6 +150,51 @@ def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "swiftformer_xs" in done.stderr, done.stderr
 
 
+def test_eval_takes_the_folder_of_class_folders_too(run, tmp_path, capsys):
+    """``eval --data MYDATA/val`` said "MYDATA/val/val is not a folder"; it is the same data as ``--data MYDATA``."""
+    for name in ("3", "7"):
+        for index in range(2):
+            _png((tmp_path / "MYDATA/val" / name).mkdir(parents=True, exist_ok=True) or
+                 tmp_path / "MYDATA/val" / name / f"{index}.png")
+    outputs = []
+    for data in ("MYDATA", "MYDATA/val"):
+        assert main(["eval", "--checkpoint", str(run / "last.pth"), "--dataset", "folder", "--data",
+                     str(tmp_path / data), "--workers", "0"]) == 0
+        outputs.append(capsys.readouterr().out.replace(str(tmp_path / data), "DATA"))  # the note names the --data
+    assert outputs[0] == outputs[1] and "images: 4" in outputs[0], outputs
+
+
+def test_eval_ema_says_it_used_the_ema_weights(run, capsys):
+    assert main(["eval", "--checkpoint", str(run / "last.pth"), "--ema", "--workers", "0"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("last.pth (its EMA weights)")
+
+
+def _openmp_settings(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The settings OpenMP started with in a ``python -m swiftformer`` process (GNU OpenMP prints them on request)."""
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env | {"OMP_DISPLAY_ENV": "VERBOSE"}
+    done = subprocess.run([sys.executable, "-m", "swiftformer", "eval", "--checkpoint", str(tmp_path / "none.pth")],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 2, done.stderr
+    if "OPENMP DISPLAY ENVIRONMENT" not in done.stderr:
+        pytest.skip("torch does not run on GNU OpenMP here, which is what displays its settings")
+    pairs = (line.strip().split(" = ", 1) for line in done.stderr.splitlines() if " = '" in line)
+    return {key: value.strip("'") for key, value in pairs}
+
+
+def test_the_cli_starts_openmp_passive_and_a_users_setting_wins(tmp_path):
+    """OpenMP's default wait policy spins (GOMP_SPINCOUNT 300000) on cores other work needs: 2-5x slower training
+    on busy cores (benchmarks/bench_omp_wait.py). The CLI sets PASSIVE before torch loads OpenMP."""
+    default = _openmp_settings(tmp_path)
+    assert (default["OMP_WAIT_POLICY"], default["GOMP_SPINCOUNT"]) == ("PASSIVE", "0")
+    assert _openmp_settings(tmp_path, OMP_WAIT_POLICY="ACTIVE")["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"swiftformer {swiftformer.__version__}\n"
+
+
 # Corrupt images are refused, or skipped when asked (issue 15, item 1) ---------------------------------------
 def _png(path: Path) -> Path:
     from PIL import Image

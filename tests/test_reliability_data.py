@@ -131,6 +131,62 @@ def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(np.asarray(image), expected)
 
 
+@pytest.mark.parametrize("mode,stored", [
+    ("F", lambda levels: levels.astype(np.float32) / 255),  # a 0-1 float TIFF (scientific and HDR tools)
+    ("F", lambda levels: levels.astype(np.float32)),  # 0-255 floats
+    ("I", lambda levels: levels.astype(np.int32)),  # 0-255 in 32-bit integers (was read as 16-bit: black)
+    ("I", lambda levels: levels.astype(np.int32) * 256 + 255),  # 16-bit values in 32-bit integers
+], ids=["float 0-1", "float 0-255", "int32 0-255", "int32 16-bit"])
+def test_32_bit_tiffs_are_scaled_by_the_range_they_hold(mode, stored, tmp_path):
+    """A 0-1 float TIFF was an all-black image (PIL clips it), an int32 TIFF with 0-255 values too (taken as
+    16-bit); each is now the picture it holds, in predict (load_image) and in the class-folder datasets alike."""
+    from swiftformer.data import image_folder, load_image
+
+    eight_bit = _gradient()
+    path = tmp_path / "val" / "a" / "deep.tif"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(stored(eight_bit), mode).save(path)
+    assert Image.open(path).mode == mode
+    expected = np.repeat(eight_bit[..., None], 3, axis=2)
+    np.testing.assert_allclose(np.asarray(load_image(path)), expected, atol=1)
+    np.testing.assert_allclose(np.asarray(image_folder(tmp_path / "val", transform=None)[0][0]), expected, atol=1)
+
+
+@pytest.mark.parametrize("mode,pixels,reason", [
+    ("F", np.full((8, 8), -0.5, np.float32), "32-bit float pixels from -0.5 to -0.5: negative values"),
+    ("F", np.full((8, 8), np.nan, np.float32), "not finite"),
+    ("I", np.full((8, 8), 1 << 20, np.int32), "32-bit integer pixels up to 1.04858e+06: beyond 16 bits"),
+])
+def test_a_32_bit_tiff_that_is_no_picture_is_one_line(mode, pixels, reason, tmp_path):
+    from swiftformer.data import load_image
+    from swiftformer.errors import DataError
+
+    path = tmp_path / "odd.tif"
+    Image.fromarray(pixels, mode).save(path)
+    with pytest.raises(DataError, match=f"cannot read image {path}: .*") as error:
+        load_image(path)
+    assert reason in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+def test_a_photo_above_pils_bomb_warning_reads_quietly_and_a_bomb_is_one_line(tmp_path, monkeypatch):
+    """PIL warns (two lines) from 89 MP on, which a 108 MP phone photo is: read as the photo it is. Beyond twice that
+    PIL refuses the file, its guard against decompression bombs: one line that says so. (The limit is lowered
+    here so that 40x40 stands for 108 MP and 50x50 for a bomb.)"""
+    import warnings
+
+    from swiftformer.data import load_image
+    from swiftformer.errors import DataError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "phone.png")
+    Image.new("RGB", (50, 50)).save(tmp_path / "bomb.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(tmp_path / "phone.png").size == (40, 40)
+    with pytest.raises(DataError, match="bomb.png: more pixels than PIL decodes .* downscale the image first$"):
+        load_image(tmp_path / "bomb.png")
+
+
 def test_every_command_reads_the_same_image_files_and_names_those_it_leaves_out(tmp_path, caplog):
     """A GIF was predicted on but silently left out of training; a .txt beside the photos is named, not hidden."""
     from swiftformer.data import image_folder, list_images
@@ -181,3 +237,24 @@ def test_malformed_exif_leaves_the_photo_as_stored(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ImageOps, "exif_transpose", broken_exif)
     np.testing.assert_array_equal(np.asarray(load_image(tmp_path / "photo.png")), np.asarray(stored))
+
+
+@pytest.mark.parametrize("local_processes,expected", [(1, 2), (2, 1)])
+def test_loader_workers_follow_the_cpus_of_the_process(local_processes, expected, monkeypatch):
+    """A recipe's 8 workers on a 2-core machine: DataLoader warned twice a run; the loader now starts this process's
+    share of the CPUs it may use (under torchrun, shared by the processes on the machine)."""
+    import warnings
+
+    import torch
+
+    from swiftformer.data import eval_loader
+    from swiftformer.distributed import DistInfo
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
+    dataset = torch.utils.data.TensorDataset(torch.arange(6.0), torch.zeros(6, dtype=torch.long))
+    loader = eval_loader(dataset, 2, 8, DistInfo(0, 1, 0, torch.device("cpu")))
+    assert loader.loader.num_workers == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DataLoader's "will create 8 worker processes ... suggested max is 2"
+        assert sum(len(images) for images, _ in loader) == 6

@@ -62,7 +62,7 @@ SET = [  # values that reach the config through --set (and so through YAML)
     ("workers", "-1"), ("accum_steps", "0"), ("hflip", "1.5"), ("ema_decay", "0"),
 ]
 DENSE_SET = [("detect", "batch_size", "0"), ("detect", "lr", "-1"), ("segment", "hflip", "2"),
-             ("segment", "crop_size", "0"), ("detect", "iterations", "-5")]
+             ("segment", "crop_size", "0"), ("detect", "iterations", "-5"), ("segment", "class_names", "[wall]")]
 CHECKPOINT_KINDS = ("zero-byte", "text", "truncated", "folder", "missing")
 CHECKPOINT_USERS = {
     "eval": ["eval", "--checkpoint", "{file}"],
@@ -105,7 +105,15 @@ OTHERS = [  # (command line, text the line must hold)
     (["train", *TINY_TRAIN, "--set", "attention=additve", "--output-dir", "{tmp}/run"],
      "config attention: 'additve' is none of additive"),
     (["predict", "{image}", "--checkpoint", "{run}"], "is a run directory: pass its checkpoint"),
+    (["eval", "--checkpoint", "{run}/log.jsonl"], "log.jsonl is not a checkpoint: its "),  # before asking for --model
     (["train", "--config", "{bad_recipe}", "--dataset", "digits"], "config epochs: must be at least 1, got -2"),
+    (["train", "--config", "{malformed_recipe}", "--dataset", "digits"],
+     "malformed.yaml: not valid YAML: while parsing a flow sequence (line 2, column 13): expected ',' or ']'"),
+    (["train", *TINY_TRAIN, "--set", "crop_scale=[0.5", "--output-dir", "{tmp}/run"],
+     "--set crop_scale=[0.5: not valid YAML: while parsing a flow sequence"),
+    (["segment", "train", "--config", "{malformed_recipe}"], "malformed.yaml: not valid YAML"),
+    (["segment", "train", "--data", "{tmp}", "--set", "crop_size=[1", "--output", "{tmp}/dense-run"],
+     "--set crop_size=[1: not valid YAML"),
 ]
 
 
@@ -163,9 +171,10 @@ def paths(run, read_only, tmp_path_factory) -> dict[str, Path]:
     (root / "a_folder").mkdir()
     (root / "folder.onnx").mkdir()
     (root / "bad.yaml").write_text("dataset: digits\nepochs: -2\n")
+    (root / "malformed.yaml").write_text("dataset: digits\ncrop_scale: [0.5\n")
     return {"tmp": root, "run": run, "image": image, "read_only": read_only, "a_file": root / "a_file",
             "a_folder": root / "a_folder", "folder_onnx": root / "folder.onnx", "file_package": root / "m.mlpackage",
-            "bad_recipe": root / "bad.yaml", **{f"kind_{k}": v for k, v in files.items()}}
+            "bad_recipe": root / "bad.yaml", "malformed_recipe": root / "malformed.yaml", **{f"kind_{k}": v for k, v in files.items()}}
 
 
 @pytest.mark.parametrize("argv,option,value", [

@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 
 # OSErrors that come from the user's files and folders (missing, read-only, full disk, a file where a folder is
@@ -65,8 +66,11 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = Parser(prog="swiftformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"swiftformer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -95,6 +99,11 @@ def worker_message(error: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that wait at a barrier spin for a while by default, on cores that other work (data-loading
+    # workers, other processes) needs: train, eval and bench took 2-5x as long without this on a shared 2-core
+    # machine, with or without extra load (benchmarks/bench_omp_wait.py). OpenMP reads it once, when torch loads;
+    # a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..allocator import tune_malloc
     from ..errors import SwiftFormerError
 

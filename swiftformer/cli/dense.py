@@ -48,9 +48,12 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
     evaluate.add_argument("--json", help="also write the metrics to this file")
     predict = actions.add_parser("predict", help="write PNGs of the predictions on images")
     _checkpoint_flag(predict)
-    predict.add_argument("images", nargs="+", help="image files (the old spelling: CHECKPOINT IMAGE...)")
+    predict.add_argument("images", nargs="+",
+                         help="image files and/or folders, searched recursively (the old spelling: CHECKPOINT IMAGE...)")
     predict.add_argument("--output-dir", "--output", dest="output_dir", default="predictions",
-                         help="folder for the PNGs (--output: the old spelling)")
+                         help=f"folder for the pictures, each named IMAGE.{task}.png, a found image's subfolders kept "
+                              "(--output: the old spelling)")
+    predict.add_argument("--force", action="store_true", help="replace pictures an earlier predict wrote there")
     for sub in (train, evaluate, predict):
         sub.set_defaults(parser=sub)  # argparse errors name "swiftformer detect train", not "swiftformer detect"
     if task == "detection":
@@ -113,21 +116,33 @@ def run_task(args: argparse.Namespace, task: str) -> int:
 
 
 def _predict(args: argparse.Namespace, task: str) -> int:
+    from ..data import find_images
     from ..dense.data import read_image
     from ..dense.engine import load_trained
-    from ..dense.predict import detect, draw_detections, draw_segmentation, save_png, segment
+    from ..dense.predict import detect, draw_detections, draw_segmentation, output_paths, save_png, segment
+    from ..errors import SwiftFormerError
 
     checkpoint = checkpoint_path(args)
+    suffix = f".{task}.png"
+    # pictures an earlier predict left in a folder given as input are not images to predict on
+    images = [(path, name) for path, name in find_images(args.images)
+              if not (path.name.endswith(suffix) and str(path) not in args.images)]
+    if not images:
+        raise SwiftFormerError(f"no images found in {', '.join(args.images)} (only *{suffix} pictures of a predict)")
+    pictures = output_paths(images, args.output_dir, suffix)
+    existing = [picture for picture in pictures if picture.exists()]
+    if existing and not args.force:
+        raise SwiftFormerError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
+                               + ": --force replaces them, or give another --output-dir")
     model, config, class_names = load_trained(checkpoint)
     if config.task != task:
-        from ..errors import SwiftFormerError
-
         raise SwiftFormerError(f"{checkpoint} holds a {config.task} model, not {task}")
     from ..distributed import resolve_device
 
     model = model.to(resolve_device(args.device))
-    for name in args.images:
-        image = read_image(Path(name), exif_orientation=True)
+    names = list(config.class_names or (f"class {c}" for c in range(len(class_names))))
+    for (path, _), picture_path in zip(images, pictures):
+        image = read_image(path, exif_orientation=True)
         if task == "detection":
             detections = detect(model, image, args.score_threshold)
             picture = draw_detections(image, detections, class_names)
@@ -137,7 +152,7 @@ def _predict(args: argparse.Namespace, task: str) -> int:
             # label 0 is background unless ADE20K's reduce_zero_label made it a real class (wall)
             skip = () if config.reduce_zero_label else (0,)
             picture = draw_segmentation(image, prediction, len(class_names), skip)
-            found = ", ".join(f"class {c}: {100 * float((prediction == c).float().mean()):.1f} %" for c in prediction.unique().tolist())
-        path = save_png(picture, Path(args.output_dir) / f"{Path(name).stem}.png")
-        print(f"{path}: {found}")
+            found = ", ".join(f"{names[c]} {100 * float((prediction == c).float().mean()):.1f} %"
+                              for c in prediction.unique().tolist())
+        print(f"{save_png(picture, picture_path)}: {found}")
     return 0

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_weights_arguments(parser)
     parser.add_argument("--dataset", choices=("folder", "digits", "cifar10"), default=None, help="default: the run's")
-    parser.add_argument("--data", default=None, help="dataset folder (DIR/val is used) or CIFAR-10 root")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder (DIR/val is used), the folder of class folders itself, or CIFAR-10 root")
     parser.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 through torchvision")
     parser.add_argument("--skip-bad-images", action="store_true", default=None,
                         help="leave unreadable images out (logged and counted) instead of stopping")
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             from ..errors import DataError
 
-            raise DataError(f"the data has {len(data_names)} classes, the model predicts {loaded.model.num_classes}")
+            raise DataError(f"the data has {len(data_names)} class{'es' * (len(data_names) != 1)}, the model "
+                            f"predicts {loaded.model.num_classes}")
         loader = eval_loader(dataset, config.batch_size, config.workers, dist_info, config.skip_bad_images)
         model = loaded.model.to(dist_info.device, memory_format=memory_format(channels_last=True))
         result = evaluate(model, loader, dist_info.device, model.num_classes, amp=args.amp, channels_last=True)
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**result.to_dict(), "model": what, "class_names": names}))
         return 0
     shown = sorted(indices)  # the data's classes, in the model's order
-    print(f"model: {what}" + (f" from {args.checkpoint}" if args.checkpoint else ", the released weights"))
+    print(f"model: {what}" + (f" from {args.checkpoint}" if args.checkpoint else ", the released weights")
+          + (" (its EMA weights)" if args.ema else ""))
     print(per_class_table([names[i] for i in shown], [result.class_correct[i] for i in shown],
                           [result.class_total[i] for i in shown]))
     print(f"images: {result.count}")

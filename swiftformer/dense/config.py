@@ -14,10 +14,10 @@ from typing import Any
 
 from .. import recipes
 from ..errors import SwiftFormerError
-from ..recipes import Recipe
+from ..recipes import AMP_MODES, Recipe
 
 TASKS = ("detection", "segmentation")
-SCHEDULES = ("step", "poly")  # what the learning rate decays by (swiftformer.dense.engine.lr_factor)
+SCHEDULES = ("step", "poly")  # what swiftformer.dense.engine.lr_factor decays by
 
 
 @dataclass
@@ -37,9 +37,7 @@ class DenseConfig(Recipe):
 
     @classmethod
     def choices(cls) -> dict[str, tuple[str, ...]]:
-        from ..engine import AMP_DTYPES
-
-        return {"task": TASKS, "sched": SCHEDULES, "amp": tuple(AMP_DTYPES)}
+        return {"task": TASKS, "sched": SCHEDULES, "amp": AMP_MODES}
 
     task: str = "detection"
     # model
@@ -51,6 +49,7 @@ class DenseConfig(Recipe):
     freeze_bn: bool = False
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all GPUs
     num_classes: int | None = None  # segmentation: classes incl. background; detection: from the COCO file
+    class_names: tuple[str, ...] | None = None  # segmentation: the name of each label value (default "class N")
     masks: bool = True  # detection: Mask R-CNN (True) or Faster R-CNN (False)
     min_size: int = 800  # detection: short side after the detector's resize
     max_size: int = 1333  # detection: long side cap
@@ -100,6 +99,9 @@ class DenseConfig(Recipe):
             raise SwiftFormerError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if (self.epochs is None) == (self.iterations is None):
             raise SwiftFormerError("set exactly one of epochs and iterations (the other to null)")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise SwiftFormerError(f"config class_names: {len(self.class_names)} names for num_classes "
+                                   f"{self.num_classes} (a name per label value, background included)")
 
     @property
     def by_iteration(self) -> bool:

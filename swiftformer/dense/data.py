@@ -257,4 +257,4 @@ def dense_datasets(config: DenseConfig, train: bool = True) -> Datasets:
                            hflip=config.hflip, **common)
         if train else None
     )
-    return Datasets(training, val, [str(i) for i in range(config.num_classes)])
+    return Datasets(training, val, list(config.class_names or (str(i) for i in range(config.num_classes))))

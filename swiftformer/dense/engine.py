@@ -79,7 +79,7 @@ def lr_factor(config: DenseConfig, total_iters: int, iters_per_unit: int) -> Cal
     def factor(iteration: int) -> float:
         if config.sched == "step":
             decay = config.gamma ** sum(iteration >= m for m in milestones)
-        else:  # poly (DenseConfig checks sched against its SCHEDULES)
+        else:  # poly (DenseConfig checks sched against config.SCHEDULES)
             decay = (1 - min(iteration, total_iters) / total_iters) ** config.power * (1 - floor) + floor
         if iteration < config.warmup_iters:
             decay *= config.warmup_ratio + (1 - config.warmup_ratio) * iteration / config.warmup_iters

@@ -1,6 +1,7 @@
 """Inference on single images and pictures of the result: boxes + masks, or a segmentation overlay."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -67,6 +68,30 @@ def draw_segmentation(image: torch.Tensor, classes: torch.Tensor, num_classes: i
     masks = torch.stack([classes == c for c in shown])
     colors = palette(num_classes)
     return draw_segmentation_masks(canvas, masks, alpha=alpha, colors=[colors[c] for c in shown])
+
+
+def output_paths(images: list[tuple[Path, Path]], output_dir: str | Path, suffix: str) -> list[Path]:
+    """Where the picture of each ``(path, name)`` of :func:`swiftformer.data.find_images` goes: ``name`` under
+    ``output_dir`` with its extension replaced by ``suffix`` (``photos/a/x.jpg`` found in ``photos`` ->
+    ``OUT/a/x<suffix>``), so it is never an input's name. Images that would share a picture keep more: their
+    extension when they share a folder (``x.jpg<suffix>``, ``x.png<suffix>``), else the folders above them."""
+    parents = Counter((path.absolute().parent, path.stem) for path, _ in images)
+    full_name = [parents[(path.absolute().parent, path.stem)] > 1 for path, _ in images]
+    folders = [path.absolute().parent.parts[1:] for path, _ in images]
+    kept = [list(name.parent.parts) for _, name in images]
+
+    def picture(index: int) -> Path:
+        name = images[index][1]
+        return Path(output_dir, *kept[index], (name.name if full_name[index] else name.stem) + suffix)
+
+    while True:
+        pictures = [picture(i) for i in range(len(images))]
+        counts = Counter(pictures)
+        shared = [i for i, p in enumerate(pictures) if counts[p] > 1 and len(kept[i]) < len(folders[i])]
+        if not shared:
+            return pictures
+        for i in shared:  # one more folder of the image's own path
+            kept[i].insert(0, folders[i][-len(kept[i]) - 1])
 
 
 def save_png(picture: torch.Tensor, path: str | Path) -> Path:
