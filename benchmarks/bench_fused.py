@@ -1,6 +1,8 @@
 """Batch-1 CPU latency of our eager model, our fused model and timm's ``swiftformer_*``, same weights.
 
-    .venv/bin/python benchmarks/bench_fused.py --threads 2 --rounds 15
+    .venv/bin/python benchmarks/bench_fused.py --threads 2 --rounds 15 --json
+
+``--json`` writes the table as a record in ``benchmarks/results/`` (date, CPU, command; :mod:`records`).
 
 Each round times every implementation ``--iters`` times in an interleaved order
 (:func:`swiftformer.bench.time_interleaved`, the harness ``swiftformer bench`` uses), so a change of machine load
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -23,6 +26,8 @@ from swiftformer import cpu
 from swiftformer.allocator import describe_allocator, tune_malloc
 from swiftformer.bench import summarize, time_interleaved, torch_runner
 from swiftformer.convert import from_native
+
+from records import write_record
 
 
 def same_weight_models(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -80,6 +85,8 @@ def main() -> None:
     parser.add_argument("--default-malloc", action="store_true", help="keep glibc malloc's default settings")
     parser.add_argument("--stages", type=int, default=0, metavar="PASSES",
                         help="instead, time timm and fused stage by stage over PASSES passes")
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help="also write the table as a record (default path: benchmarks/results/DATE_CPU_fused.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tuned = not args.default_malloc and tune_malloc()
@@ -96,10 +103,16 @@ def main() -> None:
         return
     print("| model | timm eager (ms) | ours eager (ms) | ours fused (ms) | eager vs timm | fused vs timm |")
     print("|---|---:|---:|---:|---:|---:|")
+    rows = {}
     for name in args.models.split(","):
-        ms = bench_variant(name, args.img_size, args.rounds, args.iters)
+        ms = rows[name] = bench_variant(name, args.img_size, args.rounds, args.iters)
         print(f"| {name} | {ms['timm']:.2f} | {ms['eager']:.2f} | {ms['fused']:.2f} | "
               f"{ms['timm'] / ms['eager']:.2f}x | {ms['timm'] / ms['fused']:.2f}x |", flush=True)
+    if args.json is not None:
+        settings = {"threads": args.threads, "img_size": args.img_size, "batch": 1, "timing": timing,
+                    "allocator": describe_allocator(tuned), "timm": timm.__version__}
+        path = write_record("fused", {"settings": settings, "median_ms": rows}, Path(args.json) if args.json else None)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
