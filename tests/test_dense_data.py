@@ -121,7 +121,7 @@ def test_each_task_family_builds_its_splits_in_the_same_form(converted, tmp_path
 
     _, output = converted
     segmentation = dense_datasets(load_config("pennfudan_semantic_fpn_xs", {"data": str(output / "ade")}), train=False)
-    assert segmentation.train is None and len(segmentation.val) == 24 and segmentation.class_names == ["0", "1"]
+    assert segmentation.train is None and len(segmentation.val) == 24 and segmentation.class_names == ["background", "person"]
     detection = dense_datasets(load_config("pennfudan_maskrcnn_xs", {"data": str(output / "coco")}))
     assert (len(detection.train), len(detection.val), detection.class_names) == (95, 24, ["person"])
     digits = build_datasets(load_recipe("demo_digits"), train=False)

@@ -125,8 +125,8 @@ def _predict(args: argparse.Namespace, task: str) -> int:
     checkpoint = checkpoint_path(args)
     suffix = f".{task}.png"
     # pictures an earlier predict left in a folder given as input are not images to predict on
-    images = [(path, name) for path, name in find_images(args.images)
-              if not (path.name.endswith(suffix) and str(path) not in args.images)]
+    named = {Path(item) for item in args.images}
+    images = [(path, name) for path, name in find_images(args.images) if not path.name.endswith(suffix) or path in named]
     if not images:
         raise SwiftFormerError(f"no images found in {', '.join(args.images)} (only *{suffix} pictures of a predict)")
     pictures = output_paths(images, args.output_dir, suffix)
