@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_native_state_dict, safe_torch_load
-from ..data import Datasets
+from ..data import Datasets, loader_workers
 from ..distributed import DistInfo, ShardSampler, all_gather_object, cleanup, init_distributed
 from ..engine import AMP_DTYPES, autocast, unwrap_model
 from ..errors import DataError, SwiftFormerError
@@ -150,8 +150,9 @@ def evaluate_segmentation(
 # The run ---------------------------------------------------------------------------------------------------
 def make_loaders(config: DenseConfig, datasets: Datasets, dist_info: DistInfo) -> tuple[DataLoader | None, TrainSampler | None, DataLoader]:
     detection = config.task == "detection"
+    workers = loader_workers(config.workers)
     val_loader = DataLoader(
-        datasets.val, batch_size=config.batch_size if detection else 1, num_workers=config.workers,
+        datasets.val, batch_size=config.batch_size if detection else 1, num_workers=workers,
         sampler=ShardSampler(len(datasets.val), dist_info.rank, dist_info.world_size),
         collate_fn=collate_detection if detection else collate_eval_segmentation,
     )
@@ -159,7 +160,7 @@ def make_loaders(config: DenseConfig, datasets: Datasets, dist_info: DistInfo) -
         return None, None, val_loader
     sampler = TrainSampler(len(datasets.train), dist_info.rank, dist_info.world_size, config.seed)
     train_loader = DataLoader(
-        datasets.train, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, drop_last=True,
+        datasets.train, batch_size=config.batch_size, sampler=sampler, num_workers=workers, drop_last=True,
         collate_fn=collate_detection if detection else None, persistent_workers=False,
     )
     if len(sampler) < config.batch_size:
