@@ -8,14 +8,12 @@ and under load that the script starts itself (one busy-looping process per core,
     python benchmarks/bench_omp_wait.py --data ../shared/data/cifar10-mini --repeats 3
 
 "OpenMP default" imports torch before the CLI, so the CLI's own default (``OMP_WAIT_POLICY=PASSIVE``, set before
-torch loads) cannot reach OpenMP; "PASSIVE" sets the variable for the process. Writes
-``benchmarks/results/omp_wait_<date and time>.json`` with the CPU and the load average before and after.
+torch loads) cannot reach OpenMP; "PASSIVE" sets the variable for the process. Writes the record
+``benchmarks/results/DATE_CPU_omp-wait.json`` (:mod:`records`) with the load average before and after.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing
 import os
 import statistics
@@ -28,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swiftformer.cpu import describe  # noqa: E402
+from records import write_record  # noqa: E402  (beside this script)
 
 SETTINGS = ("default", "PASSIVE")
 # torch before the CLI: OpenMP starts with whatever the environment says, as in a program that imports torch first
@@ -82,11 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10-mini")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=None, help="the record's path (default: benchmarks/results/)")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    result: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "cpu": describe(cores), "cores": cores, "repeats": args.repeats, "unit": "seconds per process",
+    result: dict = {"cores": cores, "repeats": args.repeats, "unit": "seconds per process",
                     "settings": {"default": "OMP_WAIT_POLICY unset, torch loaded before the CLI",
                                  "PASSIVE": "OMP_WAIT_POLICY=PASSIVE"},
                     "conditions": {}}
@@ -108,9 +105,7 @@ def main() -> None:
                     process.terminate()
                     process.join()
             result["conditions"][condition] = record
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"omp_wait_{result['date'][:16].replace(':', '')}.json"  # e.g. omp_wait_2026-12-07T0607.json
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_record("omp-wait", result, args.out)
     print(f"{'condition':<8} {'command':<6} {'default':>8} {'PASSIVE':>8}  speed-up")
     for condition, record in result["conditions"].items():
         for name, by in record["median_s"].items():
