@@ -33,7 +33,9 @@ def preloaded_allocator() -> str | None:
 def tune_malloc() -> bool:
     """Make glibc malloc keep freed memory (see module doc). Returns whether the settings were applied.
 
-    Does nothing under a preloaded allocator or on a C library without ``mallopt`` (macOS, musl).
+    Does nothing under a preloaded allocator or on a C library without ``mallopt`` (macOS, musl). Call it once the
+    big libraries (torch, timm) are loaded: tuned before they load, the heap's layout left one 64 MiB block in three
+    faulted in again on every use (``tests/test_allocator.py``), as the untuned allocator does.
     """
     if preloaded_allocator() is not None:
         return False

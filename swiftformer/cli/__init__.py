@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(error, file=sys.stderr)
         return 2
+    from .. import models  # noqa: F401  torch and timm in memory before malloc is tuned (allocator.tune_malloc)
+
     tune_malloc()  # freed tensors stay in the process: no page faults on every batch (swiftformer/allocator.py)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
