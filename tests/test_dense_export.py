@@ -19,21 +19,13 @@ from swiftformer.dense.config import load_config
 from swiftformer.dense.data import SegmentationFolder, read_image
 from swiftformer.dense.engine import load_trained, train
 from swiftformer.dense.metrics import ConfusionMatrix
-from swiftformer.dense.pennfudan import convert_pennfudan
 from swiftformer.deploy.graph import ExportCheckError
 from swiftformer.models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
 
-from .conftest import shared_data
+from .test_dense_engine import pennfudan  # noqa: F401, F811  (the converted Penn-Fudan folder, a module fixture)
 
 SIZE = 128  # the artefacts' input: small, for 2 shared cores
 CHECK_IMAGES = 6
-
-
-@pytest.fixture(scope="module")
-def pennfudan(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("pennfudan")
-    convert_pennfudan(shared_data("pennfudan"), output)
-    return output
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +174,16 @@ def test_formats_a_task_cannot_take_are_one_line_errors(tmp_path, capsys):
     user_error(["detect", "export", "--checkpoint", str(tmp_path / "x.pth"), "--format", "litert", "--out",
                 str(tmp_path / "x.tflite")], capsys, "detection exports to onnx, openvino, not 'litert'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_masks_are_pasted_as_torchvision_pastes_them():
+    """The loop-free paste (OpenVINO cannot convert torchvision's traced loop) against torchvision's own, with boxes
+    that cross the image's borders (torchvision rounds them towards zero, not down)."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.rand(12, 1, 28, 28, generator=generator)
+    corners = torch.rand(12, 2, generator=generator) * 140 - 10  # some left of / above the image
+    boxes = torch.cat([corners, corners + 1 + torch.rand(12, 2, generator=generator) * 70], dim=1)
+    expected = paste_masks_in_image(masks, boxes, (128, 140))
+    torch.testing.assert_close(dense_export.paste_masks(masks, boxes, (128, 140)), expected, atol=1e-5, rtol=0)

@@ -83,19 +83,29 @@ class ImageDetector(nn.Module):
         return boxes, found["labels"], found["scores"], masks
 
 
+def torchvision_outputs(detector: nn.Module) -> Outputs:
+    """The detector as torchvision runs it (its own mask pasting): what the export's check compares with."""
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        found = detector.eval()([x[0].permute(2, 0, 1).float() / 255])[0]
+        return [found[name] for name in OUTPUTS["detection"]]
+
+    return run
+
+
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The ``(N, 1, M, M)`` mask probabilities of ``boxes`` pasted into an image of ``size``: ``(N, 1, H, W)``.
 
     torchvision's ``paste_masks_in_image`` as one ``grid_sample`` instead of a loop over the boxes: OpenVINO cannot
     convert the ONNX ``Loop`` that torchvision's traced form becomes ("Conversion failed for Loop ... Accessing
     out-of-range dimension"). The same arithmetic: the mask padded by a pixel and its box widened to match, the box
-    rounded down to whole pixels, bilinear sampling (half-pixel centres), zero outside the box.
+    rounded towards zero to whole pixels, bilinear sampling (half-pixel centres), zero outside the box.
     """
     count, _, side, _ = masks.shape
     padded = F.pad(masks, (1, 1, 1, 1))
     scale = (side + 2) / side
     centre, half = (boxes[:, 2:] + boxes[:, :2]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * scale
-    low, high = (centre - half).floor(), (centre + half).floor()  # torchvision: .to(int64) of non-negative boxes
+    # torchvision's .to(int64): towards zero (the ONNX exporter has no aten::trunc)
+    low, high = (torch.where(edge < 0, edge.ceil(), edge.floor()) for edge in (centre - half, centre + half))
     extent = (high - low + 1).clamp(min=1)
     height, width = size
     xs = torch.arange(width, dtype=masks.dtype).view(1, 1, width)
@@ -251,7 +261,7 @@ def export_dense(checkpoint: str | Path, fmt: str, out: str | Path, task: str, i
                          background=() if config.reduce_zero_label else (0,))
     out.parent.mkdir(parents=True, exist_ok=True)
     result = DenseExportResult(out, fmt, meta)
-    reference = (ImageSegmenter(model) if task == "segmentation" else ImageDetector(model)).eval()
+    reference = ImageSegmenter(model).eval() if task == "segmentation" else torchvision_outputs(model)
     with staged_output(out) as staged:
         _write(fmt, task, model, size, staged, meta)
         try:
