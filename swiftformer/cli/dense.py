@@ -32,7 +32,7 @@ def _checkpoint_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_config: str) -> None:
     """``train`` / ``eval`` / ``predict`` sub-parsers of one task."""
-    from .numbers import probability
+    from .numbers import positive_int, probability
 
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help=f"train a {task} model (torchrun for DDP)")
@@ -54,7 +54,17 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
                          help=f"folder for the pictures, each named IMAGE.{task}.png, a found image's subfolders kept "
                               "(--output: the old spelling)")
     predict.add_argument("--force", action="store_true", help="replace pictures an earlier predict wrote there")
-    for sub in (train, evaluate, predict):
+    export = actions.add_parser("export", help="write the trained model for a runtime (image in), checked against "
+                                               "PyTorch on the run's validation images")
+    _checkpoint_flag(export)
+    export.add_argument("--format", required=True,
+                        help="onnx, openvino, litert, coreml" if task == "segmentation" else "onnx, openvino")
+    export.add_argument("--out", required=True, help="the artefact's file (.onnx, .xml, .tflite, .mlpackage)")
+    export.add_argument("--img-size", type=positive_int, nargs="+", metavar="SIZE",
+                        help="input height [width] of the artefact (default: the run's img_size / min_size, square)")
+    export.add_argument("--data", help="dataset root of the check's validation images (default: the run's)")
+    export.add_argument("--check-images", type=positive_int, help="check on this many of them (default: all)")
+    for sub in (train, evaluate, predict, export):
         sub.set_defaults(parser=sub)  # argparse errors name "swiftformer detect train", not "swiftformer detect"
     if task == "detection":
         predict.add_argument("--score-threshold", type=probability, default=0.5)
@@ -88,6 +98,8 @@ def run_task(args: argparse.Namespace, task: str) -> int:
         check_destination(args.json)
     if args.action == "predict":
         return _predict(args, task)
+    if args.action == "export":
+        return _export(args, task)
     overrides = {field: getattr(args, flag) for flag, field in CONFIG_FLAGS.items() if getattr(args, flag) is not None}
     overrides.update(parse_set(args.overrides))
     if args.action == "train":
@@ -117,6 +129,7 @@ def run_task(args: argparse.Namespace, task: str) -> int:
 
 def _predict(args: argparse.Namespace, task: str) -> int:
     from ..data import find_images
+    from ..dense.artefacts import DenseArtefact, artefact_format
     from ..dense.data import read_image
     from ..dense.engine import load_trained
     from ..dense.predict import detect, draw_detections, draw_segmentation, output_paths, save_png, segment
@@ -134,25 +147,57 @@ def _predict(args: argparse.Namespace, task: str) -> int:
     if existing and not args.force:
         raise SwiftFormerError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else "")
                                + ": --force replaces them, or give another --output-dir")
-    model, config, class_names = load_trained(checkpoint)
-    if config.task != task:
-        raise SwiftFormerError(f"{checkpoint} holds a {config.task} model, not {task}")
-    from ..distributed import resolve_device
+    artefact = DenseArtefact(checkpoint, task) if artefact_format(checkpoint) else None  # an exported model
+    if artefact is not None:
+        class_names = names = artefact.meta.class_names
+        skip = artefact.meta.background
+    else:
+        model, config, class_names = load_trained(checkpoint)
+        if config.task != task:
+            raise SwiftFormerError(f"{checkpoint} holds a {config.task} model, not {task}")
+        from ..distributed import resolve_device
 
-    model = model.to(resolve_device(args.device))
-    names = list(config.class_names or (f"class {c}" for c in range(len(class_names))))
+        model = model.to(resolve_device(args.device))
+        names = list(config.class_names or (f"class {c}" for c in range(len(class_names))))
+        # label 0 is background unless ADE20K's reduce_zero_label made it a real class (wall)
+        skip = () if config.reduce_zero_label else (0,)
     for (path, _), picture_path in zip(images, pictures):
         image = read_image(path, exif_orientation=True)
         if task == "detection":
-            detections = detect(model, image, args.score_threshold)
+            detections = (artefact.detect(image, args.score_threshold) if artefact
+                          else detect(model, image, args.score_threshold))
             picture = draw_detections(image, detections, class_names)
             found = f"{len(detections['boxes'])} objects"
         else:
-            prediction = segment(model, image, config.img_size)
-            # label 0 is background unless ADE20K's reduce_zero_label made it a real class (wall)
-            skip = () if config.reduce_zero_label else (0,)
+            prediction = artefact.segment(image) if artefact else segment(model, image, config.img_size)
             picture = draw_segmentation(image, prediction, len(class_names), skip)
             found = ", ".join(f"{names[c]} {100 * float((prediction == c).float().mean()):.1f} %"
                               for c in prediction.unique().tolist())
         print(f"{save_png(picture, picture_path)}: {found}")
+    return 0
+
+
+def _export(args: argparse.Namespace, task: str) -> int:
+    from ..dense.export import export_dense
+    from ..errors import SwiftFormerError
+
+    if args.checkpoint is None:
+        raise SwiftFormerError("export needs --checkpoint PATH (a last.pth or best.pth of a training run)")
+    if args.img_size is not None and len(args.img_size) > 2:
+        raise SwiftFormerError(f"--img-size takes a size or a height and a width, not {len(args.img_size)} numbers")
+    size = None if args.img_size is None else (args.img_size[0], args.img_size[-1])
+    result = export_dense(args.checkpoint, args.format, args.out, task, size, args.data, args.check_images)
+    meta = result.metadata
+    print(f"{result.path}: {args.format}, {meta.layout} RGB {meta.input_size[0]}x{meta.input_size[1]} in, "
+          f"{', '.join(meta.outputs)} out; classes {', '.join(meta.class_names)}")
+    if task == "segmentation" and meta.check:
+        print(f"checked on {meta.check['images']} validation images: mIoU {meta.check['mIoU']:.2f} "
+              f"(PyTorch {meta.check['mIoU_pytorch']:.2f}), {100 * meta.check['pixel_agreement']:.2f} % of the "
+              "pixels agree")
+    elif meta.check:
+        print(f"checked on {meta.check['images']} validation images: {meta.check['matched']} detections matched, "
+              f"box IoU >= {meta.check['box_iou']:.3f}, mask IoU >= {meta.check['mask_iou']:.3f}, scores within "
+              f"{meta.check['score_diff']:.3g}")
+    if result.note:
+        print(f"not run: {result.note}")
     return 0

@@ -4,6 +4,7 @@ and its spec and MIL program validated; it predicts on macOS only."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,55 @@ def runner(path: Path, threads: int | None = None, precision: str = "fp32") -> R
 
     loaded = ct.models.MLModel(str(path))
     return lambda x: torch.from_numpy(loaded.predict({INPUT_NAME: x.numpy()})[OUTPUT_NAME])
+
+
+# An image input and several named outputs (the dense models) -----------------------------------------------
+def write_image_input(model: nn.Module, size: tuple[int, int], out: Path, output_names: tuple[str, ...],
+                      metadata: dict[str, str], description: str = "") -> object:
+    """``model``, which takes ``(1, 3, H, W)`` RGB in 0..1, as an fp32 ML program whose input is an RGB
+    ``ImageType`` of ``size`` (Core ML scales the 0..255 pixels by 1/255 itself) with one named output per entry of
+    ``output_names``, ``metadata`` in its ``user_defined_metadata``; saved and read back (:func:`read_spec`)."""
+    import coremltools as ct
+
+    example = torch.rand(1, 3, *size)
+    mlmodel = ct.convert(
+        exported_program(model, example, False).run_decompositions({}),
+        inputs=[ct.ImageType(name=INPUT_NAME, shape=tuple(example.shape), scale=1 / 255,
+                             color_layout=ct.colorlayout.RGB)],
+        outputs=[ct.TensorType(name=name) for name in output_names],
+        convert_to="mlprogram", compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS16,
+    )
+    mlmodel.short_description = description
+    mlmodel.user_defined_metadata.update(metadata)
+    mlmodel.save(str(out))
+    return read_spec(out)
+
+
+def read_spec(path: Path) -> object:
+    """The package's spec, read back without loading the model (any platform), its MIL program rebuilt."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ExportCheckError(f"{path} is a {spec.WhichOneof('Type')}, not an mlprogram")
+    milproto_load(spec, spec.specificationVersion, model.weights_dir)
+    return spec
+
+
+def image_outputs_runner(path: Path, output_names: tuple[str, ...]) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``uint8 (1, H, W, 3)`` RGB pixels to the named outputs through Core ML, on macOS."""
+    if sys.platform != "darwin":
+        raise RuntimeUnavailable("Core ML runs on macOS only: the package was converted and its spec read back, "
+                                 "not run")
+    import coremltools as ct
+    from PIL import Image
+
+    loaded = ct.models.MLModel(str(path))
+
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = loaded.predict({INPUT_NAME: Image.fromarray(x[0].numpy())})
+        return [torch.from_numpy(np.asarray(outputs[name])) for name in output_names]
+
+    return run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -221,3 +222,45 @@ def refusals() -> tuple[type[Exception], ...]:
 
     return (ort_errors.InvalidArgument, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
             ort_errors.NoSuchFile, ort_errors.RuntimeException)
+
+
+# Several named outputs (the dense models) ------------------------------------------------------------------
+def write_outputs(model: nn.Module, example: torch.Tensor, out: Path, output_names: tuple[str, ...],
+                  dynamo: bool = True) -> Path:
+    """``model`` at ``example``'s shape as ONNX with one named output per entry of ``output_names``, checked by the
+    ONNX checker. ``dynamo=False``: the TorchScript-based exporter (opset 17), which follows torchvision's
+    detectors (their data-dependent box counts and mask pasting loops) where ``torch.export`` cannot."""
+    import onnx
+
+    torch.onnx.export(model, (example,), str(out), dynamo=dynamo, input_names=[INPUT_NAME],
+                      output_names=list(output_names), opset_version=None if dynamo else 17, verbose=False,
+                      **({"optimize": True, "external_data": False} if dynamo else {}))
+    onnx.checker.check_model(str(out), full_check=True)
+    return out
+
+
+def embed_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Keep ``entries`` (string to string) in the model's ``metadata_props``, replacing those of the same keys."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def metadata(path: Path) -> dict[str, str]:
+    """The model's ``metadata_props``."""
+    return {p.key: p.value for p in _model(path).metadata_props}
+
+
+def outputs_runner(path: Path, threads: int | None = None) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """One input to every output of the model, in order, through :func:`session`."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # its per-run warnings on the shapes of a detector's loops, not errors
+    loaded = session(path, threads)
+    name = loaded.get_inputs()[0].name
+    return lambda x: [torch.from_numpy(array) for array in loaded.run(None, {name: x.contiguous().numpy()})]

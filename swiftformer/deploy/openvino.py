@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -236,3 +237,35 @@ def runner(path: Path, threads: int | None = None, precision: str = "fp32") -> R
                               "is the .xml and the .bin of the same name)")
     request = compiled_model(path, threads, precision).create_infer_request()
     return lambda x: torch.from_numpy(request.infer({0: x.contiguous().numpy()})[0].copy())
+
+
+# Several named outputs, metadata in rt_info (the dense models) ---------------------------------------------
+def embed_rt_info(path: Path, entries: dict[str, str]) -> None:
+    """Keep ``entries`` (string to string) in the IR's ``rt_info``, in place (read back by :func:`rt_info`)."""
+    ov = _openvino()
+    model = ov.Core().read_model(str(path))
+    for key, value in entries.items():
+        model.set_rt_info(value, key)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # the IR's weights are read while it is saved
+        ov.save_model(model, str(Path(tmp) / path.name), compress_to_fp16=False)
+        del model
+        for suffix in (".xml", ".bin"):
+            (Path(tmp) / path.name).with_suffix(suffix).replace(path.with_suffix(suffix))
+
+
+def rt_info(path: Path, keys: tuple[str, ...]) -> dict[str, str]:
+    """The string ``rt_info`` entries of ``keys`` the IR holds (those it lacks left out)."""
+    model = _openvino().Core().read_model(str(path))
+    return {key: model.get_rt_info(key).astype(str) for key in keys if model.has_rt_info(key)}
+
+
+def outputs_runner(path: Path, threads: int | None = None) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """One input to every output of the IR, in order, through one infer request of :func:`compiled_model`."""
+    compiled = compiled_model(path, threads)
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        results = request.infer({0: x.contiguous().numpy()})
+        return [torch.from_numpy(results[output].copy()) for output in compiled.outputs]
+
+    return run

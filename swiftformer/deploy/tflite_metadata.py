@@ -131,26 +131,33 @@ def model_metadata(meta: AppMetadata) -> bytes:
 def with_metadata(tflite: bytes, meta: AppMetadata) -> bytes:
     """``tflite`` (a single-input classifier whose input is the image, its output the probabilities) with the
     metadata of ``meta`` inside and its labels file appended; metadata it held under the same names is replaced."""
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    (subgraph,) = model.subgraphs
+    (subgraph,) = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite)).subgraphs
     if len(subgraph.inputs) != 1 or len(subgraph.outputs) != 1:
         raise ValueError(f"an image classifier has one input and one output, not {len(subgraph.inputs)} and "
                          f"{len(subgraph.outputs)}")
     entries = {METADATA_NAME: model_metadata(meta), APP_METADATA_NAME: meta.to_json().encode()}
+    packed = io.BytesIO(with_entries(tflite, entries))
+    packed.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:  # readers map it: stored
+        archive.writestr(LABELS_FILE, "\n".join(meta.labels) + "\n")
+    return packed.getvalue()
+
+
+def with_entries(tflite: bytes, entries: dict[str, bytes]) -> bytes:
+    """``tflite`` with a metadata buffer per entry of ``entries`` (name to bytes), replacing those of the same names."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
     model.metadata = [entry for entry in model.metadata or [] if entry.name.decode() not in entries]
     for name, data in entries.items():
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(data, dtype=np.uint8)
         model.buffers.append(buffer)
         model.metadata.append(schema.MetadataT(name=name, buffer=len(model.buffers) - 1))
-    packed = io.BytesIO(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
-    packed.seek(0, io.SEEK_END)
-    with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:  # readers map it: stored
-        archive.writestr(LABELS_FILE, "\n".join(meta.labels) + "\n")
-    return packed.getvalue()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def metadata_entries(tflite: bytes) -> dict[str, bytes]:
