@@ -246,7 +246,7 @@ def export_dense(checkpoint: str | Path, fmt: str, out: str | Path, task: str, i
                  data: str | None = None, check_images: int | None = None) -> DenseExportResult:
     """The ``task`` model of a training ``checkpoint`` written as ``fmt`` to ``out`` at ``img_size`` (default: the
     run's square ``img_size``, detection ``min_size``), checked against PyTorch on the run's validation images
-    (``check_images`` of them; all without); a failed check leaves nothing at ``out``."""
+    (the first ``check_images`` of them; all without); a failed check leaves nothing at ``out``."""
     if fmt not in TASK_FORMATS[task]:
         raise SwiftFormerError(f"{task} exports to {', '.join(TASK_FORMATS[task])}, not {fmt!r}")
     out = check_output(fmt, out)
