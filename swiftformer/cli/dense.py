@@ -63,8 +63,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, task: str, default_confi
     export.add_argument("--img-size", type=positive_int, nargs="+", metavar="SIZE",
                         help="input height [width] of the artefact (default: the run's img_size / min_size, square)")
     export.add_argument("--data", help="dataset root of the check's validation images (default: the run's)")
-    export.add_argument("--check-images", type=positive_int, default=50,
-                        help="check on the first SIZE of them (default 50: a whole val split takes long on a CPU)")
+    export.add_argument("--check-images", type=positive_int, default=50, metavar="N",
+                        help="check on the first N of them (default 50: a whole val split takes long on a CPU)")
     for sub in (train, evaluate, predict, export):
         sub.set_defaults(parser=sub)  # argparse errors name "swiftformer detect train", not "swiftformer detect"
     if task == "detection":
