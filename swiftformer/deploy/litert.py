@@ -1,5 +1,8 @@
 """LiteRT ``.tflite`` models through litert-torch: fp32, int8 by LiteRT's own ``ai-edge-quantizer`` (the
-convolutions but the stem's, :func:`write_int8`), and the one interpreter every caller runs a model through."""
+convolutions but the stem's, :func:`write_int8`), and the one interpreter every caller runs a model through.
+
+The image form (:func:`write_image`) takes camera bytes, ``uint8 [N, H, W, 3]`` (what MediaPipe Tasks and the
+LiteRT support library feed), answers probabilities, and carries TFLite metadata (:mod:`.tflite_metadata`)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +18,8 @@ from torch import nn
 
 from ..errors import SwiftFormerError
 from ..models.fused import FusedStem
+from . import tflite_metadata
+from .app_io import AppMetadata, ImageClassifier
 from .graph import Run, padded
 from .quiet import PYTREE_LOGGER, quiet, verbose
 
@@ -69,6 +74,24 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
         else:
             out.write_bytes(write_int8(float_model.model_content(), calibration))
     return out
+
+
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form as ``.tflite`` with its TFLite metadata (``example``/``calibration``: pixels as the form takes
+    them, uint8 NHWC); int8 keeps the uint8 input, its ranges calibrated on the real images' pixels. A fixed batch:
+    ``dynamic_batch`` is refused by the export before (the formats row)."""
+    with quiet_conversion():
+        tflite = _litert_torch().convert(form, (example,)).model_content()
+        if precision == "int8":
+            tflite = write_int8(tflite, calibration)
+    out.write_bytes(tflite_metadata.with_metadata(tflite, meta))
+    return out
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The app metadata an image-form ``.tflite`` carries (``None``: the tensor form)."""
+    return tflite_metadata.read_app_metadata(Path(path).read_bytes())
 
 
 def write_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
@@ -130,14 +153,15 @@ def interpreter(model_path: Path | None = None, model_content: bytes | None = No
 
 
 def runner(path: Path, threads: int | None = None, precision: str = "fp32") -> Run:
-    """Images to logits through :func:`interpreter` (``precision``: the model holds its own)."""
+    """Images to logits through :func:`interpreter` (``precision``: the model holds its own); an image-form model:
+    its pixels (uint8 NHWC) to probabilities."""
     model = interpreter(model_path=path, threads=threads)
     with quiet(lines=NOISE_LINES):
         model.allocate_tensors()
     source, target = model.get_input_details()[0], model.get_output_details()[0]
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        model.set_tensor(source["index"], x.contiguous().numpy())
+    def run(x: torch.Tensor) -> torch.Tensor:  # pixels decoded as floats are whole numbers: the cast keeps them
+        model.set_tensor(source["index"], x.contiguous().numpy().astype(source["dtype"], copy=False))
         model.invoke()
         return torch.from_numpy(model.get_tensor(target["index"]).copy())
 
