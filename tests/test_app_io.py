@@ -32,7 +32,7 @@ from swiftformer.deploy.tflite_metadata import (
     APP_METADATA_NAME, LABELS_FILE, METADATA_NAME, associated_files, metadata_entries, model_metadata,
     read_app_metadata,
 )
-from swiftformer.errors import SwiftFormerError
+from swiftformer.errors import CheckpointError, SwiftFormerError
 from swiftformer.models import reparameterize
 
 from .conftest import randomize, shared_data
@@ -92,7 +92,21 @@ def test_the_metadata_as_strings_and_as_json():
     assert strings["layout"] == "NHWC" and strings["pixel_max"] == "255.0"
     assert "10 classes out; top-1 81.5 %" in strings["description"] and AppMetadata.from_json(meta.to_json()) == meta
     assert AppMetadata.from_strings(strings) == meta  # what Core ML's user_defined_metadata gives back
+    with pytest.raises(CheckpointError, match="malformed swiftformer app metadata"):
+        AppMetadata.from_strings({**strings, "input_size": "32x48"})
     assert app_metadata(image_classifier(tiny_model()), labels, (SIZE, SIZE)).as_strings()["top1"] == ""
+
+
+def test_a_coreml_image_input_takes_one_image_at_a_time(tmp_path):
+    """Vision feeds one image: a batch is refused before anything is converted or written."""
+    from swiftformer.deploy import coreml
+
+    form = image_classifier(reparameterize(tiny_model(), channels_last=False), "NCHW", pixel_max=1.0)
+    meta = app_metadata(form, [f"class {i}" for i in range(10)], (SIZE, SIZE))
+    for example, dynamic in [(torch.rand(2, 3, SIZE, SIZE), False), (torch.rand(1, 3, SIZE, SIZE), True)]:
+        with pytest.raises(SwiftFormerError, match="takes one image at a time .* or export --io tensor"):
+            coreml.write_image(form, example, tmp_path / "xs.mlpackage", meta, dynamic_batch=dynamic)
+    assert not list(tmp_path.iterdir())
 
 
 def mediapipe_metadata_schema() -> ModuleType:
@@ -301,7 +315,7 @@ def mlpackage(run) -> Callable[[str], Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_the_coreml_package_is_an_image_classifier_vision_reads(run, mlpackage, precision):
     import coremltools as ct
 

@@ -55,11 +55,11 @@ def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: A
     """The image form (``example``: ``float [1, 3, H, W]`` pixels 0..1, as ``ImageType(scale=1/255)`` hands them
     over) as a classifier package with ``meta`` inside, then validated (:func:`validate_image`). One image at a
     time: Vision feeds one; no calibration (int8 weights)."""
-    import coremltools as ct
-
     if dynamic_batch or example.shape[0] != 1:
         raise SwiftFormerError("a Core ML image input takes one image at a time (Vision feeds one): "
                                "drop --dynamic-batch and --batch, or export --io tensor")
+    import coremltools as ct
+
     height, width = meta.input_size
     mlmodel = ct.convert(
         exported_program(form, example, False).run_decompositions({}),
