@@ -282,9 +282,12 @@ def test_mediapipe_runs_the_exported_tflite_as_it_is_and_agrees_with_predict(run
     assert (meta.author, meta.license) == ("swiftformer tests", "Apache-2.0") and meta.top1 is not None
     from ai_edge_litert.interpreter import Interpreter
 
+    from swiftformer.deploy import litert
+
     interpreter = Interpreter(model_content=data)
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8  # camera bytes in
     assert any(d["dtype"] == np.int8 for d in interpreter.get_tensor_details()) == (precision == "int8")
+    assert litert.stored_precision(path) == precision  # what eval checks the sidecar's precision against
 
 
 @pytest.mark.slow

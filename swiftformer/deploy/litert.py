@@ -130,13 +130,13 @@ def write_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
 
 
 def stored_precision(path: Path) -> str | None:
-    """int8 where the model holds integer tensors (``None`` for a file the interpreter does not read: opening it
-    names the problem)."""
+    """int8 where the model holds int8 tensors (the image form's uint8 input is camera bytes, fp32 or int8 alike;
+    ``None`` for a file the interpreter does not read: opening it names the problem)."""
     try:
         tensors = interpreter(model_path=path).get_tensor_details()
     except (ValueError, RuntimeError):
         return None
-    return "int8" if any(t["dtype"] in (np.int8, np.uint8) for t in tensors) else "fp32"
+    return "int8" if any(t["dtype"] == np.int8 for t in tensors) else "fp32"
 
 
 def interpreter(model_path: Path | None = None, model_content: bytes | None = None,
