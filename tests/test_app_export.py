@@ -15,7 +15,7 @@ from PIL import Image
 from swiftformer.cli import main
 from swiftformer.errors import SwiftFormerError
 
-from .conftest import shared_data, user_error
+from .conftest import short_cifar_run, user_error
 
 CLASSES = ("airplane", "automobile", "cat", "ship")
 VAL_FILES = 25  # per class: 100 files for the agreement with predict
@@ -24,20 +24,8 @@ VAL_FILES = 25  # per class: 100 files for the agreement with predict
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict[str, Path]:
     """A short training run of ours on four classes of real photos at 32 px, and its image folders."""
-    from swiftformer.recipes import load_recipe
-    from swiftformer.train import main as train
-
-    source = shared_data("cifar10-mini")
     root = tmp_path_factory.mktemp("app")
-    for split in ("train", "val"):
-        (root / "data" / split).mkdir(parents=True)
-        for name in CLASSES:
-            (root / "data" / split / name).symlink_to(source / split / name)
-    train(load_recipe("cifar10_mini", {
-        "data": str(root / "data"), "epochs": 3, "train_subset": 1000, "batch_size": 32, "warmup_epochs": 0.2,
-        "workers": 0, "ema_decay": None, "progress": False, "output_dir": str(root / "run"), "smoothing": 0.0,
-        "clip_grad": None, "color_jitter": 0.0, "reprob": 0.0,
-    }))
+    short_cifar_run(root, CLASSES, epochs=3, train_subset=1000)
     files = [path for name in CLASSES for path in sorted((root / "data" / "val" / name).iterdir())[:VAL_FILES]]
     return {"checkpoint": root / "run" / "last.pth", "log": root / "run" / "log.jsonl", "train": root / "data" / "train",
             "val": root / "data" / "val", "files": files}
@@ -79,7 +67,8 @@ def raw_pixels(files: list[Path]) -> np.ndarray:
 def predicted_labels(run: dict, capsys: pytest.CaptureFixture) -> list[str]:
     """``swiftformer predict``'s top-1 class name of each file, from the checkpoint."""
     capsys.readouterr()
-    assert main(["predict", str(run["checkpoint"]), *map(str, run["files"]), "--topk", "1", "--json"]) == 0
+    assert main(["predict", *map(str, run["files"]), "--checkpoint", str(run["checkpoint"]), "--topk", "1",
+                 "--json"]) == 0
     return [json.loads(line)["top"][0]["class"] for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
@@ -146,7 +135,7 @@ def test_executorch_program_says_labels_size_and_normalisation(run, exported, ca
 
 def eval_top1(path: Path, data: Path, capsys: pytest.CaptureFixture) -> float:
     capsys.readouterr()
-    assert main(["eval", str(path), "--data", str(data), "--device", "cpu", "--workers", "0", "--json"]) == 0
+    assert main(["eval", "--checkpoint", str(path), "--data", str(data), "--device", "cpu", "--workers", "0", "--json"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
 
 

@@ -30,7 +30,7 @@ from swiftformer.export import staged_output
 from swiftformer.formats import check_precision
 from swiftformer.inference import load_model, run_config
 
-from .conftest import randomize, shared_data, user_error
+from .conftest import randomize, shared_data, short_cifar_run, user_error
 
 CLASSES = ("airplane", "automobile", "cat", "ship")
 CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
@@ -39,23 +39,8 @@ CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
 @pytest.fixture(scope="session")
 def run(tmp_path_factory) -> dict[str, Path]:
     """A training run of ours on real photos (the cifar10_mini recipe, shortened) and its image folders."""
-    from swiftformer.recipes import load_recipe
-    from swiftformer.train import main as train
-
-    source = shared_data("cifar10-mini")
     root = tmp_path_factory.mktemp("quant")
-    for split in ("train", "val"):
-        (root / "data" / split).mkdir(parents=True)
-        for name in CLASSES:  # links, not copies, of four class folders
-            (root / "data" / split / name).symlink_to(source / split / name)
-    config = load_recipe("cifar10_mini", {
-        "data": str(root / "data"), "epochs": 4, "train_subset": 1200, "batch_size": 32, "warmup_epochs": 0.2,
-        "workers": 0, "ema_decay": None, "progress": False, "output_dir": str(root / "run"),
-        # a few hundred steps must move the logits far from uniform: no label smoothing (it caps confidence),
-        # no gradient clipping, no photometric noise
-        "smoothing": 0.0, "clip_grad": None, "color_jitter": 0.0, "reprob": 0.0,
-    })
-    train(config)
+    short_cifar_run(root, CLASSES, epochs=4, train_subset=1200)
     checkpoint = root / "run" / "last.pth"
     loaded = load_model(str(checkpoint))
     val = folder_images(root / "data" / "val").take(list(range(0, 400, 10)))

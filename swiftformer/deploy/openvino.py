@@ -80,13 +80,7 @@ def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: A
         model.set_rt_info(value, ["swiftformer", key])
     model.set_rt_info(" ".join(label.replace(" ", "_") for label in meta.labels), ["model_info", "labels"])
     model.set_rt_info("Classification", ["model_info", "model_type"])
-    if precision != "fp32":
-        model.set_rt_info(hint(precision), ["runtime_options", "INFERENCE_PRECISION_HINT"])
-    _bound_batch(model, dynamic_batch)
-    if precision == "bf16":
-        bf16_weights(model)
-    ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
-    return out
+    return _save(model, out, precision, dynamic_batch)
 
 
 def read_app_metadata(path: Path) -> AppMetadata | None:
@@ -100,10 +94,7 @@ def read_app_metadata(path: Path) -> AppMetadata | None:
 def write_ir(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> Path:
     """The ONNX graph as an IR, weights kept in fp32; a dynamic batch bounded to 1..:data:`MAX_DYNAMIC_BATCH`."""
     ov = _openvino()
-    model = ov.convert_model(str(onnx_path))
-    _bound_batch(model, dynamic_batch)
-    ov.save_model(model, str(out), compress_to_fp16=False)  # the default would halve the weights to fp16
-    return out
+    return _save(ov.convert_model(str(onnx_path)), out, "fp32", dynamic_batch)
 
 
 def _bound_batch(model: openvino.Model, dynamic_batch: bool) -> None:
@@ -121,13 +112,19 @@ def write_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch
     model = ov.convert_model(str(fp32_onnx))
     if precision == "int8":
         model = _nncf_int8(model, [part.contiguous().numpy() for part in chunks(calibration, batch)])
-    # A record of the precision the check compiles it in; OpenVINO 2026.4 does not apply it by itself
-    # (run_as_checked says so to the user).
-    model.set_rt_info(hint(precision), ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    return _save(model, out, precision, dynamic_batch)
+
+
+def _save(model: openvino.Model, out: Path, precision: str, dynamic_batch: bool) -> Path:
+    """``model`` saved as an IR in ``precision``: its weights stored so (fp16 compressed, bf16 rounded, else fp32:
+    OpenVINO's default would halve them to fp16), its batch bounded, and the precision the check compiles it in
+    recorded (OpenVINO 2026.4 does not apply it by itself: run_as_checked says so to the user)."""
+    if precision != "fp32":
+        model.set_rt_info(hint(precision), ["runtime_options", "INFERENCE_PRECISION_HINT"])
     _bound_batch(model, dynamic_batch)
     if precision == "bf16":
         bf16_weights(model)
-    ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    _openvino().save_model(model, str(out), compress_to_fp16=precision == "fp16")
     return out
 
 
