@@ -33,9 +33,10 @@ from swiftformer.deploy.tflite_metadata import (
     read_app_metadata,
 )
 from swiftformer.errors import CheckpointError, SwiftFormerError
+from swiftformer.formats import FORMATS
 from swiftformer.models import reparameterize
 
-from .conftest import randomize, shared_data
+from .conftest import randomize, shared_data, short_cifar_run
 
 SIZE = 32
 LARGER_BOUND = 0.9  # MediaPipe and predict on 64 px files: two different resizes (measured: see the test)
@@ -190,18 +191,10 @@ def run(tmp_path_factory) -> dict:
     for module in ("mediapipe", "litert_torch", "ai_edge_quantizer", "coremltools"):  # found, not imported
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install 'swiftformer[dev]')")
-    from swiftformer.recipes import load_recipe
-    from swiftformer.train import main as train
-
-    root, data = tmp_path_factory.mktemp("app_io"), shared_data("cifar10-mini")
-    torch.manual_seed(0)
-    train(load_recipe("cifar10_mini", {
-        "data": str(data), "epochs": 5, "train_subset": 1000, "batch_size": 32, "warmup_epochs": 0.2, "workers": 0,
-        "ema_decay": None, "progress": False, "output_dir": str(root / "run"),
-        # a few hundred steps must move the logits far from uniform (as tests/test_quantize.py's run)
-        "smoothing": 0.0, "clip_grad": None, "color_jitter": 0.0, "reprob": 0.0,
-    }))
+    root = tmp_path_factory.mktemp("app_io")
     val, classes = folder("val", per_class=6)
+    torch.manual_seed(0)
+    data = short_cifar_run(root, tuple(classes), epochs=5, train_subset=1000)
     photos, larger = [], []
     for index, path in enumerate(val):
         image = Image.open(path).convert("RGB")
@@ -211,25 +204,26 @@ def run(tmp_path_factory) -> dict:
         photos.append(path)
         larger.append(root / f"{path.parent.name}-{path.stem}-64px.jpg")
         image.resize((64, 64), Image.Resampling.BICUBIC).save(larger[-1], quality=95)
-    return {"checkpoint": root / "run" / "last.pth", "classes": classes, "dir": root, "photos": photos,
+    return {"checkpoint": root / "run" / "last.pth", "classes": classes, "dir": root, "data": data, "photos": photos,
             "larger": larger}
 
 
 @pytest.fixture(scope="module")
-def tflite(run) -> Callable[[str], Path]:
-    """``tflite(precision)``: the run's image-form ``.tflite`` written by ``swiftformer export`` (int8 calibrated on
-    uint8 pixels of training photos, checked on val photos), once per module."""
-    data, written = shared_data("cifar10-mini"), {}
+def exported(run) -> Callable[[str, str], Path]:
+    """``exported(fmt, precision)``: the run's image-form artefact written by ``swiftformer export --io image``, once
+    per module (LiteRT int8 calibrated on uint8 pixels of training photos, checked on val photos)."""
+    written = {}
 
-    def get(precision: str) -> Path:
-        if precision not in written:
-            out = run["dir"] / f"xs-{precision}.tflite"
-            swiftformer_cli("export", "--checkpoint", str(run["checkpoint"]), "--format", "litert", "--io", "image",
+    def get(fmt: str, precision: str) -> Path:
+        if (fmt, precision) not in written:
+            out = run["dir"] / f"xs-{precision}{FORMATS[fmt].suffix}"
+            images = ["--calibration", str(run["data"] / "train"), "--calibration-size", "32", "--check-data",
+                      str(run["data"] / "val"), "--check-size", "100"] if fmt == "litert" else []
+            swiftformer_cli("export", "--checkpoint", str(run["checkpoint"]), "--format", fmt, "--io", "image",
                             "--precision", precision, "--out", str(out), "--author", "swiftformer tests",
-                            "--license", "Apache-2.0", "--calibration", str(data / "train"), "--calibration-size",
-                            "32", "--check-data", str(data / "val"), "--check-size", "100")
-            written[precision] = out
-        return written[precision]
+                            "--license", "Apache-2.0", *images)
+            written[fmt, precision] = out
+        return written[fmt, precision]
 
     return get
 
@@ -267,8 +261,8 @@ def agreement_with_predict(run: dict, tflite: Path, photos: list[Path]) -> tuple
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_mediapipe_runs_the_exported_tflite_as_it_is_and_agrees_with_predict(run, tflite, precision):
-    path = tflite(precision)
+def test_mediapipe_runs_the_exported_tflite_as_it_is_and_agrees_with_predict(run, exported, precision):
+    path = exported("litert", precision)
     agreement, pairs = agreement_with_predict(run, path, run["photos"])
     print(f"litert {precision}: MediaPipe agrees with swiftformer predict on {agreement:.1%} of {len(pairs)} "
           f"photos at the model's size (32 px JPEG/PNG)")
@@ -291,40 +285,23 @@ def test_mediapipe_runs_the_exported_tflite_as_it_is_and_agrees_with_predict(run
 
 
 @pytest.mark.slow
-def test_mediapipe_resizes_larger_files_itself(run, tflite):
+def test_mediapipe_resizes_larger_files_itself(run, exported):
     """Files at another size than the model's: MediaPipe resizes them (bilinear, the whole image) and ``predict``
     with its transform (bicubic, the run's): what an app gets, measured; the two resizes differ, so the bound here
     is lower than at the model's size."""
-    agreement, pairs = agreement_with_predict(run, tflite("fp32"), run["larger"])
+    agreement, pairs = agreement_with_predict(run, exported("litert", "fp32"), run["larger"])
     print(f"litert fp32: MediaPipe agrees with swiftformer predict on {agreement:.1%} of {len(pairs)} 64 px photos")
     assert agreement >= LARGER_BOUND, pairs
 
 
-@pytest.fixture(scope="module")
-def mlpackage(run) -> Callable[[str], Path]:
-    """``mlpackage(precision)``: the run's image-form Core ML package written by ``swiftformer export``."""
-    written = {}
-
-    def get(precision: str) -> Path:
-        if precision not in written:
-            out = run["dir"] / f"xs-{precision}.mlpackage"
-            swiftformer_cli("export", "--checkpoint", str(run["checkpoint"]), "--format", "coreml", "--io", "image",
-                            "--precision", precision, "--out", str(out), "--author", "swiftformer tests",
-                            "--license", "Apache-2.0")
-            written[precision] = out
-        return written[precision]
-
-    return get
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_the_coreml_package_is_an_image_classifier_vision_reads(run, mlpackage, precision):
+def test_the_coreml_package_is_an_image_classifier_vision_reads(run, exported, precision):
     import coremltools as ct
 
     from swiftformer.deploy import coreml
 
-    path = mlpackage(precision)
+    path = exported("coreml", precision)
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     description = spec.description
     (image,) = description.input
@@ -345,10 +322,10 @@ def test_the_coreml_package_is_an_image_classifier_vision_reads(run, mlpackage, 
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predicts on macOS only (the spec is read everywhere)")
-def test_coreml_predicts_the_photos_as_predict_does(run, mlpackage):
+def test_coreml_predicts_the_photos_as_predict_does(run, exported):
     import coremltools as ct
 
-    model = ct.models.MLModel(str(mlpackage("fp32")))
+    model = ct.models.MLModel(str(exported("coreml", "fp32")))
     names = predicted(run["checkpoint"], tuple(run["photos"]))
     answered = [model.predict({"image": Image.open(path).convert("RGB")})["classLabel"] for path in run["photos"]]
     agreement = sum(answered[i] == names[str(path)] for i, path in enumerate(run["photos"])) / len(answered)
