@@ -61,10 +61,7 @@ APP_STRINGS = ("labels", "name", "variant", "swiftformer_version", "pixel_max", 
 
 def read_app_metadata(path: Path) -> AppMetadata | None:
     """The :class:`AppMetadata` kept in a program's constant methods (``None``: a tensor-form program)."""
-    with quiet(loggers=(PYTREE_LOGGER,)):
-        from executorch.runtime import Runtime
-    with quiet(lines=CPUINFO_LINES):
-        program = Runtime.get().load_program(str(path))
+    program = _program(path)
     if "labels" not in program.method_names:
         return None
 
@@ -99,14 +96,21 @@ def stored_precision(path: Path) -> None:
 def _method(path: Path, threads: int | None = None) -> object:
     """The program's ``forward``, loaded by the ExecuTorch runtime; ``threads``: XNNPACK's thread pool resized to
     that many (process-wide), else left as it is (one thread per performance core)."""
-    with quiet(loggers=(PYTREE_LOGGER,)):
-        from executorch.runtime import Runtime
     if threads:
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
         _unsafe_reset_threadpool(threads)
+    program = _program(path)
     with quiet(lines=CPUINFO_LINES):
-        return Runtime.get().load_program(str(path)).load_method("forward")
+        return program.load_method("forward")
+
+
+def _program(path: Path) -> object:
+    """The ``.pte`` loaded by the ExecuTorch runtime (its methods not yet)."""
+    with quiet(loggers=(PYTREE_LOGGER,)):
+        from executorch.runtime import Runtime
+    with quiet(lines=CPUINFO_LINES):
+        return Runtime.get().load_program(str(path))
 
 
 def max_batch(path: Path) -> int:
