@@ -35,7 +35,7 @@ from .artefacts import ArtefactInfo, artefact_info, open_artefact, write_info
 from .calibration import ImageBatch
 from .checkpoint import check_destination
 from .data_config import check_image_size
-from .deploy.app_io import app_metadata, image_classifier
+from .deploy.app_io import AppMetadata, app_metadata, image_classifier
 from .deploy.graph import MAX_DYNAMIC_BATCH, ExportCheckError, RuntimeUnavailable
 from .errors import SwiftFormerError
 from .formats import CALIBRATED, FORMATS, ImageInput, check_io, check_precision
@@ -74,6 +74,7 @@ class ExportResult:
     run_as_checked: str = ""  # how to run the artefact as it was checked, where its runtime's default differs
     max_batch: int = MAX_DYNAMIC_BATCH  # of a dynamic batch: what the artefact takes (ExecuTorch's can be fewer)
     io: str = "tensor"
+    metadata: AppMetadata | None = None  # what an image-form artefact carries inside
 
 
 def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -235,6 +236,7 @@ def export_model(
             form = image_classifier(fused, image_input.layout, image_input.pixel_max)
             meta = app_metadata(form, info.class_names, img_size, top1=top1, author=author, license=license,
                                 description=description)  # refuses labels that do not match the head: nothing written
+            result.metadata = meta
             example, inputs = (check_pixels(part.shape[0], img_size, image_input, seed) for seed, part in
                                enumerate((example, inputs)))
             pixels = image_input.pixels(unnormalised(calibration.images, info.mean, info.std)) if calibration else None

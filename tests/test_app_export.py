@@ -28,7 +28,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     short_cifar_run(root, CLASSES, epochs=3, train_subset=1000)
     files = [path for name in CLASSES for path in sorted((root / "data" / "val" / name).iterdir())[:VAL_FILES]]
     return {"checkpoint": root / "run" / "last.pth", "log": root / "run" / "log.jsonl", "train": root / "data" / "train",
-            "val": root / "data" / "val", "files": files}
+            "val": root / "data" / "val", "files": files, "printed": {}}
 
 
 def cli(argv: list[str]) -> int:
@@ -44,7 +44,7 @@ def exported(run, tmp_path_factory):
     format's default: image), once per module."""
     folder, done = tmp_path_factory.mktemp("artefacts"), {}
 
-    def get(fmt: str, precision: str = "fp32") -> Path:
+    def get(fmt: str, precision: str = "fp32", capsys: pytest.CaptureFixture | None = None) -> Path:
         from swiftformer.formats import FORMATS
 
         if (fmt, precision) not in done:
@@ -54,6 +54,8 @@ def exported(run, tmp_path_factory):
                         "--precision", precision, "--out", str(out), "--check-data", str(run["val"]),
                         "--check-size", "100", "--author", "Test Author", "--license", "MIT", *calibration]) == 0
             done[fmt, precision] = out
+            if capsys is not None:  # what the command printed, for the test that asked first
+                run["printed"][out] = capsys.readouterr().out
         return done[fmt, precision]
 
     return get
@@ -85,7 +87,9 @@ def last_top1(run: dict) -> float:
 def test_onnx_runtime_runs_the_image_form_on_raw_files(run, exported, capsys, precision):
     import onnxruntime as ort
 
-    path = exported("onnx", precision)
+    path = exported("onnx", precision, capsys)
+    assert f"inside: 4 labels, RGB 32x32 NHWC pixels 0..255 in, probabilities out, top-1 {last_top1(run):.2f} %" in \
+        run["printed"][path]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     labels = meta["swiftformer.labels"].split("\n")

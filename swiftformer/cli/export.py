@@ -250,6 +250,11 @@ def report(args: argparse.Namespace, result: ExportResult, model: nn.Module, wei
     batch = f"batch 1..{result.max_batch}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
     print(f"wrote {result.path} ({args.format} {result.precision} {result.io} form, fused {model.variant}, {batch}, "
           f"input {list(result.input_shape[1:])}{' as trained' if run_sized and not args.img_size else ''}), {weights}")
+    if meta := result.metadata:
+        top1 = f", top-1 {meta.top1:.2f} %" if meta.top1 is not None else ""
+        print(f"inside: {len(meta.labels)} labels, RGB {meta.input_size[0]}x{meta.input_size[1]} {meta.layout} pixels "
+              f"0..{meta.pixel_max:g} in, probabilities out{top1}, author {meta.author or '-'}, license "
+              f"{meta.license or '-'}")
     verdict = "OK, but of random weights" if args.random_weights else "OK"
     if result.max_abs_diff is not None:
         what = "probabilities" if result.io == "image" else "logits"
