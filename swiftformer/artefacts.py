@@ -25,7 +25,7 @@ from torch import nn
 from .data_config import INTERPOLATIONS, resolve_data_config
 from .deploy.graph import Run, padded
 from .errors import CheckpointError, SwiftFormerError
-from .formats import FORMATS, RUNNABLE_SUFFIXES
+from .formats import FORMATS, IOS, RUNNABLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,19 @@ class ArtefactInfo:
     crop_mode: str
     interpolation: str
     class_names: list[str]
+    io: str = "tensor"  # "image": RGB pixels in, probabilities out (normalisation inside); older sidecars: tensor
+
+    @property
+    def fed(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) of what callers feed :func:`open_artefact`: the model's normalisation, or none for the
+        image form (0..1 images, which become its pixels)."""
+        return ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if self.io == "image" else (self.mean, self.std)
 
     def transform(self) -> Callable:
-        """The eval transform (timm): resize, center crop, normalise."""
-        return create_transform(input_size=self.input_size, interpolation=self.interpolation, mean=self.mean,
-                                std=self.std, crop_pct=self.crop_pct, crop_mode=self.crop_mode, is_training=False)
+        """The eval transform (timm): resize, center crop, normalise (the image form: no normalisation)."""
+        mean, std = self.fed
+        return create_transform(input_size=self.input_size, interpolation=self.interpolation, mean=mean,
+                                std=std, crop_pct=self.crop_pct, crop_mode=self.crop_mode, is_training=False)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -78,6 +86,8 @@ class ArtefactInfo:
 
         if self.format not in FORMATS:
             return f"format {self.format!r} is none of {', '.join(FORMATS)}"
+        if self.io not in IOS or (self.io == "image" and FORMATS[self.format].image_input is None):
+            return f"io {self.io!r} is not one {self.format} is written in"
         if self.precision not in FORMATS[self.format].precisions:
             return f"precision {self.precision!r} is none of {', '.join(FORMATS[self.format].precisions)}"
         if len(self.input_size) != 3 or self.input_size[0] != 3 or not all(map(count, self.input_size)):
@@ -179,6 +189,9 @@ def _runtime_message(error: Exception) -> str:
 def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True) -> Run:
     """A function from images to logits that runs ``path`` on its runtime, any number of images at a time.
 
+    An image-form artefact (``info.io == "image"``) is given 0..1 images (:attr:`ArtefactInfo.fed`), fed as the
+    pixels it takes, and answers log-probabilities as the logits (their softmax: its probabilities).
+
     A runtime's refusal of a file the user gave is their one-line :class:`CheckpointError`; of an artefact the
     export has just written (``users_file=False``) it is a bug, and keeps its traceback.
 
@@ -192,6 +205,8 @@ def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True)
         run = runtime.runner(path, None, info.precision)
     except refusals as error:
         raise CheckpointError(f"{path}: its runtime cannot load it: {_runtime_message(error)}") from None
+    if info.io == "image":
+        run = as_fed(run, info)
     # One run of what the metadata promises: a .json that is not this artefact's is an error here, not a traceback
     # or a wrong class name later.
     probe = torch.zeros(info.batch or 1, *info.input_size)
@@ -218,6 +233,19 @@ def open_artefact(path: str | Path, info: ArtefactInfo, users_file: bool = True)
     return run_all
 
 
+def as_fed(run: Run, info: ArtefactInfo) -> Run:
+    """``run`` of an image-form artefact given 0..1 images: as the pixels it takes, its probabilities as
+    log-probabilities (the smallest kept finite, so a class at probability 0 does not turn into -inf)."""
+    image_input = FORMATS[info.format].image_input
+
+    def fed(images: torch.Tensor) -> torch.Tensor:
+        return run(image_input.pixels(images)).float().clamp_min(torch.finfo(torch.float32).tiny).log()
+
+    return fed
+
+    return run_all
+
+
 class ArtefactModel(nn.Module):
     """An artefact behind the ``nn.Module`` interface that ``evaluate`` and ``predict`` take (CPU, no gradients).
 
@@ -229,7 +257,8 @@ class ArtefactModel(nn.Module):
         self.info = info
         self.variant = f"{info.variant} ({info.format} {info.precision})"
         self.num_classes = len(info.class_names)
-        self.pretrained_cfg = {"input_size": info.input_size, "mean": info.mean, "std": info.std,
+        mean, std = info.fed
+        self.pretrained_cfg = {"input_size": info.input_size, "mean": mean, "std": std,
                                "crop_pct": info.crop_pct, "crop_mode": info.crop_mode,
                                "interpolation": info.interpolation}
         self._run = open_artefact(path, info)

@@ -38,8 +38,10 @@ from torch import nn
 from .cpu import CpuInfo, cpu_info
 from .errors import SwiftFormerError
 from .deploy import openvino
-from .export import channels_last
+from .deploy.app_io import app_metadata, head_size, image_classifier
+from .export import channels_last, check_pixels, unnormalised
 from .formats import FORMATS
+from .labels import default_class_names
 from .models import PUBLISHED_TOP1, create_model, list_models, reparameterize
 from .models.attention import build_attention
 from .profiling import count_macs, count_params
@@ -95,6 +97,7 @@ class Record:
     allocator: str
     precision: str = "fp32"
     round_spread: float | None = None  # slowest / fastest per-round median (None: timed in one round)
+    io: str = "tensor"  # the artefact's form: "image" (pixels in, probabilities out) or "tensor"
     images_per_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,6 +192,19 @@ def artefact(name: str, fused: nn.Module, fmt: str, precision: str, x: torch.Ten
     return graph if fmt == "onnx" else openvino.write_ir(graph, path)
 
 
+def image_artefact(fused: nn.Module, fmt: str, precision: str, x: torch.Tensor, path: Path,
+                   calibration: torch.Tensor | None) -> tuple[Path, torch.Tensor]:
+    """The image form of ``fused`` as ``swiftformer export --io image`` writes ``fmt``, at ``x``'s shape, and the
+    seeded random pixels to time it on; ``calibration`` (normalised images) calibrates int8 as pixels."""
+    image_input = FORMATS[fmt].image_input
+    form = image_classifier(fused, image_input.layout, image_input.pixel_max)
+    meta = app_metadata(form, default_class_names(head_size(fused)), tuple(x.shape[-2:]))
+    pixels = check_pixels(x.shape[0], tuple(x.shape[-2:]), image_input)
+    calibrated = (image_input.pixels(unnormalised(calibration, form.mean, form.std))
+                  if calibration is not None else None)
+    return FORMATS[fmt].runtime.write_image(form, pixels, path, meta, precision, calibrated), pixels
+
+
 def artefact_runner(fmt: str, path: Path, x: torch.Tensor, threads: int, precision: str) -> Runner:
     """The artefact at ``path`` on the runner of its runtime (:mod:`swiftformer.deploy`), the one ``eval`` and the
     export's check run it through, on ``threads`` threads."""
@@ -211,14 +227,19 @@ def precision_skip_reason(backend: str, precision: str, cpu: CpuInfo, calibrated
 
 
 def build_runner(name: str, model: nn.Module, backend: str, x: torch.Tensor, workdir: Path, threads: int,
-                 precision: str = "fp32", calibration: torch.Tensor | None = None) -> Runner:
+                 precision: str = "fp32", calibration: torch.Tensor | None = None, io: str = "tensor") -> Runner:
     """The runner of ``model`` on ``backend``; every backend but ``eager`` runs the fused form, the runtimes'
-    backends the artefact ``swiftformer export`` writes (:func:`artefact`, :func:`artefact_runner`)."""
-    stem = f"{name.replace('/', '_')}_b{x.shape[0]}" + (f"_{precision}" if precision != "fp32" else "")
+    backends the artefact ``swiftformer export`` writes in ``io`` form (:func:`artefact`, :func:`image_artefact`,
+    :func:`artefact_runner`)."""
+    stem = f"{name.replace('/', '_')}_b{x.shape[0]}_{io}" + (f"_{precision}" if precision != "fp32" else "")
     if backend in FORMAT_OF:
         fmt = FORMAT_OF[backend]
         fused = fused_form(name, model, channels_last=channels_last(fmt, precision))
-        path = artefact(name, fused, fmt, precision, x, workdir / f"{stem}{FORMATS[fmt].suffix}", calibration)
+        path = workdir / f"{stem}{FORMATS[fmt].suffix}"
+        if io == "image":
+            path, x = image_artefact(fused, fmt, precision, x, path, calibration)
+        else:
+            path = artefact(name, fused, fmt, precision, x, path, calibration)
         return artefact_runner(fmt, path, x, threads, precision)
     if backend == "eager":
         return torch_runner(model, x)
@@ -318,9 +339,10 @@ class BenchResult:
         """The fastest backend of ``model`` at ``batch``."""
         return min((r for r in self.records if r.model == model and r.batch == batch), key=lambda r: r.median_ms)
 
-    def find(self, model: str, backend: str, batch: int = 1, precision: str = "fp32") -> Record | None:
-        return next((r for r in self.records if (r.model, r.backend, r.batch, r.precision) ==
-                     (model, backend, batch, precision)), None)
+    def find(self, model: str, backend: str, batch: int = 1, precision: str = "fp32",
+             io: str = "tensor") -> Record | None:
+        return next((r for r in self.records if (r.model, r.backend, r.batch, r.precision, r.io) ==
+                     (model, backend, batch, precision, io)), None)
 
     def steadiness(self) -> dict[int, float]:
         """Per batch size, the median over runners of their round spread (batch sizes timed in one round are
@@ -361,13 +383,16 @@ def run_benchmark(
     precisions: Sequence[str] = ("fp32",),
     calibration: torch.Tensor | None = None,
     peer_backends: Sequence[str] | None = None,
+    ios: Sequence[str] = ("tensor",),
 ) -> BenchResult:
     """Batch-1 latency of every model × backend × precision, and batch-``batch`` throughput when ``batch`` > 1.
 
     The throughput pass also times an fp32 matmul in the same interleaved rounds (``matmul_gflops``).
     ``calibration`` (real images at ``img_size``) calibrates the int8 artefacts; pairs this CPU or backend
     cannot run are logged as skipped with the reason (``result.skipped``). ``peer_backends`` limits the peers
-    (``timm/...``) to those backends in fp32 (default: every pair, as ours).
+    (``timm/...``) to those backends in fp32 (default: every pair, as ours). ``ios``: the artefact forms the
+    runtimes' backends time, ``image`` (pixels in, probabilities out: ours only) and/or ``tensor``; the PyTorch
+    backends time the model itself (tensor).
     """
     torch.set_num_threads(threads)
     backends = available_backends(backends)
@@ -381,8 +406,13 @@ def run_benchmark(
             if reason:
                 result.skipped.append(f"{backend} {reason}")
                 log(f"skipped {backend} {reason}")
-            else:
-                pairs.append((backend, precision))
+                continue
+            for io in ios:
+                if io == "image" and backend not in FORMAT_OF:
+                    if "tensor" not in ios:
+                        result.skipped.append(f"{backend} image: not an artefact (the image form is an export's)")
+                    continue
+                pairs.append((backend, precision, io))
     if not pairs:
         raise SwiftFormerError(f"nothing to time: every backend and precision asked for is skipped "
                                f"({'; '.join(result.skipped)})")
@@ -396,14 +426,14 @@ def run_benchmark(
             runners: dict[str, Runner] = {}
             x = torch.randn(size, 3, img_size, img_size)
             for name, (model, _, _) in built.items():
-                for backend, precision in pairs:
-                    if is_peer(name) and peer_backends is not None and (backend not in peer_backends
-                                                                        or precision != "fp32"):
+                for backend, precision, io in pairs:
+                    if is_peer(name) and (io == "image" or peer_backends is not None and (backend not in peer_backends
+                                                                                          or precision != "fp32")):
                         continue
-                    log(f"preparing {name} / {backend} {precision} at batch {size}")
+                    log(f"preparing {name} / {backend} {precision} {io} at batch {size}")
                     try:
-                        runners[f"{name}|{backend}|{precision}"] = build_runner(
-                            name, model, backend, x, Path(tmp), threads, precision, calibration)
+                        runners[f"{name}|{backend}|{precision}|{io}"] = build_runner(
+                            name, model, backend, x, Path(tmp), threads, precision, calibration, io)
                     except Exception as error:  # noqa: BLE001 - a third-party model an exporter rejects
                         if isinstance(error, SwiftFormerError) or not is_peer(name):
                             raise  # ours: a bug to see, not a row to skip
@@ -415,18 +445,19 @@ def run_benchmark(
             calls = max(1, iters // size) if size > 1 else iters
             if not runners:
                 raise SwiftFormerError(f"nothing to time at batch {size}: no model could be built for "
-                                       f"{', '.join(f'{b} {p}' for b, p in pairs)} (the reasons are logged above)")
+                                       f"{', '.join(f'{b} {p} {io}' for b, p, io in pairs)} (the reasons are logged "
+                                       "above)")
             log(f"timing {len(runners)} runners at batch {size}: {rounds} rounds of {calls} calls")
             samples = time_interleaved(runners, warmup=warmup if size == 1 else 1, rounds=rounds, iters=calls)
             if matmul_flops:
                 result.matmul_gflops = matmul_flops / statistics.median(samples.pop("matmul|peak")) / 1e9
             for key, times in samples.items():
-                name, backend, precision = key.split("|")
+                name, backend, precision, io = key.split("|")
                 _, params, macs = built[name]
                 median_ms, p90_ms = summarize(times)
                 records.append(
                     Record(name, backend, size, img_size, median_ms, p90_ms, params, macs, published_top1(name),
-                           threads, allocator, precision, round_spread(times, rounds))
+                           threads, allocator, precision, round_spread(times, rounds), io)
                 )
     return result
 
@@ -475,13 +506,13 @@ def attention_exponents(rows: Sequence[dict], low: int | None = None, high: int 
 # Output ------------------------------------------------------------------------------------------------
 def format_table(records: Sequence[Record]) -> str:
     """The records as a table; ``paper top-1`` is each model's published figure, not a measurement of the row."""
-    header = (f"{'model':<28}{'backend':<13}{'prec':<6}{'batch':>6}{'median ms':>11}{'p90 ms':>10}{'img/s':>9}"
-              f"{'params M':>10}{'GMACs':>7}{'paper top-1':>12}")
+    header = (f"{'model':<28}{'backend':<13}{'prec':<6}{'io':<7}{'batch':>6}{'median ms':>11}{'p90 ms':>10}"
+              f"{'img/s':>9}{'params M':>10}{'GMACs':>7}{'paper top-1':>12}")
     lines = [header, "-" * len(header)]
     for r in records:
         top1 = f"{r.published_top1:.1f}" if r.published_top1 is not None else "-"
         lines.append(
-            f"{r.model:<28}{r.backend:<13}{r.precision:<6}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
+            f"{r.model:<28}{r.backend:<13}{r.precision:<6}{r.io:<7}{r.batch:>6}{r.median_ms:>11.2f}{r.p90_ms:>10.2f}{r.images_per_s:>9.1f}"
             f"{r.params / 1e6:>10.2f}{r.macs / 1e9:>7.2f}{top1:>12}"
         )
     lines.append("paper top-1: the published ImageNet-1K fp32 figure of each model (224 px unless its paper says "

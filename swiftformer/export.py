@@ -11,6 +11,10 @@ on the same inputs; Core ML packages are read back and validated, and predict wh
 (calibrated on real images: :mod:`swiftformer.calibration`) and checks it against fp32 PyTorch on held-out real
 images (:mod:`swiftformer.agreement`); an artefact below the agreement bound is not left under the requested name.
 Every artefact gets its preprocessing metadata beside it (:mod:`swiftformer.artefacts`).
+
+``io="image"`` writes the app form (:mod:`swiftformer.deploy.app_io`): RGB pixels in as the format's platform
+delivers them (``formats.ArtefactFormat.image_input``), the model's normalisation and the softmax inside, the
+labels and the rest of :class:`~swiftformer.deploy.app_io.AppMetadata` in the artefact's own metadata.
 """
 from __future__ import annotations
 
@@ -31,9 +35,10 @@ from .artefacts import ArtefactInfo, artefact_info, open_artefact, write_info
 from .calibration import ImageBatch
 from .checkpoint import check_destination
 from .data_config import check_image_size
+from .deploy.app_io import AppMetadata, app_metadata, image_classifier
 from .deploy.graph import MAX_DYNAMIC_BATCH, ExportCheckError, RuntimeUnavailable
 from .errors import SwiftFormerError
-from .formats import CALIBRATED, FORMATS, check_precision
+from .formats import CALIBRATED, FORMATS, ImageInput, check_io, check_precision
 from .models.fused import FusedModel, reparameterize, set_layout
 
 
@@ -68,6 +73,8 @@ class ExportResult:
     agreement: Agreement | None = None  # reduced precisions: against fp32 PyTorch on held-out real images
     run_as_checked: str = ""  # how to run the artefact as it was checked, where its runtime's default differs
     max_batch: int = MAX_DYNAMIC_BATCH  # of a dynamic batch: what the artefact takes (ExecuTorch's can be fewer)
+    io: str = "tensor"
+    metadata: AppMetadata | None = None  # what an image-form artefact carries inside
 
 
 def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -76,13 +83,28 @@ def check_inputs(batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.
     return torch.randn(batch, 3, *img_size, generator=generator)
 
 
+def check_pixels(batch: int, img_size: tuple[int, int], image_input: ImageInput, seed: int = 0) -> torch.Tensor:
+    """Seeded random pixels as ``image_input`` takes them (uniform over the pixel range)."""
+    generator = torch.Generator().manual_seed(seed)
+    return image_input.pixels(torch.rand(batch, 3, *img_size, generator=generator))
+
+
+def unnormalised(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Images through the model's transform (normalised by ``mean``/``std``) back to 0..1, what an image-form
+    artefact's pixels are made from."""
+    mean_t, std_t = (torch.tensor(values).view(1, 3, 1, 1) for values in (mean, std))
+    return images * std_t + mean_t
+
+
 def check_request(
     fmt: str, precision: str, has_calibration: bool, has_check: bool, dynamic_batch: bool = False,
+    io: str = "tensor",
 ) -> None:
-    """A :class:`SwiftFormerError` for a format/precision pair that cannot be written or checked; cheap, so the CLI
+    """A :class:`SwiftFormerError` for a format/precision/io that cannot be written or checked; cheap, so the CLI
     asks before any weights are fetched."""
     if fmt not in FORMATS:
         raise SwiftFormerError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_io(fmt, io)
     if dynamic_batch and not FORMATS[fmt].dynamic_batch:
         raise SwiftFormerError(f"--format {fmt} writes a fixed batch: drop --dynamic-batch (use --batch N)")
     check_precision(fmt, precision)
@@ -140,7 +162,8 @@ def check_agreement(fused: nn.Module, path: Path, info: ArtefactInfo, check: Ima
     """The artefact at ``path`` against ``fused`` (fp32 PyTorch) on ``check``; an error below ``min_agreement``."""
     labels = model_labels(check.labels, check.class_names, info.class_names)
     reference = torch.cat([fused(part) for part in check.images.split(64)])
-    agreement = compare(reference, open_artefact(path, info, users_file=False)(check.images), labels)
+    images = unnormalised(check.images, info.mean, info.std) if info.io == "image" else check.images
+    agreement = compare(reference, open_artefact(path, info, users_file=False)(images), labels)
     if agreement.agreement < min_agreement:
         differ = round((1 - agreement.agreement) * agreement.images)
         raise DisagreementError(
@@ -166,6 +189,11 @@ def export_model(
     class_names: list[str] | None = None,
     crop_pct: float | None = None,
     interpolation: str | None = None,
+    io: str = "tensor",
+    author: str = "",
+    license: str = "",
+    description: str = "",
+    top1: float | None = None,
 ) -> ExportResult:
     """Fuse ``model``, write it as ``fmt`` to ``out`` and compare the artefact's outputs with PyTorch's.
 
@@ -175,8 +203,13 @@ def export_model(
     ``precision`` is calibrated on ``calibration`` (int8) and must agree with fp32 PyTorch on the ``check``
     images on at least ``min_agreement`` of them (default :data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`).
     ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata.
+
+    ``io="image"``: the app form (pixels in, probabilities out), checked on seeded random pixels (max abs diff of
+    the probabilities) and on the real images; ``class_names`` (checked against the head before anything is
+    written), ``author``, ``license``, ``description`` and ``top1`` go inside it (the CLI's default ``io`` is the
+    format's ``default_io``).
     """
-    check_request(fmt, precision, calibration is not None, check is not None, dynamic_batch)
+    check_request(fmt, precision, calibration is not None, check is not None, dynamic_batch, io)
     if batch < 1:
         raise SwiftFormerError(f"--batch must be at least 1, got {batch}")
     check_image_size(*img_size)
@@ -194,14 +227,27 @@ def export_model(
         class_names or [f"class {i}" for i in range(num_classes)], crop_pct, interpolation,
     )
     info.variant = getattr(model, "variant", info.variant)
-    result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision)
+    info.io = io
+    result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision, io=io)
     runtime = FORMATS[fmt].runtime
     with staged_output(out) as staged:
-        runtime.write(fused, example, staged, precision, calibration.images if calibration else None, dynamic_batch)
+        if io == "image":
+            image_input = FORMATS[fmt].image_input
+            form = image_classifier(fused, image_input.layout, image_input.pixel_max)
+            meta = app_metadata(form, info.class_names, img_size, top1=top1, author=author, license=license,
+                                description=description)  # refuses labels that do not match the head: nothing written
+            result.metadata = meta
+            example, inputs = (check_pixels(part.shape[0], img_size, image_input, seed) for seed, part in
+                               enumerate((example, inputs)))
+            pixels = image_input.pixels(unnormalised(calibration.images, info.mean, info.std)) if calibration else None
+            runtime.write_image(form, example, staged, meta, precision, pixels, dynamic_batch)
+        else:
+            form = fused
+            runtime.write(fused, example, staged, precision, calibration.images if calibration else None, dynamic_batch)
         _narrowed_batch(fmt, staged, dynamic_batch, info, result)
         try:
             if precision == "fp32":
-                _check_fp32(fused, staged, info, inputs, atol, check, min_agreement, result)
+                _check_fp32(form, fused, staged, info, inputs, atol, check, min_agreement, result)
             elif check is not None:
                 bound = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
                 result.agreement = check_agreement(fused, staged, info, check, bound)
@@ -217,12 +263,13 @@ def export_model(
     return result
 
 
-def _check_fp32(fused: nn.Module, path: Path, info: ArtefactInfo, inputs: torch.Tensor, atol: float,
+def _check_fp32(form: nn.Module, fused: nn.Module, path: Path, info: ArtefactInfo, inputs: torch.Tensor, atol: float,
                 check: ImageBatch | None, min_agreement: float | None, result: ExportResult) -> None:
-    """The fp32 artefact's logits against PyTorch's on ``inputs`` (max abs diff within ``atol``), and its agreement on
-    the real ``check`` images where given."""
+    """The fp32 artefact's outputs (``form``'s: logits, or the image form's probabilities) against PyTorch's on
+    ``inputs`` (max abs diff within ``atol``), and its agreement with ``fused`` on the real ``check`` images where
+    given."""
     run = FORMATS[info.format].runtime.runner(path, None, "fp32")
-    result.max_abs_diff = float((run(inputs).float() - fused(inputs)).abs().max())
+    result.max_abs_diff = float((run(inputs).float() - form(inputs)).abs().max())
     if not np.isfinite(result.max_abs_diff) or result.max_abs_diff > atol:
         raise ExportCheckError(
             f"{info.format} artefact {result.path} differs from PyTorch by {result.max_abs_diff:.3g} (tolerance {atol:g})"

@@ -61,6 +61,26 @@ def shared_data(name: str) -> Path:
     return path
 
 
+def short_cifar_run(root: Path, classes: tuple[str, ...], **overrides) -> Path:
+    """A short cifar10_mini training run of ours on ``classes`` of the shared photos (linked, not copied, under
+    ``root/data/{train,val}``), into ``root/run``: a few hundred steps that move the logits far from uniform (no
+    label smoothing, gradient clipping or photometric noise). Returns ``root/data``."""
+    from swiftformer.recipes import load_recipe
+    from swiftformer.train import main as train
+
+    source = shared_data("cifar10-mini")
+    for split in ("train", "val"):
+        (root / "data" / split).mkdir(parents=True)
+        for name in classes:
+            (root / "data" / split / name).symlink_to(source / split / name)
+    train(load_recipe("cifar10_mini", {
+        "data": str(root / "data"), "batch_size": 32, "warmup_epochs": 0.2, "workers": 0, "ema_decay": None,
+        "progress": False, "output_dir": str(root / "run"), "smoothing": 0.0, "clip_grad": None, "color_jitter": 0.0,
+        "reprob": 0.0, **overrides,
+    }))
+    return root / "data"
+
+
 def user_error(argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
     """Run the command line on ``argv``: exit code 2 and one stderr line holding each of ``expected``."""
     from swiftformer.cli import main

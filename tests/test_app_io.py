@@ -1,9 +1,12 @@
-"""The image form of a classifier and the metadata it carries, proven with the client an Android app runs.
+"""The image form of a classifier and the metadata it carries, proven with the clients apps run.
 
-MediaPipe Tasks' ``ImageClassifier`` (the Python package of the same C++ task) reads the ``.tflite`` as it is:
-its NHWC image input, the TFLite metadata (image properties, normalisation options, the labels file) and the
-probabilities. A SwiftFormer-XS is trained here for a few epochs at 32 px on real CIFAR-10 photos of
-../shared/data/cifar10-mini, so that its top-1 means something (random weights answer nearly one class).
+MediaPipe Tasks' ``ImageClassifier`` (the Python package of the same C++ task Android apps use) reads the
+``.tflite`` that ``swiftformer export --io image`` writes as it is: its NHWC uint8 input, the TFLite metadata
+(image properties, normalisation options, the labels file) and the probabilities; its answers are compared with
+``swiftformer predict``'s. The Core ML package is read back with coremltools (Vision's classifier needs an RGB
+image input and a classifier output with the labels); it predicts on macOS only. A SwiftFormer-XS is trained here
+for a few epochs at 32 px on real CIFAR-10 photos of ../shared/data/cifar10-mini (the cifar10_mini recipe,
+shortened), so that its top-1 means something (random weights answer nearly one class).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -27,18 +32,15 @@ from swiftformer.deploy.tflite_metadata import (
     APP_METADATA_NAME, LABELS_FILE, METADATA_NAME, associated_files, metadata_entries, model_metadata,
     read_app_metadata,
 )
-from swiftformer.errors import SwiftFormerError
+from swiftformer.errors import CheckpointError, SwiftFormerError
+from swiftformer.formats import FORMATS
 from swiftformer.models import reparameterize
 
-from .conftest import randomize, shared_data
+from .conftest import randomize, shared_data, short_cifar_run
 
 SIZE = 32
+LARGER_BOUND = 0.9  # MediaPipe and predict on 64 px files: two different resizes (measured: see the test)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pixels(paths: list[Path]) -> torch.Tensor:
-    """``(N, H, W, 3)`` uint8: the files decoded as an app hands them over."""
-    return torch.from_numpy(np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths]))
 
 
 def folder(split: str, per_class: int, start: int = 0) -> tuple[list[Path], list[str]]:
@@ -90,7 +92,22 @@ def test_the_metadata_as_strings_and_as_json():
     assert strings["swiftformer_version"] == swiftformer.__version__ and strings["variant"] == "swiftformer_xs"
     assert strings["layout"] == "NHWC" and strings["pixel_max"] == "255.0"
     assert "10 classes out; top-1 81.5 %" in strings["description"] and AppMetadata.from_json(meta.to_json()) == meta
+    assert AppMetadata.from_strings(strings) == meta  # what Core ML's user_defined_metadata gives back
+    with pytest.raises(CheckpointError, match="malformed swiftformer app metadata"):
+        AppMetadata.from_strings({**strings, "input_size": "32x48"})
     assert app_metadata(image_classifier(tiny_model()), labels, (SIZE, SIZE)).as_strings()["top1"] == ""
+
+
+def test_a_coreml_image_input_takes_one_image_at_a_time(tmp_path):
+    """Vision feeds one image: a batch is refused before anything is converted or written."""
+    from swiftformer.deploy import coreml
+
+    form = image_classifier(reparameterize(tiny_model(), channels_last=False), "NCHW", pixel_max=1.0)
+    meta = app_metadata(form, [f"class {i}" for i in range(10)], (SIZE, SIZE))
+    for example, dynamic in [(torch.rand(2, 3, SIZE, SIZE), False), (torch.rand(1, 3, SIZE, SIZE), True)]:
+        with pytest.raises(SwiftFormerError, match="takes one image at a time .* or export --io tensor"):
+            coreml.write_image(form, example, tmp_path / "xs.mlpackage", meta, dynamic_batch=dynamic)
+    assert not list(tmp_path.iterdir())
 
 
 def mediapipe_metadata_schema() -> ModuleType:
@@ -142,71 +159,81 @@ def test_the_tflite_metadata_reads_back_with_the_schema_mediapipe_ships():
     assert normalization(schema, image) == ([0.0], [255.0])
 
 
-# Slow: a trained model, converted by litert-torch, run by MediaPipe ----------------------------------------------
-def write_tflites(weights: str, calibration: str, out: str) -> None:
-    """fp32 (uint8 and float input) and int8 (uint8 input, calibrated on real photos) image-form ``.tflite``s with
-    their metadata."""
-    from swiftformer.deploy.tflite_metadata import with_metadata
-    from swiftformer.deploy.litert import _litert_torch, quiet_conversion, write_int8
-
-    paths, classes = folder(calibration, per_class=6, start=300)  # not the training images' indices
-    model = swiftformer.create_model("swiftformer_xs", num_classes=len(classes))
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    form = image_classifier(reparameterize(model.eval(), channels_last=False), "NHWC")
-    meta = app_metadata(form, classes, (SIZE, SIZE), author="swiftformer tests", license="Apache-2.0")
-    with quiet_conversion():
-        camera = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8),)).model_content()
-        floats = _litert_torch().convert(form, (torch.zeros(1, SIZE, SIZE, 3),)).model_content()
-        written = {"fp32-uint8": camera, "fp32-float": floats, "int8-uint8": write_int8(camera, pixels(paths))}
-    for name, tflite in written.items():
-        (Path(out) / f"{name}.tflite").write_bytes(with_metadata(tflite, meta))
-
-
+# Slow: a trained run, exported by `swiftformer export --io image`, run by MediaPipe and read back by coremltools ---
 def in_child(function: str, *args: str) -> object:
     """``function(*args)`` of this module run in a child process, its JSON answer read back: litert-torch (through
     JAX) and MediaPipe leave threads behind that make a later fork of the test process (DataLoader workers of
     other tests) liable to deadlock."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     code = f"import json, sys; from tests.test_app_io import {function}; print(json.dumps({function}(*sys.argv[1:])))"
-    child = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=900)
+    child = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=child_env(), capture_output=True,
+                           text=True, timeout=900)
     assert child.returncode == 0, child.stderr[-3000:]
     return json.loads(child.stdout.splitlines()[-1])
 
 
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def swiftformer_cli(*argv: str) -> str:
+    """``swiftformer ARGV`` in a child process (LiteRT's conversion imports JAX: see :func:`in_child`), its stdout."""
+    child = subprocess.run([sys.executable, "-m", "swiftformer", *argv], cwd=ROOT, env=child_env(),
+                           capture_output=True, text=True, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    return child.stdout
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """XS trained 6 epochs at 32 px on 100 photos a class, its image-form ``.tflite``s, and held-out photos (half
-    of them re-encoded as PNG)."""
-    for module in ("mediapipe", "litert_torch", "ai_edge_quantizer"):  # found, not imported: see in_child
+def run(tmp_path_factory) -> dict:
+    """XS trained 5 epochs at 32 px on 1,000 photos (the cifar10_mini recipe, shortened), and held-out photos as
+    an app gets them: the val JPEGs, half of them re-encoded as PNG (identical pixels for every decoder), and the
+    same photos at 64 px (what MediaPipe and ``predict`` resize, each its own way)."""
+    for module in ("mediapipe", "litert_torch", "ai_edge_quantizer", "coremltools"):  # found, not imported
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install 'swiftformer[dev]')")
-    torch.manual_seed(0)
-    paths, classes = folder("train", per_class=100)
-    images, labels = pixels(paths), torch.arange(len(classes)).repeat_interleave(100)
-    model = swiftformer.create_model("swiftformer_xs", num_classes=len(classes))
-    form = image_classifier(model, "NHWC")  # trained through the wrapper: the same normalisation
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    model.train()
-    for _ in range(6):
-        for batch in torch.randperm(len(images)).split(64):
-            batch_images = images[batch].flip(2) if torch.rand(()) < 0.5 else images[batch]
-            loss = torch.nn.functional.nll_loss(form(batch_images).clamp_min(1e-8).log(), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
     root = tmp_path_factory.mktemp("app_io")
-    torch.save(model.state_dict(), root / "xs.pt")
-    in_child("write_tflites", str(root / "xs.pt"), "train", str(root))
-    val, _ = folder("val", per_class=6)
-    photos = []
+    val, classes = folder("val", per_class=6)
+    torch.manual_seed(0)
+    data = short_cifar_run(root, tuple(classes), epochs=5, train_subset=1000)
+    photos, larger = [], []
     for index, path in enumerate(val):
-        if index % 2:  # the same photo as PNG: the decoders of both sides then see identical pixels
+        image = Image.open(path).convert("RGB")
+        if index % 2:
             path = root / f"{path.parent.name}-{path.stem}.png"
-            Image.open(val[index]).convert("RGB").save(path)
+            image.save(path)
         photos.append(path)
-    return {"model": model, "classes": classes, "dir": root, "photos": photos}
+        larger.append(root / f"{path.parent.name}-{path.stem}-64px.jpg")
+        image.resize((64, 64), Image.Resampling.BICUBIC).save(larger[-1], quality=95)
+    return {"checkpoint": root / "run" / "last.pth", "classes": classes, "dir": root, "data": data, "photos": photos,
+            "larger": larger}
+
+
+@pytest.fixture(scope="module")
+def exported(run) -> Callable[[str, str], Path]:
+    """``exported(fmt, precision)``: the run's image-form artefact written by ``swiftformer export --io image``, once
+    per module (LiteRT int8 calibrated on uint8 pixels of training photos, checked on val photos)."""
+    written = {}
+
+    def get(fmt: str, precision: str) -> Path:
+        if (fmt, precision) not in written:
+            out = run["dir"] / f"xs-{precision}{FORMATS[fmt].suffix}"
+            images = ["--calibration", str(run["data"] / "train"), "--calibration-size", "32", "--check-data",
+                      str(run["data"] / "val"), "--check-size", "100"] if fmt == "litert" else []
+            swiftformer_cli("export", "--checkpoint", str(run["checkpoint"]), "--format", fmt, "--io", "image",
+                            "--precision", precision, "--out", str(out), "--author", "swiftformer tests",
+                            "--license", "Apache-2.0", *images)
+            written[fmt, precision] = out
+        return written[fmt, precision]
+
+    return get
+
+
+@cache
+def predicted(checkpoint: Path, photos: tuple[Path, ...]) -> dict[str, str]:
+    """``swiftformer predict``'s top-1 class name of each photo (its own decoding and resize)."""
+    printed = swiftformer_cli("predict", *map(str, photos), "--checkpoint", str(checkpoint), "--topk", "1", "--json")
+    answers = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+    return {answer["image"]: answer["top"][0]["class"] for answer in answers}
 
 
 def mediapipe_top1(tflite: str, *photos: str) -> list[tuple[int, str]]:
@@ -221,28 +248,85 @@ def mediapipe_top1(tflite: str, *photos: str) -> list[tuple[int, str]]:
     return [(category.index, category.category_name) for category in answers]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["fp32-uint8", "fp32-float", "int8-uint8"])
-def test_mediapipe_image_classifier_runs_the_tflite_as_it_is_and_agrees_with_pytorch(trained, name):
-    tflite, classes = trained["dir"] / f"{name}.tflite", trained["classes"]
-    with torch.no_grad():  # fp32 PyTorch on the same files, decoded by PIL; 32 px photos: neither side resizes
-        probabilities = image_classifier(trained["model"], "NHWC")(pixels(trained["photos"]))
-    assert float(probabilities.amax(1).mean()) > 0.3, "the trained model is still near uniform (0.1): train longer"
-    expected = [(index, classes[index]) for index in probabilities.argmax(1).tolist()]
+def agreement_with_predict(run: dict, tflite: Path, photos: list[Path]) -> tuple[float, list]:
+    """The share of ``photos`` whose MediaPipe top-1 (index and label) is ``predict``'s, and the pairs."""
+    classes = run["classes"]
+    names = predicted(run["checkpoint"], tuple(photos))
+    expected = [(classes.index(names[str(path)]), names[str(path)]) for path in photos]
     assert len(set(expected)) >= 5  # answers that vary with the photo: agreement is not one class every time
-    answered = [tuple(answer) for answer in in_child("mediapipe_top1", str(tflite), *map(str, trained["photos"]))]
-    agreement = sum(a == b for a, b in zip(answered, expected)) / len(expected)
-    print(f"{name}: MediaPipe agrees with PyTorch on {agreement:.1%} of {len(expected)} photos")
-    assert agreement >= 0.98, list(zip(answered, expected))
+    answered = [tuple(answer) for answer in in_child("mediapipe_top1", str(tflite), *map(str, photos))]
+    pairs = list(zip(answered, expected))
+    return sum(a == b for a, b in pairs) / len(pairs), pairs
 
-    data = tflite.read_bytes()
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_mediapipe_runs_the_exported_tflite_as_it_is_and_agrees_with_predict(run, exported, precision):
+    path = exported("litert", precision)
+    agreement, pairs = agreement_with_predict(run, path, run["photos"])
+    print(f"litert {precision}: MediaPipe agrees with swiftformer predict on {agreement:.1%} of {len(pairs)} "
+          f"photos at the model's size (32 px JPEG/PNG)")
+    assert agreement >= 0.98, pairs
+
+    data = path.read_bytes()
     assert {METADATA_NAME, APP_METADATA_NAME} <= set(metadata_entries(data))
-    assert associated_files(data)[LABELS_FILE].decode().splitlines() == classes
+    assert associated_files(data)[LABELS_FILE].decode().splitlines() == run["classes"]
     meta = read_app_metadata(data)
-    assert meta.labels == tuple(classes) and meta.input_size == (SIZE, SIZE) and meta.layout == "NHWC"
-    if name.startswith("int8"):
-        from ai_edge_litert.interpreter import Interpreter
+    assert meta.labels == tuple(run["classes"]) and meta.input_size == (SIZE, SIZE) and meta.layout == "NHWC"
+    assert (meta.author, meta.license) == ("swiftformer tests", "Apache-2.0") and meta.top1 is not None
+    from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=data)
-        assert interpreter.get_input_details()[0]["dtype"] == np.uint8  # camera bytes in
-        assert any(d["dtype"] == np.int8 for d in interpreter.get_tensor_details())  # int8 weights inside
+    from swiftformer.deploy import litert
+
+    interpreter = Interpreter(model_content=data)
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8  # camera bytes in
+    assert any(d["dtype"] == np.int8 for d in interpreter.get_tensor_details()) == (precision == "int8")
+    assert litert.stored_precision(path) == precision  # what eval checks the sidecar's precision against
+
+
+@pytest.mark.slow
+def test_mediapipe_resizes_larger_files_itself(run, exported):
+    """Files at another size than the model's: MediaPipe resizes them (bilinear, the whole image) and ``predict``
+    with its transform (bicubic, the run's): what an app gets, measured; the two resizes differ, so the bound here
+    is lower than at the model's size."""
+    agreement, pairs = agreement_with_predict(run, exported("litert", "fp32"), run["larger"])
+    print(f"litert fp32: MediaPipe agrees with swiftformer predict on {agreement:.1%} of {len(pairs)} 64 px photos")
+    assert agreement >= LARGER_BOUND, pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_coreml_package_is_an_image_classifier_vision_reads(run, exported, precision):
+    import coremltools as ct
+
+    from swiftformer.deploy import coreml
+
+    path = exported("coreml", precision)
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    description = spec.description
+    (image,) = description.input
+    assert image.type.WhichOneof("Type") == "imageType"
+    assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    assert (image.type.imageType.height, image.type.imageType.width) == (SIZE, SIZE)
+    assert (description.predictedFeatureName, description.predictedProbabilitiesName) == ("classLabel",
+                                                                                          "classLabel_probs")
+    assert coreml.class_labels(spec) == run["classes"]
+    metadata = description.metadata
+    assert metadata.shortDescription and metadata.versionString == swiftformer.__version__
+    assert (metadata.author, metadata.license) == ("swiftformer tests", "Apache-2.0")
+    assert metadata.userDefined["com.apple.coreml.model.preview.type"] == "imageClassifier"
+    assert image.shortDescription and all(output.shortDescription for output in description.output)
+    meta = coreml.read_app_metadata(path)
+    assert meta.labels == tuple(run["classes"]) and meta.layout == "NCHW" and meta.pixel_max == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predicts on macOS only (the spec is read everywhere)")
+def test_coreml_predicts_the_photos_as_predict_does(run, exported):
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(exported("coreml", "fp32")))
+    names = predicted(run["checkpoint"], tuple(run["photos"]))
+    answered = [model.predict({"image": Image.open(path).convert("RGB")})["classLabel"] for path in run["photos"]]
+    agreement = sum(answered[i] == names[str(path)] for i, path in enumerate(run["photos"])) / len(answered)
+    assert agreement >= 0.98, list(zip(answered, names.values()))

@@ -147,7 +147,7 @@ def test_executorch_export_and_predict_print_none_of_the_runtimes_noise(tmp_path
 
     out = tmp_path / "xs.pte"
     for command in (
-        ["export", "--model", "swiftformer_xs", "--random-weights", "--format", "executorch", "--img-size", "32",
+        ["export", "--io", "tensor", "--model", "swiftformer_xs", "--random-weights", "--format", "executorch", "--img-size", "32",
          "--out", str(out)],
         ["predict", str(shared_data("cifar10-mini") / "val" / "ship" / "0000.jpg"), "--checkpoint", str(out)],
     ):
@@ -162,7 +162,7 @@ def test_openvino_int8_export_does_not_warn_of_a_missing_cuda(tmp_path):
     from .conftest import shared_data
 
     photos = shared_data("cifar10-mini") / "val" / "ship"
-    err = quiet_run(["export", "--model", "swiftformer_xs", "--random-weights", "--format", "openvino", "--precision",
+    err = quiet_run(["export", "--io", "tensor", "--model", "swiftformer_xs", "--random-weights", "--format", "openvino", "--precision",
                      "int8", "--calibration", str(photos), "--calibration-size", "8", "--check-size", "8",
                      "--min-agreement", "0", "--img-size", "32", "--out", str(tmp_path / "xs.xml")])
     assert "No CUDA runtime" not in err, err[-2000:]

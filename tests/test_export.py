@@ -184,20 +184,20 @@ def test_cli_export_prints_the_check(tmp_path, capsys):
     swiftformer.save_checkpoint(randomized("swiftformer_xs"), checkpoint)
     out = tmp_path / "xs.pt"
     code = main([
-        "export", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript",
+        "export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript",
         "--out", str(out), "--img-size", *map(str, IMG_SIZE), "--batch", "3",
     ])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "batch 3" in printed and "max abs diff vs PyTorch" in printed
-    assert main(["export", "--model", "swiftformer_q", "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 2
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_q", "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 2
 
 
 def test_cli_export_img_size_is_one_side_or_two(tmp_path, capsys):
     """``--img-size N`` is square, as in every other command; ``H W`` is any shape; three sides are one line."""
     checkpoint = tmp_path / "xs.safetensors"
     swiftformer.save_checkpoint(randomized("swiftformer_xs"), checkpoint)
-    base = ["export", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript"]
+    base = ["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(checkpoint), "--format", "torchscript"]
     for sides, expected in ((["48"], (48, 48)), (["48", "32"], (48, 32))):
         out = tmp_path / f"xs-{'x'.join(sides)}.pt"
         assert main([*base, "--out", str(out), "--img-size", *sides]) == 0
@@ -214,14 +214,14 @@ def test_cli_export_takes_the_variant_from_a_run_and_asks_for_it_otherwise(tmp_p
     checkpoint = tmp_path / "l1.safetensors"
     swiftformer.save_checkpoint(randomized("swiftformer_l1"), checkpoint, format="timm")
     out = str(tmp_path / "m.pt")
-    user_error(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", out], capsys,
+    user_error(["export", "--io", "tensor", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", out], capsys,
                "l1.safetensors is not a training run of ours", "give --model")
-    user_error(["export", "--random-weights", "--format", "torchscript", "--out", out], capsys,
+    user_error(["export", "--io", "tensor", "--random-weights", "--format", "torchscript", "--out", out], capsys,
                "--model: which variant to export with --random-weights")
-    assert main(["export", "--model", "swiftformer_l1", "--checkpoint", str(checkpoint), "--format", "torchscript",
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_l1", "--checkpoint", str(checkpoint), "--format", "torchscript",
                  "--out", out, "--img-size", "64"]) == 0
     capsys.readouterr()
-    user_error(["export", "--checkpoint", out, "--format", "onnx", "--out", str(tmp_path / "m.onnx")], capsys,
+    user_error(["export", "--io", "tensor", "--checkpoint", out, "--format", "onnx", "--out", str(tmp_path / "m.onnx")], capsys,
                "m.pt is an exported artefact: export from the checkpoint it was made from")
 
 
@@ -257,7 +257,7 @@ def test_export_without_checkpoint_takes_the_released_weights(tmp_path, capsys, 
     _hub_cache(released, tmp_path / "hub", "swiftformer_xs")
     _offline_hub(monkeypatch, tmp_path / "hub")
     out = tmp_path / "xs.pt"
-    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
                  "--img-size", *map(str, IMG_SIZE)]) == 0
     printed = capsys.readouterr().out
     assert "the released ImageNet weights" in printed and printed.rstrip().endswith("- OK"), printed
@@ -269,11 +269,11 @@ def test_export_without_checkpoint_takes_the_released_weights(tmp_path, capsys, 
 def test_export_offline_without_weights_fails_at_once_or_says_random(tmp_path, capsys, monkeypatch):
     _offline_hub(monkeypatch, tmp_path / "empty-hub")
     out = tmp_path / "xs.pt"
-    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out)]) == 2
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the Hub is not reachable" in err and "--checkpoint" in err, err
     assert not out.exists()
-    assert main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "torchscript", "--out", str(out),
                  "--img-size", *map(str, IMG_SIZE), "--random-weights"]) == 0
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and printed.rstrip().endswith("OK, but of random weights"), printed
@@ -287,6 +287,6 @@ def test_export_of_a_training_run_takes_its_image_size(tmp_path, capsys):
     model = swiftformer.create_model("swiftformer_xs", num_classes=10)
     run = atomic_torch_save({"model": model.state_dict(), "config": config, "class_names": list("abcdefghij")},
                             tmp_path / "last.pth")
-    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(run), "--format", "torchscript",
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run), "--format", "torchscript",
                  "--out", str(tmp_path / "xs.pt")]) == 0
     assert "input [3, 64, 64] as trained" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from swiftformer.export import staged_output
 from swiftformer.formats import check_precision
 from swiftformer.inference import load_model, run_config
 
-from .conftest import randomize, shared_data, user_error
+from .conftest import randomize, shared_data, short_cifar_run, user_error
 
 CLASSES = ("airplane", "automobile", "cat", "ship")
 CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
@@ -39,23 +39,8 @@ CALIBRATION = ["--calibration-size", "32", "--check-size", "120"]
 @pytest.fixture(scope="session")
 def run(tmp_path_factory) -> dict[str, Path]:
     """A training run of ours on real photos (the cifar10_mini recipe, shortened) and its image folders."""
-    from swiftformer.recipes import load_recipe
-    from swiftformer.train import main as train
-
-    source = shared_data("cifar10-mini")
     root = tmp_path_factory.mktemp("quant")
-    for split in ("train", "val"):
-        (root / "data" / split).mkdir(parents=True)
-        for name in CLASSES:  # links, not copies, of four class folders
-            (root / "data" / split / name).symlink_to(source / split / name)
-    config = load_recipe("cifar10_mini", {
-        "data": str(root / "data"), "epochs": 4, "train_subset": 1200, "batch_size": 32, "warmup_epochs": 0.2,
-        "workers": 0, "ema_decay": None, "progress": False, "output_dir": str(root / "run"),
-        # a few hundred steps must move the logits far from uniform: no label smoothing (it caps confidence),
-        # no gradient clipping, no photometric noise
-        "smoothing": 0.0, "clip_grad": None, "color_jitter": 0.0, "reprob": 0.0,
-    })
-    train(config)
+    short_cifar_run(root, CLASSES, epochs=4, train_subset=1200)
     checkpoint = root / "run" / "last.pth"
     loaded = load_model(str(checkpoint))
     val = folder_images(root / "data" / "val").take(list(range(0, 400, 10)))
@@ -78,7 +63,7 @@ def cli(argv: list[str]) -> int:
 
 def export(run: dict[str, Path], fmt: str, precision: str, out: Path, *extra: str) -> int:
     return cli([
-        "export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", fmt,
+        "export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", fmt,
         "--precision", precision, "--out", str(out), "--calibration", str(run["train"]), "--check-data",
         str(run["val"]), *CALIBRATION, *extra,
     ])
@@ -199,7 +184,7 @@ def test_a_top1_loss_beyond_the_images_noise_is_a_warning():
 def test_an_unsupported_pair_names_the_formats_that_can(tmp_path, capsys):
     with pytest.raises(SwiftFormerError, match="bf16 is written by --format openvino$"):
         check_precision("onnx", "bf16")
-    code = main(["export", "--model", "swiftformer_xs", "--format", "torchscript", "--precision", "int8",
+    code = main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "torchscript", "--precision", "int8",
                  "--out", str(tmp_path / "xs.pt")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -208,7 +193,7 @@ def test_an_unsupported_pair_names_the_formats_that_can(tmp_path, capsys):
 
 
 def test_int8_without_calibration_images_is_refused(tmp_path, capsys):
-    code = main(["export", "--model", "swiftformer_xs", "--format", "onnx", "--precision", "int8",
+    code = main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--precision", "int8",
                  "--out", str(tmp_path / "xs.onnx"), "--img-size", "32", "32"])
     assert code == 2 and "calibrates activation ranges on real images" in capsys.readouterr().err
     assert not (tmp_path / "xs.onnx").exists()
@@ -444,7 +429,7 @@ def test_an_openvino_precision_this_cpu_cannot_compute_is_said_not_checked(run, 
     pytest.importorskip("openvino")
     out = tmp_path / "xs-fp16.xml"
     child = subprocess.run(
-        [sys.executable, "-m", "swiftformer", "export", "--model", "swiftformer_xs", "--checkpoint",
+        [sys.executable, "-m", "swiftformer", "export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint",
          str(run["checkpoint"]), "--format", "openvino", "--precision", "fp16", "--out", str(out), "--check-data",
          str(run["val"]), "--check-size", "40", "--min-agreement", "0.9"],
         capture_output=True, text=True, env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
@@ -483,14 +468,14 @@ def test_a_check_on_the_runs_training_images_or_at_another_size_is_said_so(run, 
     run's is the model at that size, which agreement with PyTorch at the same size cannot show."""
     if not installed("openvino"):
         pytest.skip("openvino not installed (pip install -e '.[dev]' installs it)")
-    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+    assert cli(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
                 "--precision", "bf16", "--out", str(tmp_path / "xs.xml"), "--calibration", str(run["train"]),
                 "--check-size", "40", "--img-size", "48", "--min-agreement", "0.9"]) == 0
     printed = capsys.readouterr().out
     assert "check: agreement with fp32 PyTorch on the images of --calibration - OK" in printed
     assert f"warning: the check images ({run['train']}) are this run's training images" in printed
     assert "note: the run was trained at 32 px and this artefact takes 48x48" in printed
-    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+    assert cli(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
                 "--precision", "bf16", "--out", str(tmp_path / "xs.xml"), "--check-data", str(run["val"]),
                 "--check-size", "40", "--min-agreement", "0.9"]) == 0
     printed = capsys.readouterr().out
@@ -510,7 +495,7 @@ def test_a_precision_that_calibrates_nothing_checks_on_all_of_a_small_calibratio
         for photo in sorted((run["val"] / name).iterdir())[:10]:
             (photos / name / photo.name).symlink_to(photo)
     out = tmp_path / "xs-bf16.xml"
-    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+    assert cli(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
                 "--precision", "bf16", "--out", str(out), "--calibration", str(photos)]) == 0
     printed = capsys.readouterr().out
     assert "calibrates nothing: every image of --calibration is a check image" in printed
@@ -528,7 +513,7 @@ def test_a_check_without_labels_says_why_it_gives_no_top1(run, tmp_path, capsys)
     for name in CLASSES:
         for photo in sorted((run["val"] / name).iterdir())[:5]:
             (flat / f"{name}-{photo.name}").symlink_to(photo)
-    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
+    assert cli(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "openvino",
                 "--precision", "bf16", "--out", str(tmp_path / "xs.xml"), "--check-data", str(flat)]) == 0
     printed = capsys.readouterr().out
     row = next(line for line in printed.splitlines() if line.startswith("openvino bf16"))
@@ -603,7 +588,7 @@ def test_litert_fp32_matches_pytorch(run, tmp_path, capsys):
     if not installed("litert_torch", "ai_edge_litert"):
         pytest.skip("litert-torch is not installed (pip install -e '.[dev]' installs it)")
     out = tmp_path / "xs.tflite"
-    assert cli(["export", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "litert",
+    assert cli(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(run["checkpoint"]), "--format", "litert",
                  "--out", str(out), "--check-data", str(run["val"]), "--check-size", "60"]) == 0
     printed, logged = capsys.readouterr()
     # the converter's ~40 lines of progress and its per-op lowering lines would bury the result
@@ -707,7 +692,7 @@ def test_qat_run_resumes_stays_with_fp32_and_exports_int8(run, tmp_path, capsys)
 
     capsys.readouterr()
     out = tmp_path / "qat-int8.onnx"
-    assert main(["export", "--model", "swiftformer_xs", "--checkpoint", str(qat_run / "last.pth"), "--format", "onnx",
+    assert main(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", str(qat_run / "last.pth"), "--format", "onnx",
                  "--precision", "int8", "--out", str(out), "--calibration", str(run["train"]), "--check-data",
                  str(run["val"]), *CALIBRATION]) == 0
     assert printed_agreement(capsys.readouterr().out) >= 98.0 and read_info(out).precision == "int8"

@@ -59,7 +59,7 @@ def _assert_refused(argv: list[str], marker: Path, capsys: pytest.CaptureFixture
     ["eval", "--model", "swiftformer_xs", "--dataset", "digits", "--workers", "0", "--checkpoint"],
     ["predict", "IMAGE", "--checkpoint"],
     ["predict", "IMAGE", "--model", "swiftformer_xs", "--checkpoint"],
-    ["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", "OUT", "--checkpoint"],
+    ["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out", "OUT", "--checkpoint"],
     ["train", "--resume"],  # the run config is read from the checkpoint
     ["train", *TINY_TRAIN, "--resume"],  # the recipe is given: the state is read when resuming
     ["train", *TINY_TRAIN, "--finetune"],
@@ -79,7 +79,7 @@ def test_weights_of_any_suffix_and_hf_directories_are_refused(evil, marker, tmp_
     for name in ("evil.bin", "evil.ckpt"):
         path = tmp_path / name
         path.write_bytes(evil.read_bytes())
-        _assert_refused(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out",
+        _assert_refused(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out",
                          str(tmp_path / "o.onnx"), "--checkpoint", str(path)], marker, capsys)
     hf = tmp_path / "evil_hf"
     hf.mkdir()

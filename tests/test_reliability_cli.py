@@ -41,7 +41,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_unknown_model_suggests_the_closest_names(tmp_path, capsys):
-    _user_error(["export", "--model", "swiftformer_xxs", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+    _user_error(["export", "--io", "tensor", "--model", "swiftformer_xxs", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
                 capsys, "swiftformer_xxs", "swiftformer_xs")
     _user_error(["train", *TINY_TRAIN, "--model", "swiftformer_l2", "--output-dir", str(tmp_path / "r")],
                 capsys, "swiftformer_l1", "swiftformer_l3")
@@ -50,11 +50,11 @@ def test_unknown_model_suggests_the_closest_names(tmp_path, capsys):
 def test_missing_paths_are_named(tmp_path, capsys):
     missing = tmp_path / "missing"
     _user_error(["eval", "--checkpoint", f"{missing}.pth"], capsys, f"checkpoint not found: {missing}.pth")
-    _user_error(["export", "--checkpoint", f"{missing}.pth", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+    _user_error(["export", "--io", "tensor", "--checkpoint", f"{missing}.pth", "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
                 capsys, f"checkpoint not found: {missing}.pth")  # not "give --model": the file is not there
     _user_error(["eval", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.safetensors"], capsys, f"{missing}.safetensors")
     _user_error(["predict", f"{missing}.jpg", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth"], capsys, f"{missing}.pth")
-    _user_error(["export", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth", "--format", "onnx",
+    _user_error(["export", "--io", "tensor", "--model", "swiftformer_xs", "--checkpoint", f"{missing}.pth", "--format", "onnx",
                  "--out", str(tmp_path / "m.onnx")], capsys, f"{missing}.pth")
     _user_error(["train", "--resume", f"{missing}.pth"], capsys, f"{missing}.pth")
     _user_error(["train", *TINY_TRAIN, "--finetune", f"{missing}.pth", "--output-dir", str(tmp_path / "r")], capsys, f"{missing}.pth")
@@ -69,7 +69,7 @@ def test_predict_names_a_missing_image(run, tmp_path, capsys):
 
 def test_a_checkpoint_of_another_variant_is_refused(weights, run, tmp_path, capsys):
     for argv in (["eval", "--model", "swiftformer_s", "--dataset", "digits", "--checkpoint", str(weights)],
-                 ["export", "--model", "swiftformer_s", "--checkpoint", str(weights), "--format", "onnx",
+                 ["export", "--io", "tensor", "--model", "swiftformer_s", "--checkpoint", str(weights), "--format", "onnx",
                   "--out", str(tmp_path / "s.onnx")]):
         _user_error(argv, capsys, "xs7.safetensors holds a swiftformer_xs, not a swiftformer_s")  # its metadata says
     _user_error(["train", *TINY_TRAIN, "--model", "swiftformer_s", "--resume", str(run / "last.pth"), "--epochs", "2",
@@ -87,9 +87,9 @@ def test_a_checkpoint_with_another_class_count_is_refused(weights, run, tmp_path
 
 
 def test_unsupported_export_combinations(tmp_path, capsys):
-    _user_error(["export", "--model", "swiftformer_xs", "--format", "coreml", "--out", str(tmp_path / "m.onnx")],
+    _user_error(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "coreml", "--out", str(tmp_path / "m.onnx")],
                 capsys, "coreml writes a .mlpackage file")
-    _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+    _user_error(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
                  "--batch", "0"], capsys, "argument --batch: must be a positive integer, got 0")
     assert not list(tmp_path.iterdir())
 
@@ -97,7 +97,7 @@ def test_unsupported_export_combinations(tmp_path, capsys):
 @pytest.mark.parametrize("size", ["0", "-64", "16", "31"])
 def test_an_image_size_the_model_cannot_take(size, run, tmp_path, capsys):
     expected = f"image size {size} is too small"
-    _user_error(["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+    _user_error(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
                  "--img-size", "64", size], capsys, expected)
     _user_error(["train", *TINY_TRAIN, "--img-size", size, "--output-dir", str(tmp_path / "r")], capsys, expected)
     _user_error(["eval", "--checkpoint", str(run / "last.pth"), "--img-size", size], capsys, expected)
@@ -144,7 +144,7 @@ def test_internal_errors_keep_their_traceback(monkeypatch):
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path):
     """End to end through ``python -m swiftformer``: exit status 2, one stderr line, no traceback."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "swiftformer", "export", "--model", "swiftformer_xss", "--format",
+    done = subprocess.run([sys.executable, "-m", "swiftformer", "export", "--io", "tensor", "--model", "swiftformer_xss", "--format",
                            "onnx", "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "swiftformer_xs" in done.stderr, done.stderr

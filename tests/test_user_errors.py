@@ -24,7 +24,7 @@ from .test_reliability_cli import TINY_TRAIN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EXPORT = ["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", "{tmp}/m.onnx", "--random-weights"]
+EXPORT = ["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out", "{tmp}/m.onnx", "--random-weights"]
 PREDICT = ["predict", "{image}", "--checkpoint", "{run}/last.pth"]
 DETECT_PREDICT = ["detect", "predict", "{run}/last.pth", "{image}", "--output", "{tmp}/drawn"]
 
@@ -68,7 +68,7 @@ CHECKPOINT_USERS = {
     "eval": ["eval", "--checkpoint", "{file}"],
     "eval --model": ["eval", "--model", "swiftformer_xs", "--checkpoint", "{file}"],
     "predict": ["predict", "{image}", "--checkpoint", "{file}"],
-    "export": ["export", "--model", "swiftformer_xs", "--format", "onnx", "--out", "{tmp}/m.onnx", "--checkpoint", "{file}"],
+    "export": ["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "onnx", "--out", "{tmp}/m.onnx", "--checkpoint", "{file}"],
     "train --resume": ["train", "--resume", "{file}"],
     "train --finetune": ["train", *TINY_TRAIN, "--finetune", "{file}", "--output-dir", "{tmp}/run"],
     "detect predict": ["detect", "predict", "{file}", "{image}", "--output", "{tmp}/drawn"],
@@ -76,13 +76,13 @@ CHECKPOINT_USERS = {
 }
 EXPORT_FORMATS = {"onnx": "m.onnx", "openvino": "m.xml", "coreml": "m.mlpackage", "torchscript": "m.pt", "executorch": "m.pte"}
 DESTINATIONS = [  # (command line, the path that must be named)
-    *[(["export", "--model", "swiftformer_xs", "--format", fmt, "--out", f"{{read_only}}/{name}", "--random-weights"],
+    *[(["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", fmt, "--out", f"{{read_only}}/{name}", "--random-weights"],
        f"{{read_only}}/{name}") for fmt, name in EXPORT_FORMATS.items()],
     (["train", *TINY_TRAIN, "--output-dir", "{read_only}/run"], "{read_only}/run"),
     (["bench", "--json", "{read_only}/b.json"], "{read_only}/b.json"),
     (["train", *TINY_TRAIN, "--output-dir", "{a_file}"], "{a_file}"),  # a file where a folder is wanted
     ([*EXPORT[:-3], "--out", "{a_file}/m.onnx", "--random-weights"], "{a_file}"),
-    (["export", "--model", "swiftformer_xs", "--format", "coreml", "--out", "{file_package}", "--random-weights"],
+    (["export", "--io", "tensor", "--model", "swiftformer_xs", "--format", "coreml", "--out", "{file_package}", "--random-weights"],
      "{file_package}"),
     (["detect", "predict", "{run}/last.pth", "{image}", "--output", "{a_file}"], "{a_file}"),
     ([*EXPORT[:-3], "--out", "{folder_onnx}", "--random-weights"], "{folder_onnx}"),  # a folder where a file is wanted

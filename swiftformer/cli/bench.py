@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", help="comma-separated subset of fp32,fp16,bf16,int8")
     parser.add_argument("--calibration", default=None, help="folder of real images to calibrate int8 on")
     parser.add_argument("--calibration-size", type=positive_int, default=64, help="calibration images (default 64)")
+    parser.add_argument("--io", default="tensor", help="comma-separated subset of image,tensor: the artefact forms "
+                        "the runtimes' backends time (image: swiftformer export --io image; default tensor)")
 
 
 def summary_lines(result, batch: int) -> tuple[list[str], dict]:
@@ -66,6 +68,13 @@ def summary_lines(result, batch: int) -> tuple[list[str], dict]:
             f"swiftformer_s ({best.backend}) batch {batch}: {achieved:.1f} GFLOP/s = "
             f"{100 * achieved / result.matmul_gflops:.0f} % of the fp32 matmul rate {result.matmul_gflops:.1f} GFLOP/s"
         )
+    for r in result.records:
+        tensor = result.find(r.model, r.backend, r.batch, r.precision, "tensor") if r.io == "image" else None
+        if tensor:
+            ratio = r.median_ms / tensor.median_ms
+            summary[f"{r.model}_{r.backend}_{r.precision}_b{r.batch}_image_over_tensor"] = ratio
+            lines.append(f"{r.model} {r.backend} {r.precision} batch {r.batch}: the image form takes {ratio:.3f}x the "
+                         f"tensor form's time ({r.median_ms:.2f} against {tensor.median_ms:.2f} ms)")
     return lines, summary
 
 
@@ -90,22 +99,24 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     from ..bench import DEFAULT_MODELS, format_table, plot_latency_vs_top1, run_benchmark, write_csv, write_json
 
     from ..cpu import cpu_info
-    from ..formats import PRECISIONS
+    from ..errors import SwiftFormerError
+    from ..formats import IOS, PRECISIONS
     from . import quiet_converters
 
     models = args.models.split(",") if args.models else list(DEFAULT_MODELS)
     precisions = args.precision.split(",")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
-        from ..errors import SwiftFormerError
-
         raise SwiftFormerError(f"unknown precision {unknown[0]!r}; choose from {','.join(PRECISIONS)}")
     backends = _backends(args.backends)
+    ios = args.io.split(",")
+    if not ios or any(io not in IOS for io in ios):
+        raise SwiftFormerError(f"--io {args.io}: a comma-separated subset of {','.join(IOS)}")
     quiet_converters(args.verbose, uses_nncf="int8" in precisions and "openvino" in backends)
     result = run_benchmark(
         models, backends, batch=args.batch, img_size=args.img_size, threads=args.threads,
         rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info, precisions=precisions,
-        calibration=_calibration(args),
+        calibration=_calibration(args), ios=ios,
     )
     print(format_table(result.records))
     for reason in result.skipped:

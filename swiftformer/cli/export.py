@@ -29,7 +29,7 @@ FEW_CHECK_IMAGES = 200
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..calibration import DEFAULT_CALIBRATION_SIZE, DEFAULT_CHECK_SIZE
     from ..deploy.graph import MAX_DYNAMIC_BATCH
-    from ..formats import FORMATS, PRECISIONS
+    from ..formats import FORMATS, IOS, PRECISIONS
     from ..models.attention import ATTENTIONS
     from .numbers import image_side, positive_float, positive_int, probability
 
@@ -62,6 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=probability, default=None,
                         help="least top-1 agreement with fp32 PyTorch, 0..1 (default 0.995 fp16/bf16, 0.98 int8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration/check draw")
+    defaults = ", ".join(f"{name} {fmt.default_io}" for name, fmt in FORMATS.items())
+    parser.add_argument("--io", choices=IOS, default=None,
+                        help="image: RGB pixels in as the platform delivers them, normalisation and softmax inside, "
+                        "labels and metadata in the artefact (an app loads it unchanged); tensor: normalised tensor "
+                        f"in, logits out (default per format: {defaults})")
+    parser.add_argument("--author", default="", help="author field of the image form's metadata")
+    parser.add_argument("--license", default="", help="license field of the image form's metadata")
+    parser.add_argument("--description", default="", help="description of the image form (default: what it takes "
+                        "and gives, and its top-1)")
 
 
 def image_hw(sides: list[int]) -> tuple[int, int]:
@@ -142,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
             model, args.format, args.out, batch=args.batch, dynamic_batch=args.dynamic_batch,
             img_size=img_size, atol=args.atol, precision=args.precision, calibration=calibration, check=check,
             min_agreement=args.min_agreement, class_names=class_names, crop_pct=run_config.get("crop_pct"),
-            interpolation=run_config.get("interpolation"),
+            interpolation=run_config.get("interpolation"), io=args.io, author=args.author, license=args.license,
+            description=args.description, top1=run_top1(args.checkpoint) if args.io == "image" else None,
         )
     except DisagreementError as error:
         report_agreement(f"{args.format} {args.precision}", error.agreement, check.class_names, class_names)
@@ -155,9 +165,14 @@ def check_arguments(args: argparse.Namespace) -> tuple[int, int] | None:
     """A one-line error for options that cannot work together, before anything is loaded; the ``--img-size`` asked."""
     from ..artefacts import is_artefact
     from ..export import check_output, check_request
+    from ..formats import FORMATS
 
+    args.io = args.io or FORMATS[args.format].default_io
     check_request(args.format, args.precision, bool(args.calibration), bool(args.calibration or args.check_data),
-                  args.dynamic_batch)
+                  args.dynamic_batch, args.io)
+    if args.io == "tensor" and (args.author or args.license or args.description):
+        raise SwiftFormerError("--author, --license and --description go into the image form's metadata: "
+                               "drop them or use --io image")
     check_output(args.format, args.out)
     requested = image_hw(args.img_size) if args.img_size else None
     if not args.model and not args.checkpoint:
@@ -181,6 +196,19 @@ def load_weights(args: argparse.Namespace) -> tuple[nn.Module, list[str], dict, 
     loaded = load_model(args.checkpoint, args.model, attention=args.attention)
     weights = f"weights {args.checkpoint}" if args.checkpoint else "the released ImageNet weights"
     return loaded.model, loaded.class_names, loaded.run_config or {}, weights
+
+
+def run_top1(checkpoint: str | None) -> float | None:
+    """The val top-1 (%) of a checkpoint of our training runs, from the run's ``log.jsonl`` beside it: the best
+    epoch's for ``best.pth``, the last one's otherwise; ``None`` where unknown."""
+    from ..runlog import read_log
+
+    if not checkpoint or not (log := Path(checkpoint).with_name("log.jsonl")).is_file():
+        return None
+    scores = [record["val_top1"] for record in read_log(log) if isinstance(record.get("val_top1"), (int, float))]
+    if not scores:
+        return None
+    return float(max(scores) if Path(checkpoint).name == "best.pth" else scores[-1])
 
 
 def image_size(requested: tuple[int, int] | None, run_config: dict) -> tuple[int, int]:
@@ -220,11 +248,18 @@ def report(args: argparse.Namespace, result: ExportResult, model: nn.Module, wei
     from ..deploy.graph import MAX_DYNAMIC_BATCH
 
     batch = f"batch 1..{result.max_batch}" if result.dynamic_batch else f"batch {result.input_shape[0]}"
-    print(f"wrote {result.path} ({args.format} {result.precision}, fused {model.variant}, {batch}, "
+    print(f"wrote {result.path} ({args.format} {result.precision} {result.io} form, fused {model.variant}, {batch}, "
           f"input {list(result.input_shape[1:])}{' as trained' if run_sized and not args.img_size else ''}), {weights}")
+    if meta := result.metadata:
+        top1 = f", top-1 {meta.top1:.2f} %" if meta.top1 is not None else ""
+        print(f"inside: {len(meta.labels)} labels, RGB {meta.input_size[0]}x{meta.input_size[1]} {meta.layout} pixels "
+              f"0..{meta.pixel_max:g} in, probabilities out{top1}, author {meta.author or '-'}, license "
+              f"{meta.license or '-'}")
     verdict = "OK, but of random weights" if args.random_weights else "OK"
     if result.max_abs_diff is not None:
-        print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} (tolerance {args.atol:g}) - {verdict}")
+        what = "probabilities" if result.io == "image" else "logits"
+        print(f"check: max abs diff vs PyTorch = {result.max_abs_diff:.3g} ({what}, tolerance {args.atol:g}) - "
+              f"{verdict}")
     if result.agreement is not None:
         report_agreement(f"{args.format} {args.precision}", result.agreement, check.class_names, class_names)
         print(f"check: agreement with fp32 PyTorch on {check_source(args)} - {verdict}")

@@ -102,6 +102,20 @@ class AppMetadata:
 
         return {key: text(key, value) for key, value in self.as_dict().items()}
 
+    @classmethod
+    def from_strings(cls, strings: dict[str, str]) -> AppMetadata:
+        """The metadata :meth:`as_strings` wrote (extra keys ignored)."""
+        try:
+            fields = {key: strings[key] for key in cls.__dataclass_fields__}
+            return cls(**{
+                **fields, "input_size": tuple(map(int, fields["input_size"].split(","))),
+                "pixel_max": float(fields["pixel_max"]), "mean": tuple(map(float, fields["mean"].split(","))),
+                "std": tuple(map(float, fields["std"].split(","))), "labels": tuple(fields["labels"].split("\n")),
+                "top1": float(fields["top1"]) if fields["top1"] else None,
+            })
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(f"malformed swiftformer app metadata ({error})") from None
+
 
 def head_size(model: nn.Module) -> int:
     """The number of classes ``model``'s head answers (its ``num_classes``)."""

@@ -11,7 +11,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import SwiftFormerError
+from .app_io import AppMetadata, ImageClassifier
 from .graph import INPUT_NAME, MAX_DYNAMIC_BATCH, OUTPUT_NAME, ExportCheckError, Run, RuntimeUnavailable, exported_program
+
+LABEL_OUTPUT, PROBABILITIES_OUTPUT = "classLabel", "classLabel_probs"  # coremltools' classifier output names
+PREVIEW_TYPE = "com.apple.coreml.model.preview.type"  # Xcode's preview: drop an image, see the classes
+METADATA_PREFIX = "swiftformer."  # our AppMetadata.as_strings() in user_defined_metadata
+
+
+def _compute_precision(precision: str) -> object:
+    """fp32 unless asked: the check compares fp32 (the Neural Engine runs fp16: --precision fp16)."""
+    import coremltools as ct
+
+    return ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
 
 
 def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "fp32",
@@ -28,8 +41,7 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
         inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
         convert_to="mlprogram",
-        # fp32 unless asked: the check compares fp32 (the Neural Engine runs fp16: --precision fp16)
-        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        compute_precision=_compute_precision(precision),
         minimum_deployment_target=ct.target.iOS16,
     )
     if precision == "int8":
@@ -37,6 +49,87 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
     mlmodel.save(str(out))
     validate(out, tuple(example.shape), dynamic_batch)
     return out
+
+
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form (``example``: ``float [1, 3, H, W]`` pixels 0..1, as ``ImageType(scale=1/255)`` hands them
+    over) as a classifier package with ``meta`` inside, then validated (:func:`validate_image`). One image at a
+    time: Vision feeds one; no calibration (int8 weights)."""
+    if dynamic_batch or example.shape[0] != 1:
+        raise SwiftFormerError("a Core ML image input takes one image at a time (Vision feeds one): "
+                               "drop --dynamic-batch and --batch, or export --io tensor")
+    import coremltools as ct
+
+    height, width = meta.input_size
+    mlmodel = ct.convert(
+        exported_program(form, example, False).run_decompositions({}),
+        inputs=[ct.ImageType(name=INPUT_NAME, shape=tuple(example.shape), scale=1 / 255,
+                             color_layout=ct.colorlayout.RGB)],
+        classifier_config=ct.ClassifierConfig(list(meta.labels)),
+        convert_to="mlprogram",
+        compute_precision=_compute_precision(precision),
+        minimum_deployment_target=ct.target.iOS16,
+    )
+    if precision == "int8":
+        mlmodel = int8_weights(mlmodel)
+    mlmodel.short_description, mlmodel.author, mlmodel.license = meta.description, meta.author, meta.license
+    mlmodel.version = meta.swiftformer_version
+    mlmodel.input_description[INPUT_NAME] = f"RGB image {width}x{height} (Vision scales and crops to it)"
+    mlmodel.output_description[LABEL_OUTPUT] = "Most likely class"
+    mlmodel.output_description[PROBABILITIES_OUTPUT] = "Probability of each class"
+    mlmodel.user_defined_metadata.update(
+        {PREVIEW_TYPE: "imageClassifier", **{METADATA_PREFIX + k: v for k, v in meta.as_strings().items()}})
+    mlmodel.save(str(out))
+    validate_image(out, meta)
+    return out
+
+
+def _package(path: Path) -> object:
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path), skip_model_load=True)
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The app metadata an image-form package carries in its ``user_defined_metadata`` (``None``: the tensor
+    form); read from the spec, so on any platform."""
+    stored = _package(path).get_spec().description.metadata.userDefined
+    strings = {key[len(METADATA_PREFIX):]: value for key, value in stored.items() if key.startswith(METADATA_PREFIX)}
+    return AppMetadata.from_strings(strings) if strings else None
+
+
+def validate_image(path: Path, meta: AppMetadata) -> object:
+    """Read an image-form package back: an RGB image input of ``meta``'s size, the classifier outputs with
+    ``meta``'s labels (what Vision's ``VNClassificationObservation`` needs), and its MIL program rebuilt."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    model = _package(path)
+    spec = model.get_spec()
+    description = spec.description
+    (image,) = description.input
+    kind = image.type.WhichOneof("Type")
+    if kind != "imageType" or image.type.imageType.colorSpace != ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB:
+        raise ExportCheckError(f"{path} takes a {kind} input {image.name!r}, not an RGB image")
+    size = (image.type.imageType.height, image.type.imageType.width)
+    if size != tuple(meta.input_size):
+        raise ExportCheckError(f"{path} takes {size[0]}x{size[1]} images, expected {meta.input_size}")
+    if (description.predictedFeatureName, description.predictedProbabilitiesName) != (LABEL_OUTPUT,
+                                                                                      PROBABILITIES_OUTPUT):
+        raise ExportCheckError(f"{path} is no classifier (predicted feature {description.predictedFeatureName!r})")
+    if class_labels(spec) != list(meta.labels):
+        raise ExportCheckError(f"{path} names other classes than {list(meta.labels)[:3]}...")
+    milproto_load(spec, spec.specificationVersion, model.weights_dir)
+    return model
+
+
+def class_labels(spec: object) -> list[str]:
+    """The labels of an ML program's ``classify`` op (what ``classLabel`` answers)."""
+    main = spec.mlProgram.functions["main"]
+    classify = next(op for op in main.block_specializations[main.opset].operations if op.type == "classify")
+    values = classify.inputs["classes"].arguments[0].value.immediateValue.list.values
+    return [value.immediateValue.tensor.strings.values[0] for value in values]
 
 
 def int8_weights(mlmodel: object) -> object:
@@ -82,14 +175,26 @@ def stored_precision(path: Path) -> None:
 
 
 def runner(path: Path, threads: int | None = None, precision: str = "fp32") -> Run:
-    """Images to logits through Core ML, on macOS (``threads``: Core ML schedules its own)."""
+    """Images to logits through Core ML, on macOS (``threads``: Core ML schedules its own); an image-form package:
+    its pixels (``float [N, 3, H, W]``, 0..pixel_max) to probabilities, one image at a time as Vision runs it."""
     if sys.platform != "darwin":
         raise RuntimeUnavailable(f"Core ML {precision} runs on macOS only: the package was converted and its spec "
                                  "validated, not run")
     import coremltools as ct
 
     loaded = ct.models.MLModel(str(path))
-    return lambda x: torch.from_numpy(loaded.predict({INPUT_NAME: x.numpy()})[OUTPUT_NAME])
+    meta = read_app_metadata(path)
+    if meta is None:
+        return lambda x: torch.from_numpy(loaded.predict({INPUT_NAME: x.numpy()})[OUTPUT_NAME])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        from PIL import Image
+
+        rgb = (x.float() * (255 / meta.pixel_max)).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        answers = [loaded.predict({INPUT_NAME: Image.fromarray(image.numpy())})[PROBABILITIES_OUTPUT] for image in rgb]
+        return torch.tensor([[answer[label] for label in meta.labels] for answer in answers])
+
+    return run
 
 
 # An image input and several named outputs (the dense models) -----------------------------------------------

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import SwiftFormerError
 from ..pt2e import int8_quantizer
+from .app_io import AppMetadata, ImageClassifier
 from .graph import Run, batch_dim, contiguous_copy, exported_program
 from .quiet import PYTREE_LOGGER, quiet
 
@@ -23,8 +24,10 @@ CPUINFO_LINES = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\]")
 
 
 def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "fp32",
-          calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
-    """``fused`` lowered to XNNPACK as a ``.pte``; int8: PT2E-quantized on ``calibration`` first."""
+          calibration: torch.Tensor | None = None, dynamic_batch: bool = False,
+          constant_methods: dict | None = None) -> Path:
+    """``fused`` lowered to XNNPACK as a ``.pte``; int8: PT2E-quantized on ``calibration`` first; ``constant_methods``:
+    methods of the program that return those values."""
     try:
         with quiet(loggers=(PYTREE_LOGGER,)):
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -35,8 +38,39 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
     if precision == "int8":
         model = pt2e_calibrated(model, int8_quantizer(qat=False), calibration)
     program = exported_program(model, example, dynamic_batch)
-    out.write_bytes(to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer)
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], constant_methods=constant_methods)
+    out.write_bytes(lowered.to_executorch().buffer)
     return out
+
+
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form (uint8 NHWC pixels, as an Android bitmap or camera frame gives them, in; probabilities out),
+    int8 calibrated on uint8 pixels; ``meta`` as constant methods an app calls (:data:`APP_METHODS`), the labels one
+    newline-joined string (Java's ``EValue`` has no string list)."""
+    strings = meta.as_strings()
+    constants = {"input_size": list(meta.input_size), "layout": meta.layout, "mean": list(meta.mean),
+                 "std": list(meta.std), **{key: strings[key] for key in APP_STRINGS}}
+    return write(form, example, out, precision, calibration, dynamic_batch, constants)
+
+
+# The metadata's fields kept as string methods of an image-form program (besides input_size, layout, mean, std)
+APP_STRINGS = ("labels", "name", "variant", "swiftformer_version", "pixel_max", "top1", "author", "license",
+               "description")
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The :class:`AppMetadata` kept in a program's constant methods (``None``: a tensor-form program)."""
+    program = _program(path)
+    if "labels" not in program.method_names:
+        return None
+
+    def value(name: str) -> list:
+        return program.load_method(name).execute([])
+
+    strings = {key: value(key)[0] for key in APP_STRINGS}
+    numbers = {key: ",".join(map(str, value(key))) for key in ("input_size", "mean", "std")}
+    return AppMetadata.from_strings({**strings, **numbers, "layout": value("layout")[0]})
 
 
 def pt2e_calibrated(model: nn.Module, quantizer: object, calibration: torch.Tensor) -> torch.fx.GraphModule:
@@ -62,14 +96,21 @@ def stored_precision(path: Path) -> None:
 def _method(path: Path, threads: int | None = None) -> object:
     """The program's ``forward``, loaded by the ExecuTorch runtime; ``threads``: XNNPACK's thread pool resized to
     that many (process-wide), else left as it is (one thread per performance core)."""
-    with quiet(loggers=(PYTREE_LOGGER,)):
-        from executorch.runtime import Runtime
     if threads:
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
         _unsafe_reset_threadpool(threads)
+    program = _program(path)
     with quiet(lines=CPUINFO_LINES):
-        return Runtime.get().load_program(str(path)).load_method("forward")
+        return program.load_method("forward")
+
+
+def _program(path: Path) -> object:
+    """The ``.pte`` loaded by the ExecuTorch runtime (its methods not yet)."""
+    with quiet(loggers=(PYTREE_LOGGER,)):
+        from executorch.runtime import Runtime
+    with quiet(lines=CPUINFO_LINES):
+        return Runtime.get().load_program(str(path))
 
 
 def max_batch(path: Path) -> int:

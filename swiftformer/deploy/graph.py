@@ -13,8 +13,10 @@ from ..errors import SwiftFormerError
 # Upper bound of the batch dimension of a --dynamic-batch export (ExecuTorch and Core ML need one).
 MAX_DYNAMIC_BATCH = 64
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+PROBABILITIES_NAME = "probabilities"  # the output of an image-form artefact (swiftformer.deploy.app_io)
 
-Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits
+Run = Callable[[torch.Tensor], torch.Tensor]  # (N, 3, H, W) images -> (N, classes) logits; image form: pixels ->
+# probabilities
 
 
 class ExportCheckError(SwiftFormerError):

@@ -1,5 +1,8 @@
 """LiteRT ``.tflite`` models through litert-torch: fp32, int8 by LiteRT's own ``ai-edge-quantizer`` (the
-convolutions but the stem's, :func:`write_int8`), and the one interpreter every caller runs a model through."""
+convolutions but the stem's, :func:`write_int8`), and the one interpreter every caller runs a model through.
+
+The image form (:func:`write_image`) takes camera bytes, ``uint8 [N, H, W, 3]`` (what MediaPipe Tasks and the
+LiteRT support library feed), answers probabilities, and carries TFLite metadata (:mod:`.tflite_metadata`)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +18,8 @@ from torch import nn
 
 from ..errors import SwiftFormerError
 from ..models.fused import FusedStem
+from . import tflite_metadata
+from .app_io import AppMetadata, ImageClassifier
 from .graph import Run, padded
 from .quiet import PYTREE_LOGGER, quiet, verbose
 
@@ -71,6 +76,24 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
     return out
 
 
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form as ``.tflite`` with its TFLite metadata (``example``/``calibration``: pixels as the form takes
+    them, uint8 NHWC); int8 keeps the uint8 input, its ranges calibrated on the real images' pixels. A fixed batch:
+    ``dynamic_batch`` is refused by the export before (the formats row)."""
+    with quiet_conversion():
+        tflite = _litert_torch().convert(form, (example,)).model_content()
+        if precision == "int8":
+            tflite = write_int8(tflite, calibration)
+    out.write_bytes(tflite_metadata.with_metadata(tflite, meta))
+    return out
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The app metadata an image-form ``.tflite`` carries (``None``: the tensor form)."""
+    return tflite_metadata.read_app_metadata(Path(path).read_bytes())
+
+
 def write_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
     """The fp32 ``.tflite`` quantized by LiteRT's own ``ai-edge-quantizer``: static int8 convolutions but the stem's
     (per-channel symmetric weights), every other op float, activation ranges the calibration images' min/max.
@@ -107,13 +130,13 @@ def write_int8(float_tflite: bytes, calibration: torch.Tensor) -> bytes:
 
 
 def stored_precision(path: Path) -> str | None:
-    """int8 where the model holds integer tensors (``None`` for a file the interpreter does not read: opening it
-    names the problem)."""
+    """int8 where the model holds int8 tensors (the image form's uint8 input is camera bytes, fp32 or int8 alike;
+    ``None`` for a file the interpreter does not read: opening it names the problem)."""
     try:
         tensors = interpreter(model_path=path).get_tensor_details()
     except (ValueError, RuntimeError):
         return None
-    return "int8" if any(t["dtype"] in (np.int8, np.uint8) for t in tensors) else "fp32"
+    return "int8" if any(t["dtype"] == np.int8 for t in tensors) else "fp32"
 
 
 def interpreter(model_path: Path | None = None, model_content: bytes | None = None,
@@ -130,14 +153,15 @@ def interpreter(model_path: Path | None = None, model_content: bytes | None = No
 
 
 def runner(path: Path, threads: int | None = None, precision: str = "fp32") -> Run:
-    """Images to logits through :func:`interpreter` (``precision``: the model holds its own)."""
+    """Images to logits through :func:`interpreter` (``precision``: the model holds its own); an image-form model:
+    its pixels (uint8 NHWC) to probabilities."""
     model = interpreter(model_path=path, threads=threads)
     with quiet(lines=NOISE_LINES):
         model.allocate_tensors()
     source, target = model.get_input_details()[0], model.get_output_details()[0]
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        model.set_tensor(source["index"], x.contiguous().numpy())
+    def run(x: torch.Tensor) -> torch.Tensor:  # pixels decoded as floats are whole numbers: the cast keeps them
+        model.set_tensor(source["index"], x.contiguous().numpy().astype(source["dtype"], copy=False))
         model.invoke()
         return torch.from_numpy(model.get_tensor(target["index"]).copy())
 

@@ -18,11 +18,14 @@ from torch import nn
 
 from ..cpu import cpu_info
 from ..errors import CheckpointError
-from .graph import INPUT_NAME, OUTPUT_NAME, Run, batch_dim, chunks
+from .app_io import AppMetadata, ImageClassifier
+from .graph import INPUT_NAME, OUTPUT_NAME, PROBABILITIES_NAME, Run, batch_dim, chunks
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
+
+APP_PREFIX = "swiftformer."  # metadata_props keys of the image form's AppMetadata: swiftformer.labels, ...
 
 METADATA_KEY = "swiftformer"  # the metadata_props key of the artefact's metadata (swiftformer.artefacts)
 # ONNX op types that carry weights and have int8 kernels: the candidates (blocks, the sensitivity script).
@@ -44,12 +47,39 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
         return write_int8(fp32, out, calibration, example.shape[0])
 
 
-def write_fp32(model: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False) -> Path:
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form (uint8 NHWC pixels in, probabilities out) in ``precision``, with ``meta`` in its
+    ``metadata_props`` (``swiftformer.labels`` newline-joined, ...) and ``meta.description`` as its doc string.
+    ``example`` and ``calibration`` are pixels; a dynamic batch needs an example of 2 or more (at 1 the exporter
+    specialises the batch to 1 without a word)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = write_fp32(form, example, Path(tmp) / "fp32.onnx", dynamic_batch, PROBABILITIES_NAME)
+        if precision == "fp32":
+            model = onnx.load(str(fp32))
+        else:
+            model = onnx.load(str(write_int8(fp32, Path(tmp) / "int8.onnx", calibration, example.shape[0])))
+    onnx.helper.set_model_props(model, {APP_PREFIX + key: value for key, value in meta.as_strings().items()})
+    model.doc_string = meta.description
+    onnx.save(model, str(out))
+    return out
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The :class:`AppMetadata` :func:`write_image` kept in the model (``None``: a tensor-form model)."""
+    props = {p.key[len(APP_PREFIX):]: p.value for p in _model(path).metadata_props if p.key.startswith(APP_PREFIX)}
+    return AppMetadata.from_strings(props) if props else None
+
+
+def write_fp32(model: nn.Module, example: torch.Tensor, out: Path, dynamic_batch: bool = False,
+               output_name: str = OUTPUT_NAME) -> Path:
     """``model`` at ``example``'s shape as ONNX (the dynamo exporter, optimised), checked by the ONNX checker."""
     import onnx
 
     torch.onnx.export(
-        model, (example,), str(out), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        model, (example,), str(out), dynamo=True, input_names=[INPUT_NAME], output_names=[output_name],
         dynamic_shapes=batch_dim(dynamic_batch), optimize=True, verbose=False, external_data=False,
     )
     onnx.checker.check_model(str(out), full_check=True)

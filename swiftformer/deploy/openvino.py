@@ -22,7 +22,8 @@ from torch import nn
 from ..cpu import CpuInfo, cpu_info
 from ..errors import CheckpointError, SwiftFormerError
 from . import onnx
-from .graph import MAX_DYNAMIC_BATCH, Run, chunks
+from .app_io import AppMetadata, ImageClassifier, image_classifier
+from .graph import MAX_DYNAMIC_BATCH, PROBABILITIES_NAME, Run, chunks
 from .quiet import quiet
 
 if TYPE_CHECKING:
@@ -53,13 +54,48 @@ def write(fused: nn.Module, example: torch.Tensor, out: Path, precision: str = "
         return write_reduced(fp32, out, precision, calibration, dynamic_batch, example.shape[0])
 
 
+def write_image(form: ImageClassifier, example: torch.Tensor, out: Path, meta: AppMetadata, precision: str = "fp32",
+                calibration: torch.Tensor | None = None, dynamic_batch: bool = False) -> Path:
+    """The image form in ``precision``: u8 NHWC RGB pixels in (OpenVINO's ``PrePostProcessor``: the cast and the
+    transpose in the graph), probabilities out; ``meta`` in its ``rt_info`` under ``swiftformer``, the labels also
+    under ``model_info/labels`` (OpenVINO Model API's convention, spaces as underscores). The graph is converted
+    from a float NCHW 0..255 form and quantized (int8) before the pre-processing is added, so NNCF calibrates on
+    the pixels (given as ``form`` takes them) as the float graph sees them."""
+    ov = _openvino()
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    planar = image_classifier(form.model, "NCHW", form.pixel_max)
+    nchw = example.permute(0, 3, 1, 2).float()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ov.convert_model(str(onnx.write_fp32(planar, nchw, Path(tmp) / "model.onnx", dynamic_batch,
+                                                     PROBABILITIES_NAME)))
+    if precision == "int8":
+        pixels = calibration.permute(0, 3, 1, 2).float()
+        model = _nncf_int8(model, [part.contiguous().numpy() for part in chunks(pixels, example.shape[0])])
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.RGB)
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    model = ppp.build()
+    for key, value in meta.as_strings().items():
+        model.set_rt_info(value, ["swiftformer", key])
+    model.set_rt_info(" ".join(label.replace(" ", "_") for label in meta.labels), ["model_info", "labels"])
+    model.set_rt_info("Classification", ["model_info", "model_type"])
+    return _save(model, out, precision, dynamic_batch)
+
+
+def read_app_metadata(path: Path) -> AppMetadata | None:
+    """The :class:`AppMetadata` :func:`write_image` kept in the IR's ``rt_info`` (``None``: a tensor-form IR)."""
+    model = _openvino().Core().read_model(str(path))
+    if not model.has_rt_info(["swiftformer", "labels"]):
+        return None
+    return AppMetadata.from_strings({key: value.astype(str) for key, value in model.get_rt_info()["swiftformer"].items()})
+
+
 def write_ir(onnx_path: Path, out: Path, dynamic_batch: bool = False) -> Path:
     """The ONNX graph as an IR, weights kept in fp32; a dynamic batch bounded to 1..:data:`MAX_DYNAMIC_BATCH`."""
     ov = _openvino()
-    model = ov.convert_model(str(onnx_path))
-    _bound_batch(model, dynamic_batch)
-    ov.save_model(model, str(out), compress_to_fp16=False)  # the default would halve the weights to fp16
-    return out
+    return _save(ov.convert_model(str(onnx_path)), out, "fp32", dynamic_batch)
 
 
 def _bound_batch(model: openvino.Model, dynamic_batch: bool) -> None:
@@ -77,13 +113,19 @@ def write_reduced(fp32_onnx: Path, out: Path, precision: str, calibration: torch
     model = ov.convert_model(str(fp32_onnx))
     if precision == "int8":
         model = _nncf_int8(model, [part.contiguous().numpy() for part in chunks(calibration, batch)])
-    # A record of the precision the check compiles it in; OpenVINO 2026.4 does not apply it by itself
-    # (run_as_checked says so to the user).
-    model.set_rt_info(hint(precision), ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    return _save(model, out, precision, dynamic_batch)
+
+
+def _save(model: openvino.Model, out: Path, precision: str, dynamic_batch: bool) -> Path:
+    """``model`` saved as an IR in ``precision``: its weights stored so (fp16 compressed, bf16 rounded, else fp32:
+    OpenVINO's default would halve them to fp16), its batch bounded, and the precision the check compiles it in
+    recorded (OpenVINO 2026.4 does not apply it by itself: run_as_checked says so to the user)."""
+    if precision != "fp32":
+        model.set_rt_info(hint(precision), ["runtime_options", "INFERENCE_PRECISION_HINT"])
     _bound_batch(model, dynamic_batch)
     if precision == "bf16":
         bf16_weights(model)
-    ov.save_model(model, str(out), compress_to_fp16=precision == "fp16")
+    _openvino().save_model(model, str(out), compress_to_fp16=precision == "fp16")
     return out
 
 
