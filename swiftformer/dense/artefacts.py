@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..deploy import coreml, litert, onnx, openvino, tflite_metadata
+from ..deploy.app_io import from_json
 from ..errors import CheckpointError, SwiftFormerError
 from ..formats import FORMATS
 from ..models.swiftformer import IMAGENET_MEAN, IMAGENET_STD
@@ -50,13 +51,7 @@ class DenseMetadata:
 
     @classmethod
     def from_json(cls, text: str, source: Path) -> DenseMetadata:
-        try:
-            fields = json.loads(text)
-            for key in ("input_size", "mean", "std", "outputs"):
-                fields[key] = tuple(fields[key])
-            return cls(**fields)
-        except (ValueError, TypeError, KeyError) as error:
-            raise CheckpointError(f"{source}: malformed {METADATA_KEY} metadata ({error})") from None
+        return from_json(cls, text, ("input_size", "mean", "std", "outputs"), f"{METADATA_KEY} metadata in {source}")
 
 
 # Pixels as an app has them ---------------------------------------------------------------------------------

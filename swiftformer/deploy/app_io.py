@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import nn
@@ -19,6 +19,8 @@ from torch import nn
 from .. import __version__
 from ..data_config import resolve_data_config
 from ..errors import CheckpointError, SwiftFormerError
+
+T = TypeVar("T")
 
 Layout = Literal["NHWC", "NCHW"]
 LAYOUTS: tuple[Layout, ...] = ("NHWC", "NCHW")
@@ -81,13 +83,7 @@ class AppMetadata:
 
     @classmethod
     def from_json(cls, text: str) -> AppMetadata:
-        try:
-            fields = json.loads(text)
-            for key in ("input_size", "mean", "std", "labels"):
-                fields[key] = tuple(fields[key])
-            return cls(**fields)
-        except (ValueError, TypeError, KeyError) as error:
-            raise CheckpointError(f"malformed swiftformer app metadata ({error})") from None
+        return from_json(cls, text, ("input_size", "mean", "std", "labels"), "swiftformer app metadata")
 
     def as_strings(self) -> dict[str, str]:
         """Every field as a string, for the runtimes whose metadata is string to string (ONNX ``metadata_props``,
@@ -115,6 +111,18 @@ class AppMetadata:
             })
         except (ValueError, KeyError) as error:
             raise CheckpointError(f"malformed swiftformer app metadata ({error})") from None
+
+
+def from_json(cls: type[T], text: str, tuples: tuple[str, ...], what: str) -> T:
+    """The dataclass ``cls`` from the JSON of its fields (the ``tuples`` fields back to tuples); what an artefact
+    holds that is no such JSON is one line naming ``what``."""
+    try:
+        fields = json.loads(text)
+        for key in tuples:
+            fields[key] = tuple(fields[key])
+        return cls(**fields)
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"malformed {what} ({error})") from None
 
 
 def head_size(model: nn.Module) -> int:
