@@ -12,6 +12,8 @@ import errno
 import os
 import re
 import shutil
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -258,3 +260,11 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays(run, tmp_path, ca
     assert "No space left on device" in line and re.search(r"the previous (last|best)\.pth is intact", line), line
     assert (copy / "last.pth").read_bytes() == before
     assert not [p.name for p in copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bench_prints_no_line_before_its_one_line_error():
+    """The threads/allocator line came before the error in a real process (logging writes to its stderr)."""
+    child = subprocess.run([sys.executable, "-m", "swiftformer", "bench", "--precision", "fp64"],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 2 and child.stderr.strip().splitlines() == [
+        "swiftformer bench: error: unknown precision 'fp64'; choose from fp32,fp16,bf16,int8"], child.stderr

@@ -113,10 +113,12 @@ def _run_models(args: argparse.Namespace, allocator: str) -> int:
     if not ios or any(io not in IOS for io in ios):
         raise SwiftFormerError(f"--io {args.io}: a comma-separated subset of {','.join(IOS)}")
     quiet_converters(args.verbose, uses_nncf="int8" in precisions and "openvino" in backends)
+    calibration = _calibration(args)
+    log.info("%d threads, %s", args.threads, allocator)  # once the arguments hold: no line before a one-line error
     result = run_benchmark(
         models, backends, batch=args.batch, img_size=args.img_size, threads=args.threads,
         rounds=args.rounds, iters=args.iters, allocator=allocator, log=log.info, precisions=precisions,
-        calibration=_calibration(args), ios=ios,
+        calibration=calibration, ios=ios,
     )
     print(format_table(result.records))
     for reason in result.skipped:
@@ -163,5 +165,4 @@ def run(args: argparse.Namespace) -> int:
             check_destination(path)  # before minutes of timing
 
     allocator = describe_allocator(tune_malloc())  # already applied by the CLI's main(); idempotent
-    log.info("%d threads, %s", args.threads, allocator)
     return _run_models(args, allocator)
