@@ -47,6 +47,7 @@ class ArtefactInfo:
     interpolation: str
     class_names: list[str]
     io: str = "tensor"  # "image": RGB pixels in, probabilities out (normalisation inside); older sidecars: tensor
+    random_weights: bool = False  # exported with --random-weights: it runs, but its answers mean nothing
 
     @property
     def fed(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -104,6 +105,8 @@ class ArtefactInfo:
             return f"interpolation {self.interpolation!r} is none of {', '.join(INTERPOLATIONS)}"
         if not self.class_names or not all(isinstance(name, str) for name in self.class_names):
             return "class_names is not a list of names"
+        if not isinstance(self.random_weights, bool):
+            return f"random_weights {self.random_weights!r} is not true or false"
         return ""
 
 
@@ -242,8 +245,6 @@ def as_fed(run: Run, info: ArtefactInfo) -> Run:
         return run(image_input.pixels(images)).float().clamp_min(torch.finfo(torch.float32).tiny).log()
 
     return fed
-
-    return run_all
 
 
 class ArtefactModel(nn.Module):

@@ -194,6 +194,7 @@ def export_model(
     license: str = "",
     description: str = "",
     top1: float | None = None,
+    random_weights: bool = False,
 ) -> ExportResult:
     """Fuse ``model``, write it as ``fmt`` to ``out`` and compare the artefact's outputs with PyTorch's.
 
@@ -202,7 +203,8 @@ def export_model(
     :class:`ExportCheckError` when the max abs difference of the logits exceeds ``atol``. A reduced
     ``precision`` is calibrated on ``calibration`` (int8) and must agree with fp32 PyTorch on the ``check``
     images on at least ``min_agreement`` of them (default :data:`~swiftformer.agreement.DEFAULT_MIN_AGREEMENT`).
-    ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata.
+    ``class_names``, ``crop_pct`` and ``interpolation`` go into the artefact's metadata, and ``random_weights`` (the
+    model was never trained), so that ``eval`` and ``predict`` say so instead of answering with confidence.
 
     ``io="image"``: the app form (pixels in, probabilities out), checked on seeded random pixels (max abs diff of
     the probabilities) and on the real images; ``class_names`` (checked against the head before anything is
@@ -227,7 +229,7 @@ def export_model(
         class_names or [f"class {i}" for i in range(num_classes)], crop_pct, interpolation,
     )
     info.variant = getattr(model, "variant", info.variant)
-    info.io = io
+    info.io, info.random_weights = io, random_weights
     result = ExportResult(out, fmt, tuple(example.shape), dynamic_batch, None, precision=precision, io=io)
     runtime = FORMATS[fmt].runtime
     with staged_output(out) as staged:

@@ -5,6 +5,7 @@ class names; any other checkpoint (official, timm, Hugging Face, native safetens
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .labels import default_class_names
 from .pretrained import create_model
 from .qat import fused_from_run
 from .recipes import TrainConfig, apply_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +55,8 @@ def load_model(checkpoint: str | None, model_name: str | None = None, ema: bool 
         info = read_info(path)
         if model_name and model_name.split(".")[0] != info.variant:
             raise CheckpointError(f"{path} holds a {info.variant}, not a {model_name}")
+        if info.random_weights:
+            log.warning("%s was exported with --random-weights: it runs, but its answers mean nothing", path)
         return LoadedModel(ArtefactModel(path, info), info.class_names, run_config_of(info))
     run = training_run(path) if path else None
     if run is not None:

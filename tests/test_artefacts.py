@@ -110,3 +110,19 @@ def test_a_sound_artefact_still_predicts(exported, capsys):
 
     assert main(["predict", str(exported["photo"]), "--checkpoint", str(exported["openvino"]), "--topk", "1"]) == 0
     assert capsys.readouterr().out.startswith(f"{exported['photo']}: class ")
+
+
+def test_an_artefact_of_random_weights_says_so_wherever_it_runs(exported, tmp_path, caplog):
+    """``export --random-weights`` tries a toolchain; its artefact classifies nothing, and predict/eval must not
+    answer with it as if it did."""
+    from swiftformer.cli import main
+
+    out = tmp_path / "random.onnx"
+    assert main(["export", "--model", "swiftformer_xs", "--random-weights", "--format", "onnx", "--io", "tensor",
+                 "--out", str(out), "--img-size", "64"]) == 0
+    assert read_info(out).random_weights and not read_info(exported["onnx"]).random_weights
+    with caplog.at_level(logging.WARNING, logger="swiftformer.inference"):
+        assert main(["predict", str(exported["photo"]), "--checkpoint", str(exported["onnx"])]) == 0
+        assert "random-weights" not in caplog.text
+        assert main(["predict", str(exported["photo"]), "--checkpoint", str(out)]) == 0
+    assert f"{out} was exported with --random-weights: it runs, but its answers mean nothing" in caplog.text

@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             min_agreement=args.min_agreement, class_names=class_names, crop_pct=run_config.get("crop_pct"),
             interpolation=run_config.get("interpolation"), io=args.io, author=args.author, license=args.license,
             description=args.description, top1=run_top1(args.checkpoint) if args.io == "image" else None,
+            random_weights=args.random_weights,
         )
     except DisagreementError as error:
         report_agreement(f"{args.format} {args.precision}", error.agreement, check.class_names, class_names)
