@@ -1,4 +1,4 @@
-"""Shared sub-commands of ``swiftformer detect`` and ``swiftformer segment``: train, eval, predict.
+"""Shared sub-commands of ``swiftformer detect`` and ``swiftformer segment``: train, eval, predict, export.
 
 The vocabulary is the classification commands': ``--checkpoint`` (the run checkpoint to read),
 ``--output-dir``, ``--config``, ``--set KEY=VALUE``, ``--data``, ``--batch-size``, ``--workers``, ``--device``.

@@ -101,8 +101,6 @@ def outputs_runner(path: Path, meta: DenseMetadata) -> Outputs:
     return coreml.image_outputs_runner(path, meta.outputs)
 
 
-
-
 # Predicting ------------------------------------------------------------------------------------------------
 class DenseArtefact:
     """A dense artefact opened for ``predict``: photos in, the class map or detections at the photo's size out."""

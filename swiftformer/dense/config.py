@@ -49,7 +49,7 @@ class DenseConfig(Recipe):
     freeze_bn: bool = False
     sync_bn: bool = False  # under DDP: BatchNorm statistics over all GPUs
     num_classes: int | None = None  # segmentation: classes incl. background; detection: from the COCO file
-    class_names: tuple[str, ...] | None = None  # segmentation: the name of each label value (default "class N")
+    class_names: tuple[str, ...] | None = None  # segmentation: the name of each label value (default "0", "1", ...)
     masks: bool = True  # detection: Mask R-CNN (True) or Faster R-CNN (False)
     min_size: int = 800  # detection: short side after the detector's resize
     max_size: int = 1333  # detection: long side cap
