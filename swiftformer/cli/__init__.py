@@ -34,8 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "share": ("swiftformer.cli.share", "a run as a folder timm loads (local-dir:, hf-hub:), with a model card; --push "
               "uploads it"),
     "demo": ("swiftformer.cli.demo", "train, evaluate, fuse, export and time SwiftFormer-XS on the embedded digits"),
-    "detect": ("swiftformer.cli.detect", "Mask R-CNN on a SwiftFormer FPN: train, eval, predict, export (COCO JSON data)"),
-    "segment": ("swiftformer.cli.segment", "semantic FPN on a SwiftFormer backbone: train, eval, predict, export (label PNGs)"),
+    "detect": ("swiftformer.cli.detect",
+               "Mask R-CNN on a SwiftFormer FPN: train, eval, predict, export (COCO JSON data)"),
+    "segment": ("swiftformer.cli.segment",
+                "semantic FPN on a SwiftFormer backbone: train, eval, predict, export (label PNGs)"),
 }
 
 
